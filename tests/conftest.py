@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Real files in native layouts, beside the checkout when present (never in the repo).
+REAL_SAMPLES = Path(os.environ.get("UNCERDA_REAL_SAMPLES", REPO.parent / "shared" / "real-samples"))
+
+
+@pytest.fixture
+def real_samples() -> Path:
+    if not REAL_SAMPLES.is_dir():
+        pytest.skip(f"real samples not available at {REAL_SAMPLES}")
+    return REAL_SAMPLES

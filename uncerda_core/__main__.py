@@ -1,0 +1,3 @@
+from uncerda_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""Writing artifacts safely and recording where they came from.
+
+Every file a stage produces is written to a temporary name beside its final
+path and renamed into place only when complete, so a killed job never leaves
+a file that looks finished. Every artifact carries a provenance record: the
+resolved config, code version, library versions, seed and input hashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PROVENANCE_SUFFIX = ".provenance.json"
+
+
+class UncerdaError(Exception):
+    """An error a user can act on: the message names the file and the fix."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    ``suffix`` keeps the extension (some writers infer the format from it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; it replaces ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git_commit() -> str | None:
+    repo = Path(__file__).resolve().parent.parent
+    if not (repo / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+_CODE_VERSION: dict[str, Any] | None = None
+
+
+def code_version() -> dict[str, Any]:
+    """Package version, git commit (when run from a checkout) and library versions."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        from uncerda_core import __version__
+        libs = {}
+        for name in ("torch", "torchvision", "numpy", "h5py", "PIL", "sklearn", "pandas", "cv2"):
+            module = sys.modules.get(name)
+            if module is not None:
+                libs[name] = getattr(module, "__version__", "unknown")
+        _CODE_VERSION = {
+            "package": __version__,
+            "git_commit": _git_commit(),
+            "python": platform.python_version(),
+            "libraries": libs,
+        }
+    return dict(_CODE_VERSION)
+
+
+def provenance(stage: str, config: dict | None = None, seed: int | None = None,
+               inputs: dict[str, str | os.PathLike] | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A provenance record for an artifact made by ``stage``.
+
+    ``inputs`` maps a role ("checkpoint", "weights", ...) to a file whose path
+    and sha256 are recorded, so the artifact can be traced to what it was made from.
+    """
+    record: dict[str, Any] = {
+        "stage": stage,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "code": code_version(),
+        "seed": seed,
+        "inputs": {role: {"path": str(p), "sha256": file_sha256(p)} for role, p in (inputs or {}).items()
+                   if p is not None and Path(p).is_file()},
+        "config": config,
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Where the provenance of a plain file (CSV, PNG folder, ...) is written."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "provenance.json"
+    return path.with_name(path.name + PROVENANCE_SUFFIX)
+
+
+def write_sidecar(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    write_json(sidecar_path(path), record)
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """The provenance of any artifact: checkpoint, HDF5 maps, JSON, or a file with a sidecar."""
+    path = Path(path)
+    if not path.exists():
+        raise UncerdaError(f"{path}: no such file or directory")
+    if path.is_dir() or sidecar_path(path).exists():
+        side = sidecar_path(path)
+        if not side.exists():
+            raise UncerdaError(f"{path}: no provenance record ({side} is missing)")
+        return json.loads(side.read_text())
+    if path.suffix in (".h5", ".hdf5"):
+        import h5py
+        with h5py.File(path, "r") as fh:
+            if "provenance" not in fh.attrs:
+                raise UncerdaError(f"{path}: HDF5 file without a 'provenance' attribute")
+            return json.loads(fh.attrs["provenance"])
+    if path.suffix in (".pt", ".pth"):
+        import torch
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "provenance" not in state:
+            raise UncerdaError(f"{path}: checkpoint without a provenance record (not written by uncerda?)")
+        return state["provenance"]
+    if path.suffix == ".json":
+        obj = json.loads(path.read_text())
+        if isinstance(obj, dict) and "provenance" in obj:
+            return obj["provenance"]
+    raise UncerdaError(f"{path}: no provenance record found (no sidecar {sidecar_path(path).name})")

@@ -1,0 +1,122 @@
+"""Experiment configuration: schema validation, defaults, and checks of the data roots.
+
+The schema is ``workflow/schemas/config.schema.yaml`` (shipped in the package
+as ``resources/config.schema.yaml``). The Snakefile and the console script
+validate with it the same way, before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from uncerda_core.artifacts import UncerdaError
+
+_SCHEMA: dict | None = None
+
+
+def schema() -> dict:
+    global _SCHEMA
+    if _SCHEMA is None:
+        text = resources.files("uncerda_core").joinpath("resources/config.schema.yaml").read_text()
+        _SCHEMA = yaml.safe_load(text)
+    return _SCHEMA
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema_):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema_)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"{error.message} at '{where}'; allowed keys there: {', '.join(allowed)}"
+    return f"'{where}': {error.message}"
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` in place against the schema and fill its defaults.
+
+    Raises :class:`UncerdaError` naming every offending key.
+    """
+    if not isinstance(config, dict):
+        raise UncerdaError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = "\n  ".join(_describe(e) for e in errors)
+        raise UncerdaError(f"{source}: invalid configuration (schema workflow/schemas/config.schema.yaml):\n  {lines}")
+    return config
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(*paths: str | Path, overrides: dict | None = None, check_paths: bool = True) -> dict:
+    """Read one or more YAML configs (later ones override), validate, fill defaults."""
+    config: dict = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise UncerdaError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UncerdaError(f"{path}: not valid YAML: {exc}") from exc
+        config = deep_merge(config, loaded)
+    if overrides:
+        config = deep_merge(config, overrides)
+    validate_config(config, source=", ".join(str(p) for p in paths) or "config")
+    if check_paths:
+        check_data_roots(config)
+    return config
+
+
+def check_data_roots(config: dict) -> None:
+    """A missing data root fails here, before any job runs (unless the demo generates it)."""
+    if config["demo"]["enabled"]:
+        return
+    for role in ("source", "target"):
+        root = Path(config[role]["root"])
+        if not root.is_dir():
+            raise UncerdaError(
+                f"{role}.root: data root '{root}' does not exist. Point {role}.root at your "
+                f"{config[role]['dataset']} folder (e.g. --config {role}='{{root: /data/...}}'), "
+                "or set demo.enabled: true to generate the embedded demo data.")
+    init = config["model"]["init"]
+    if init is not None and not Path(init).is_file():
+        raise UncerdaError(f"model.init: checkpoint '{init}' not found")
+
+
+def dumps(config: dict) -> str:
+    """Canonical JSON of a config (or a part of it), for params and provenance."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def experiment_dir(config: dict) -> Path:
+    return Path(config["results_dir"]) / config["experiment"]
