@@ -1,0 +1,195 @@
+"""The HDF5 maps layout: writer, validating reader, streaming, logits -> maps."""
+
+from __future__ import annotations
+
+import json
+import math
+import tracemalloc
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.uncertainty.histogram import N_CODES, class_code_histogram, maps_histogram
+from uncerda_core.uncertainty.maps import MapsWriter, maps_from_logits, open_maps
+
+NAMES3 = ["a", "b", "c"]
+
+
+def _image(seed: int, h: int, w: int, c: int = 3):
+    rng = np.random.default_rng(seed)
+    argmax = rng.integers(0, c, size=(h, w)).astype(np.uint8)
+    entropy = rng.random((h, w)).astype(np.float16)
+    maxprob = rng.random((h, w)).astype(np.float16)
+    return argmax, entropy, maxprob
+
+
+def _write(path, n=3, h=4, w=6, c=3, names=None, **kw):
+    images = [_image(i, h, w, c) for i in range(n)]
+    names = names or [f"img_{i}" for i in range(n)]
+    with MapsWriter(path, n, h, w, c, NAMES3[:c] if c == 3 else [str(i) for i in range(c)],
+                    attrs={"checkpoint": "ck.pth", "checkpoint_sha256": "ab" * 32, "config": {"k": 7},
+                           "provenance": {"stage": "dump"}}, **kw) as writer:
+        for i, (a, e, m) in enumerate(images):
+            writer.write(i, names[i], a, e, m, **({"prob": np.full((c, 2, 3), 1 / c, np.float16)}
+                                                 if kw.get("prob_size") else {}))
+    return images, names
+
+
+@pytest.mark.parametrize("compression", ["lzf", "gzip", "none"])
+def test_layout_with_plain_h5py(tmp_path, compression):
+    path = tmp_path / "maps.h5"
+    images, names = _write(path, compression=compression, compress_floats=True, prob_size=(2, 3))
+    with h5py.File(path, "r") as fh:
+        assert [n.decode() for n in fh["names"][()]] == names
+        assert fh["argmax"].dtype == np.uint8 and fh["argmax"].shape == (3, 4, 6)
+        assert fh["entropy"].dtype == np.float16 and fh["maxprob"].dtype == np.float16
+        assert fh["argmax"].chunks == (1, 4, 6) and fh["entropy"].chunks == (1, 4, 6)
+        assert fh["prob"].shape == (3, 3, 2, 3) and fh["prob"].chunks == (1, 3, 2, 3)
+        np.testing.assert_array_equal(fh["argmax"][1], images[1][0])
+        np.testing.assert_array_equal(fh["entropy"][2], images[2][1])
+        np.testing.assert_array_equal(fh["maxprob"][0], images[0][2])
+        assert fh.attrs["layout_version"] == 1 and fh.attrs["num_classes"] == 3
+        assert json.loads(fh.attrs["class_names"]) == NAMES3
+        assert fh.attrs["checkpoint"] == "ck.pth" and fh.attrs["checkpoint_sha256"] == "ab" * 32
+        assert json.loads(fh.attrs["config"]) == {"k": 7}
+        assert json.loads(fh.attrs["provenance"]) == {"stage": "dump"}
+    assert [p.name for p in tmp_path.iterdir()] == ["maps.h5"]  # no temp file left
+
+
+def test_default_compresses_argmax_only(tmp_path):
+    _write(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "r") as fh:
+        assert fh["argmax"].compression == "lzf"
+        assert fh["entropy"].compression is None
+
+
+def test_reader_roundtrip_and_iter(tmp_path):
+    path = tmp_path / "maps.h5"
+    images, names = _write(path, names=["x", "ÿ_utf8", "z"])
+    with open_maps(path, expected_classes=3) as maps:
+        assert maps.names == ["x", "ÿ_utf8", "z"] and maps.num_classes == 3 and maps.shape == (3, 4, 6)
+        seen = list(maps.iter_images(fields=("argmax", "maxprob")))
+    assert [n for n, _ in seen] == maps.names
+    np.testing.assert_array_equal(seen[2][1]["maxprob"], images[2][2])
+    assert set(seen[0][1]) == {"argmax", "maxprob"}
+
+
+def test_writer_removes_temp_on_error_and_on_missing_image(tmp_path):
+    path = tmp_path / "maps.h5"
+    with pytest.raises(RuntimeError):
+        with MapsWriter(path, 2, 4, 6, 3, NAMES3) as writer:
+            writer.write(0, "a", *_image(0, 4, 6))
+            raise RuntimeError("dump crashed")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UncerdaError, match="never written"):
+        with MapsWriter(path, 2, 4, 6, 3, NAMES3) as writer:
+            writer.write(0, "a", *_image(0, 4, 6))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_rejects_bad_arrays(tmp_path):
+    with pytest.raises(UncerdaError, match="argmax"):
+        with MapsWriter(tmp_path / "m.h5", 1, 4, 6, 3, NAMES3) as writer:
+            a, e, m = _image(0, 4, 6)
+            writer.write(0, "a", a[:2], e, m)
+    with pytest.raises(UncerdaError, match="class 7"):
+        with MapsWriter(tmp_path / "m.h5", 1, 4, 6, 3, NAMES3) as writer:
+            a, e, m = _image(0, 4, 6)
+            a[0, 0] = 7
+            writer.write(0, "a", a, e, m)
+    with pytest.raises(UncerdaError, match="outside"):
+        with MapsWriter(tmp_path / "m.h5", 1, 4, 6, 3, NAMES3) as writer:
+            a, e, m = _image(0, 4, 6)
+            e[0, 0] = -0.0
+            writer.write(0, "a", a, e, m)
+    # float32 input is clipped and cast; -0.0 becomes +0.0
+    with MapsWriter(tmp_path / "m.h5", 1, 1, 3, 3, NAMES3) as writer:
+        writer.write(0, "a", np.zeros((1, 3), np.uint8), np.array([[-0.0, 1.2, 0.5]], np.float32),
+                     np.ones((1, 3), np.float32))
+    with open_maps(tmp_path / "m.h5") as maps:
+        assert maps.read(0, ("entropy",))["entropy"].view(np.uint16).tolist() == [[0, 0x3C00, 0x3800]]
+
+
+def test_open_maps_errors(tmp_path):
+    with pytest.raises(UncerdaError, match="not found"):
+        open_maps(tmp_path / "none.h5")
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(UncerdaError, match="bad.h5"):
+        open_maps(bad)
+    good = tmp_path / "good.h5"
+    _write(good)
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UncerdaError, match="trunc.h5"):
+        with open_maps(trunc) as maps:
+            list(maps.iter_images())
+    with pytest.raises(UncerdaError, match="19"):
+        open_maps(good, expected_classes=19)
+    missing = tmp_path / "missing.h5"
+    _write(missing)
+    with h5py.File(missing, "a") as fh:
+        del fh["maxprob"]
+    with pytest.raises(UncerdaError, match="maxprob"):
+        open_maps(missing)
+    wrong = tmp_path / "wrong.h5"
+    _write(wrong)
+    with h5py.File(wrong, "a") as fh:
+        data = fh["entropy"][()]
+        del fh["entropy"]
+        fh["entropy"] = data.astype(np.float32)
+    with pytest.raises(UncerdaError, match="float16"):
+        open_maps(wrong)
+
+
+def test_maps_from_logits_entropy_and_maxprob():
+    logits = torch.tensor([[[[0.0, 10.0]], [[0.0, 0.0]], [[0.0, 0.0]]]])   # (1, 3, 1, 2)
+    argmax, entropy, maxprob = maps_from_logits(logits)
+    assert argmax.dtype == np.uint8 and entropy.dtype == np.float16 and maxprob.dtype == np.float16
+    assert argmax.tolist() == [[[0, 0]]]
+    assert float(entropy[0, 0, 0]) == 1.0 and float(maxprob[0, 0, 0]) == pytest.approx(1 / 3, abs=1e-3)
+    p = np.exp(10) / (np.exp(10) + 2)
+    q = 1 / (np.exp(10) + 2)
+    expected = -(p * math.log(p) + 2 * q * math.log(q)) / math.log(3)
+    assert float(entropy[0, 0, 1]) == pytest.approx(expected, rel=2e-3)
+    probs = torch.tensor([[[[1.0]], [[0.0]], [[0.0]]]])
+    _, ent, mp = maps_from_logits(probs, is_prob=True)
+    assert ent.view(np.uint16).item() == 0 and mp.item() == 1.0
+
+
+def test_maps_histogram_matches_direct(tmp_path):
+    path = tmp_path / "maps.h5"
+    images, _ = _write(path, n=4)
+    hist = maps_histogram(path, "entropy")
+    direct = sum(class_code_histogram(a, e, 3) for a, e, _ in images)
+    np.testing.assert_array_equal(hist, direct)
+    hist_mp = maps_histogram(path, "maxprob")
+    assert hist_mp.sum() == 4 * 24 and hist_mp[:, :N_CODES].shape == (3, N_CODES)
+
+
+def test_streaming_pass_has_bounded_memory(tmp_path):
+    n, h, w = 200, 128, 256
+    path = tmp_path / "big.h5"
+    image = _image(0, h, w, c=2)
+    with MapsWriter(path, n, h, w, 2, ["p", "q"]) as writer:
+        for i in range(n):
+            writer.write(i, f"i{i}", *image)
+    one_image = sum(a.nbytes for a in image)             # argmax + entropy + maxprob of one image
+    with open_maps(path) as maps:
+        tracemalloc.start()
+        for _name, arrays in maps.iter_images(fields=("argmax", "entropy", "maxprob")):
+            assert arrays["argmax"].shape == (h, w)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 3 * one_image, (peak, one_image)
+    assert n * one_image > 60 * peak                      # the whole file would be far more
+    tracemalloc.start()
+    hist = maps_histogram(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert hist.sum() == n * h * w
+    # histogram (2 x 15361 int64) + a bincount temp + the int64 index array of one image
+    assert peak < 3 * hist.nbytes + 8 * h * w + 3 * one_image, peak
