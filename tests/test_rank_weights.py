@@ -1,0 +1,86 @@
+"""Ranking (Eq. 1, S_k) from a maps file and sampling weights (Eqs. 3-5) from class statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.data.labels import CLASS_NAMES
+from uncerda_core.uncertainty.maps import MapsWriter
+from uncerda_core.uncertainty.rank import rank_classes, read_sk, write_rank
+from uncerda_core.uncertainty.weights import compute_sampling_weights, write_weights
+
+
+def _maps(path):
+    # class 0: entropies 0.25, 0.25; class 1: 0.5, 1.0; class 2: 0.75; class 3 never predicted
+    argmax = np.array([[0, 0, 1], [1, 2, 2]], dtype=np.uint8)
+    entropy = np.array([[0.25, 0.25, 0.5], [1.0, 0.75, 0.75]], dtype=np.float16)
+    with MapsWriter(path, 2, 2, 3, 4, ["a", "b", "c", "d"]) as w:
+        w.write(0, "x", argmax, entropy, entropy)
+        w.write(1, "y", argmax, entropy, entropy)
+
+
+def test_rank_classes_and_sk(tmp_path):
+    _maps(tmp_path / "m.h5")
+    df = rank_classes(tmp_path / "m.h5", 2, ["a", "b", "c", "d"])
+    assert df["pixels"].tolist() == [4, 4, 4, 0]
+    np.testing.assert_allclose(df["mean_entropy"][:3], [0.25, 0.75, 0.75])
+    assert np.isnan(df["mean_entropy"][3])
+    assert df["rank"].tolist() == [4, 2, 3, 1]            # never predicted first, tie 1 vs 2 by id
+    assert df["in_sk"].tolist() == [False, True, False, True]
+    out = tmp_path / "rank.csv"
+    write_rank(df, out, {"stage": "rank"})
+    text = out.read_text().splitlines()
+    assert text[0] == "class_id,class,mean_entropy,pixels,rank,in_sk"
+    assert text[4] == "3,d,,0,1,True"                    # empty cell for a never-predicted class
+    assert json.loads((tmp_path / "rank.csv.provenance.json").read_text())["stage"] == "rank"
+    assert read_sk(out) == [3, 1]
+
+
+def test_rank_errors(tmp_path):
+    _maps(tmp_path / "m.h5")
+    with pytest.raises(UncerdaError, match="classes"):
+        rank_classes(tmp_path / "m.h5", 2, list(CLASS_NAMES))
+    (tmp_path / "r.csv").write_text("class_id,rank\n0,1\n")
+    with pytest.raises(UncerdaError, match="in_sk"):
+        read_sk(tmp_path / "r.csv")
+
+
+def _stats(path):
+    rows = {"name": ["00001", "00002", "00003"]}
+    for c in CLASS_NAMES:
+        rows[c] = [0, 0, 0]
+    rows["road"] = [10, 0, 0]
+    rows["wall"] = [30, 0, 8]
+    rows["sky"] = [0, 50, 5]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_sampling_weights_from_stats(tmp_path):
+    _stats(tmp_path / "s.csv")
+    df = compute_sampling_weights(tmp_path / "s.csv", [0, 3], balance=0.0, alpha=80, mu=0.02)
+    assert df.columns.tolist() == ["name", "p_i", "p_norm", "weight", "probability"]
+    assert df["name"].tolist() == ["00001", "00002", "00003"]      # names stay strings
+    np.testing.assert_allclose(df["p_i"], [1 / 103, 0.0, 1 / 103])
+    assert df["weight"][1] == pytest.approx(0.1 + 1 / (1 + math.exp(1.6)))
+    assert df["probability"].sum() == pytest.approx(1.0)
+    allc = compute_sampling_weights(tmp_path / "s.csv", None, balance=0.0, alpha=80, mu=0.02)
+    np.testing.assert_allclose(allc["p_i"], [1 / 103] * 3)        # +SR at balance 0: all alike
+    write_weights(df, tmp_path / "w.csv", {"stage": "weights"})
+    back = pd.read_csv(tmp_path / "w.csv")
+    np.testing.assert_allclose(back["probability"], df["probability"], rtol=1e-11)
+    assert (tmp_path / "w.csv.provenance.json").exists()
+
+
+def test_sampling_weights_bad_stats(tmp_path):
+    (tmp_path / "s.csv").write_text("name,road\n1,5\n")
+    with pytest.raises(UncerdaError, match="s.csv.*lack columns"):
+        compute_sampling_weights(tmp_path / "s.csv", [0], 0.9, 80, 0.02)
+    _stats(tmp_path / "t.csv")
+    with pytest.raises(UncerdaError, match="S_k"):
+        compute_sampling_weights(tmp_path / "t.csv", [19], 0.9, 80, 0.02)

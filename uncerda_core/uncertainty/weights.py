@@ -1,0 +1,56 @@
+"""Per-source-image sampling weights from S_k (Eqs. 3-5)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from uncerda_core.artifacts import UncerdaError, atomic_path, write_sidecar
+from uncerda_core.data.labels import CLASS_NAMES
+from uncerda_core.uncertainty.equations import sampling_weights
+
+WEIGHT_COLUMNS = ["name", "p_i", "p_norm", "weight", "probability"]
+
+
+def read_class_stats(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Source class statistics CSV -> (image names, (M, 19) int64 pixel counts)."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"name": str})
+    except (OSError, ValueError) as err:
+        raise UncerdaError(f"{path}: cannot read the class statistics table ({err})") from None
+    missing = [c for c in ("name", *CLASS_NAMES) if c not in df.columns]
+    if missing:
+        raise UncerdaError(f"{path}: class statistics lack columns {missing}; expected 'name' and one "
+                           f"integer column per class {list(CLASS_NAMES)}")
+    if df.empty:
+        raise UncerdaError(f"{path}: class statistics table has no rows")
+    counts = df[list(CLASS_NAMES)]
+    if counts.isna().any().any() or (counts.to_numpy() < 0).any():
+        raise UncerdaError(f"{path}: class statistics hold empty or negative counts")
+    return df["name"].tolist(), counts.to_numpy(dtype=np.int64)
+
+
+def compute_sampling_weights(class_stats_csv: str | os.PathLike, sk: list[int] | None, balance: float,
+                             alpha: float, mu: float) -> pd.DataFrame:
+    """One row per source image: ``name,p_i,p_norm,weight,probability`` (Eqs. 3-5).
+
+    ``sk=None`` uses every class (the +SR ablation: resampling with no target signal).
+    """
+    names, counts = read_class_stats(class_stats_csv)
+    classes = list(range(counts.shape[1])) if sk is None else list(sk)
+    if not classes or min(classes) < 0 or max(classes) >= counts.shape[1]:
+        raise UncerdaError(f"sampling weights: S_k {sk} must list class ids in [0, {counts.shape[1]})")
+    out = sampling_weights(counts, classes, balance, alpha, mu)
+    return pd.DataFrame({"name": names, **out})[WEIGHT_COLUMNS]
+
+
+def write_weights(df: pd.DataFrame, path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Write ``weights.csv`` atomically plus its provenance sidecar."""
+    with atomic_path(path) as tmp:
+        df[WEIGHT_COLUMNS].to_csv(tmp, index=False, float_format="%.12g")
+    write_sidecar(path, record)
