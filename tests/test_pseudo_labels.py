@@ -1,0 +1,132 @@
+"""Maps file -> pseudo-label PNGs, classes.csv and quality, for every method."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
+from uncerda_core.uncertainty.maps import MapsWriter
+
+H, W = 8, 8
+
+
+def _maps(path, n=4):
+    """Class 0 fills the left half with entropy 0.05 on even rows, 0.7 on odd rows; class 1 the
+    right half (rows 0-3 entropy 0.1, rows 4-7 0.9, except one pixel); class 2 never predicted."""
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(n):
+        argmax = np.zeros((H, W), np.uint8)
+        argmax[:, W // 2:] = 1
+        ent = np.empty((H, W))
+        ent[0::2, : W // 2] = 0.05 + 0.01 * rng.random((H // 2, W // 2))
+        ent[1::2, : W // 2] = 0.7 + 0.01 * rng.random((H // 2, W // 2))
+        ent[: H // 2, W // 2:] = 0.1 + 0.01 * rng.random((H // 2, W // 2))
+        ent[H // 2:, W // 2:] = 0.9 + 0.01 * rng.random((H // 2, W // 2))
+        maxprob = 1.0 - ent
+        images.append((f"img{i}", argmax, ent.astype(np.float16), maxprob.astype(np.float16)))
+    with MapsWriter(path, n, H, W, 3, ["a", "b", "c"]) as writer:
+        for i, (name, a, e, m) in enumerate(images):
+            writer.write(i, name, a, e, m)
+    return images
+
+
+def _read(out, name):
+    with Image.open(out / f"{name}.png") as im:
+        assert im.mode == "L"
+        return np.asarray(im)
+
+
+def test_gmm_pixel_labels_and_tables(tmp_path):
+    images = _maps(tmp_path / "m.h5")
+    out = tmp_path / "pseudo"
+    df = generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(min_pixels=5), out)
+    assert sorted(p.name for p in out.iterdir()) == ["classes.csv", "img0.png", "img1.png", "img2.png",
+                                                    "img3.png", "provenance.json"]
+    for name, argmax, ent, _ in images:
+        label = _read(out, name)
+        expected = np.where(ent.astype(float) < 0.5, argmax, 255)
+        np.testing.assert_array_equal(label, expected)
+    table = pd.read_csv(out / "classes.csv")
+    assert table["selected_pixels"].tolist() == [64, 64, 0] and table["predicted_pixels"].tolist() == [128, 128, 0]
+    assert table["degenerate"].fillna("").tolist() == ["", "", "never predicted"]
+    assert table["mean_pos"][0] == pytest.approx(0.055, abs=0.002)
+    assert table["mean_neg"][1] == pytest.approx(0.905, abs=0.002)
+    lo, hi = json.loads("[" + table["intervals"][0].split(";")[0].strip()[1:-1] + "]")
+    assert lo == 0.0 and 0.06 < hi < 0.7
+    assert df["selected_fraction"].iloc[0] == pytest.approx(0.5)
+    assert json.loads((out / "provenance.json").read_text())["stage"] == "pseudo"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_quality_against_ground_truth(tmp_path):
+    images = _maps(tmp_path / "m.h5", n=2)
+    gt = {name: a.copy() for name, a, _, _ in images}
+    gt["img0"][0, 0] = 1        # a selected class-0 pixel that is wrong
+    gt["img0"][7, 7] = 255      # an unselected class-1 pixel whose truth is ignored
+    generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(min_pixels=5), tmp_path / "p",
+                           gt_lookup=lambda name: gt.get(name) if name == "img0" else None)
+    q = pd.read_csv(tmp_path / "p" / "quality.csv")
+    # only img0 has ground truth: class 0 has 32 predicted, 16 selected, 15 correct, gt pixels 31
+    assert q["predicted_pixels"][0] == 32 and q["selected_pixels"][0] == 16 and q["correct_pixels"][0] == 15
+    assert q["precision"][0] == pytest.approx(15 / 16) and q["gt_coverage"][0] == pytest.approx(15 / 31)
+    assert q["gt_pixels"][1] == 32  # 31 own + the relabelled pixel
+    overall = json.loads((tmp_path / "p" / "quality.json").read_text())
+    assert overall["precision"] == pytest.approx(31 / 32) and overall["coverage"] == pytest.approx(0.5)
+    assert overall["gt_coverage"] == pytest.approx(31 / 63) and overall["images_with_gt"] == 1
+
+
+def test_gt_shape_mismatch(tmp_path):
+    _maps(tmp_path / "m.h5", n=1)
+    with pytest.raises(UncerdaError, match="img0.*shape"):
+        generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(min_pixels=5), tmp_path / "p",
+                               gt_lookup=lambda name: np.zeros((2, 2), np.uint8))
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("method, kept", [("threshold", [64, 64]), ("argmax", [128, 128]), ("cbst", [64, 64])])
+def test_baseline_methods(tmp_path, method, kept):
+    images = _maps(tmp_path / "m.h5")
+    settings = PseudoSettings(method=method, threshold=0.5, cbst_portion=0.5, min_pixels=5)
+    df = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "p")
+    assert df["selected_pixels"].tolist()[:2] == kept and df["statistic"][0] == "maxprob"
+    name, argmax, _, maxprob = images[1]
+    label = _read(tmp_path / "p", name)
+    expected = argmax if method == "argmax" else np.where(maxprob.astype(float) >= 0.5, argmax, 255)
+    np.testing.assert_array_equal(label, expected)
+
+
+def test_gmm_image_unit_selects_whole_images(tmp_path):
+    # class 0 on all 20 images; its mean entropy is 0.1 +- small on 12 images and 0.8 on 8
+    n = 20
+    rng = np.random.default_rng(1)
+    with MapsWriter(tmp_path / "m.h5", n, 4, 4, 2, ["a", "b"]) as writer:
+        for i in range(n):
+            argmax = np.zeros((4, 4), np.uint8)
+            argmax[0, 0] = 1
+            base = 0.1 if i < 12 else 0.8
+            ent = (base + 0.02 * rng.random((4, 4))).astype(np.float16)
+            writer.write(i, f"i{i:02d}", argmax, ent, ent)
+    settings = PseudoSettings(gmm_unit="image", min_pixels=5)
+    df = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "p")
+    assert df["unit"][0] == "image"
+    assert df["selected_pixels"][0] == 12 * 15
+    for i in range(n):
+        label = _read(tmp_path / "p", f"i{i:02d}")
+        assert (label[1:, :] == (0 if i < 12 else 255)).all()
+    assert df["degenerate"][1] == ""  # class 1: 20 pixels >= 5, image means spread -> a fit
+
+
+def test_settings_from_config():
+    s = PseudoSettings.from_config({"pseudo": {"method": "cbst", "cbst_portion": 0.2}})
+    assert s.method == "cbst" and s.cbst_portion == 0.2 and s.field == "maxprob"
+    with pytest.raises(UncerdaError, match="unknown"):
+        PseudoSettings.from_config({"pseudo": {"nope": 1}})
+    with pytest.raises(UncerdaError, match="method"):
+        PseudoSettings(method="oracle")
