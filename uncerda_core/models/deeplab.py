@@ -23,9 +23,8 @@ The small variant for the CPU demo is the same architecture with a narrower stem
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from uncerda_core.artifacts import UncerdaError
