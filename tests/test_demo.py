@@ -1,0 +1,261 @@
+"""The generated demo data set: determinism, native layouts, imbalance, domain gap."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.data import demo
+from uncerda_core.data import labels as L
+
+SIZE = (64, 32)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _generate(tmp: Path, seed: int = 0, n: tuple[int, int, int] = (6, 4, 3), size=SIZE) -> dict:
+    return demo.generate_demo(tmp / "src", tmp / "tgt", seed=seed, size=size, n_source=n[0],
+                              n_target_train=n[1], n_target_val=n[2], progress=False)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> tuple[Path, dict]:
+    """A few hundred images at the default size (about 3 s)."""
+    tmp = tmp_path_factory.mktemp("demo_big")
+    return tmp, _generate(tmp, seed=3, n=(200, 100, 50), size=(128, 64))
+
+
+def _read_source(root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    images, labels = [], []
+    for img in sorted((root / "images").glob("*.png")):
+        images.append(np.asarray(Image.open(img)))
+        labels.append(np.asarray(Image.open(root / "labels" / img.name)))
+    return images, labels
+
+
+def _read_target(root: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    images, labels = [], []
+    for img in sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")):
+        stem = img.name[: -len("_leftImg8bit.png")]
+        images.append(np.asarray(Image.open(img)))
+        labels.append(np.asarray(Image.open(root / "gtFine" / split / img.parent.name
+                                             / f"{stem}_gtFine_labelIds.png")))
+    return images, labels
+
+
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
+    a = _tree_digest_after(tmp_path / "a", 5)
+    b = _tree_digest_after(tmp_path / "b", 5)
+    c = _tree_digest_after(tmp_path / "c", 6)
+    assert a == b
+    assert set(a) == set(c)
+    differing = [k for k in a if k.endswith(".png") and a[k] != c[k]]
+    assert len(differing) == sum(k.endswith(".png") for k in a)
+
+
+def _tree_digest_after(tmp: Path, seed: int) -> dict[str, str]:
+    _generate(tmp, seed=seed)
+    return {**{"src/" + k: v for k, v in _tree_digest(tmp / "src").items()},
+            **{"tgt/" + k: v for k, v in _tree_digest(tmp / "tgt").items()}}
+
+
+def test_single_sample_is_a_pure_function_of_seed_domain_index():
+    a = demo.render(demo.sample_rng(1, 2, 7), SIZE, demo.TARGET_STYLE)
+    b = demo.render(demo.sample_rng(1, 2, 7), SIZE, demo.TARGET_STYLE)
+    c = demo.render(demo.sample_rng(1, 2, 8), SIZE, demo.TARGET_STYLE)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_gta5_layout_names_and_modes(tmp_path):
+    summary = _generate(tmp_path)
+    root = tmp_path / "src"
+    names = sorted(p.name for p in (root / "images").iterdir())
+    assert names == [f"{i:05d}.png" for i in range(1, 7)]
+    assert sorted(p.name for p in (root / "labels").iterdir()) == names
+    assert (root / "README.txt").read_text().count("seed 0") == 1
+    img = Image.open(root / "images" / "00001.png")
+    lab = Image.open(root / "labels" / "00001.png")
+    assert img.mode == "RGB" and img.size == SIZE
+    assert lab.mode == "P" and lab.size == SIZE
+    ids = np.asarray(lab)
+    assert set(np.unique(ids)) <= set(L.CITYSCAPES_ID_TO_TRAIN) | {0, 4}
+    assert 7 in ids  # road, as a Cityscapes label id
+    # the palette shows road (id 7) in the road colour
+    assert tuple(lab.getpalette()[7 * 3: 7 * 3 + 3]) == tuple(L.TRAIN_ID_COLORS[0])
+    assert summary["counts"] == {"source": 6, "target_train": 4, "target_val": 3}
+    assert summary["source"]["images"] == 6
+
+
+def test_cityscapes_layout_names_and_modes(tmp_path):
+    _generate(tmp_path)
+    root = tmp_path / "tgt"
+    assert (root / "README.txt").is_file()
+    for split, cities, n in (("train", demo.TRAIN_CITIES, 4), ("val", demo.VAL_CITIES, 3)):
+        assert sorted(p.name for p in (root / "leftImg8bit" / split).iterdir()) == sorted(cities)
+        files = sorted((root / "leftImg8bit" / split).glob("*/*.png"))
+        assert len(files) == n
+        for f in files:
+            city = f.parent.name
+            stem = f.name[: -len("_leftImg8bit.png")]
+            parts = stem.split("_")
+            assert f.name.endswith("_leftImg8bit.png") and parts[0] == city
+            assert len(parts) == 3 and len(parts[1]) == 6 and parts[2] == "000019"
+            gt = root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"
+            img, lab = Image.open(f), Image.open(gt)
+            assert img.mode == "RGB" and img.size == SIZE
+            assert lab.mode == "L" and lab.size == SIZE
+            ids = np.unique(np.asarray(lab))
+            assert set(ids) <= set(L.CITYSCAPES_ID_TO_TRAIN) | {1, 4}
+            assert 1 in ids  # the ego vehicle's bonnet, void
+    assert demo.cityscapes_stem("demoburg", 12) == "demoburg_000012_000019"
+
+
+def test_readers_list_the_generated_files(tmp_path):
+    readers = pytest.importorskip("uncerda_core.data.readers")
+    _generate(tmp_path)
+    assert len(readers.list_samples("gta5", tmp_path / "src", "all")) == 6
+    assert len(readers.list_samples("cityscapes", tmp_path / "tgt", "train")) == 4
+    assert len(readers.list_samples("cityscapes", tmp_path / "tgt", "val")) == 3
+
+
+def test_roots_are_replaced_whole_and_no_temporary_folder_is_left(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "stale.txt").write_text("old")
+    _generate(tmp_path)
+    assert not (tmp_path / "src" / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "tgt"]
+
+
+def test_a_failed_run_leaves_the_previous_tree_untouched(tmp_path, monkeypatch):
+    _generate(tmp_path)
+    before = _tree_digest(tmp_path / "tgt")
+    calls = {"n": 0}
+    real = demo.render
+
+    def failing(rng, size, style):
+        calls["n"] += 1
+        if style.name == "target" and calls["n"] > 8:
+            raise KeyboardInterrupt
+        return real(rng, size, style)
+
+    monkeypatch.setattr(demo, "render", failing)
+    with pytest.raises(KeyboardInterrupt):
+        _generate(tmp_path, seed=9)
+    assert _tree_digest(tmp_path / "tgt") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "tgt"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"source_root": "same", "target_root": "same"}, "same folder"),
+    ({"source_root": "a", "target_root": "a/b"}, "nested"),
+    ({"size": (8, 8)}, "width, height"),
+    ({"n_target_val": 0}, "n_target_val"),
+])
+def test_bad_arguments_raise_with_the_fix(tmp_path, kwargs, match):
+    args = {"source_root": "s", "target_root": "t", "size": SIZE, "n_source": 1, "n_target_train": 1,
+            "n_target_val": 1, "progress": False}
+    args.update(kwargs)
+    args["source_root"] = tmp_path / args["source_root"]
+    args["target_root"] = tmp_path / args["target_root"]
+    with pytest.raises(UncerdaError, match=match):
+        demo.generate_demo(**args)
+
+
+def test_class_imbalance_follows_street_scenes(big):
+    _, summary = big
+    for part in ("source", "target_train", "target_val"):
+        freq = summary[part]["class_pixel_frequency"]
+        n_images = summary[part]["images"]
+        assert abs(sum(freq.values()) - 1.0) < 1e-3
+        dominant = [freq[c] for c in ("road", "building", "sky", "vegetation")]
+        medium = [freq[c] for c in ("sidewalk", "car", "terrain")]
+        rare = [freq[c] for c in ("pole", "light", "sign", "person", "rider", "motorcycle", "bicycle")]
+        occasional = [freq[c] for c in ("wall", "fence", "truck", "bus", "train")]
+        assert min(dominant) > 0.08, part
+        assert sum(dominant) > 0.65, part
+        assert 0.01 < min(medium) and max(medium) < 0.12, part
+        assert max(rare) < 0.025 and min(rare) > 0.0, part
+        assert min(occasional) > 0.0 and max(occasional) < 0.02, part
+        assert min(dominant) > 3 * max(rare + occasional), part
+        # dominant classes occur in (nearly) every image, occasional ones in a minority
+        images = summary[part]["class_image_count"]
+        assert all(images[c] >= 0.95 * n_images for c in ("road", "building", "sky"))
+        assert all(images[c] < 0.5 * n_images for c in ("truck", "bus", "train"))
+    # every class occurs in the few hundred images of each domain
+    source = summary["source"]["class_image_count"]
+    target = {c: summary["target_train"]["class_image_count"][c] + summary["target_val"]["class_image_count"][c]
+              for c in L.CLASS_NAMES}
+    assert min(source.values()) >= 3 and min(target.values()) >= 3
+
+
+def test_summary_matches_the_written_labels(big):
+    tmp, summary = big
+    _, labels = _read_target(tmp / "tgt", "val")
+    counts = np.zeros(L.NUM_CLASSES, dtype=np.int64)
+    for lab in labels:
+        counts += np.bincount(L.CITYSCAPES_LUT[lab].ravel(), minlength=256)[: L.NUM_CLASSES]
+    freq = counts / counts.sum()
+    for c, name in enumerate(L.CLASS_NAMES):
+        assert summary["target_val"]["class_pixel_frequency"][name] == pytest.approx(freq[c], abs=1e-6)
+
+
+def _class_mean_colours(images: list[np.ndarray], labels: list[np.ndarray]) -> np.ndarray:
+    sums = np.zeros((L.NUM_CLASSES, 3))
+    counts = np.zeros(L.NUM_CLASSES)
+    for img, lab in zip(images, labels):
+        train = L.CITYSCAPES_LUT[lab].ravel()
+        keep = train < L.NUM_CLASSES
+        sums += np.stack([np.bincount(train[keep], weights=img.reshape(-1, 3)[keep, ch],
+                                      minlength=L.NUM_CLASSES) for ch in range(3)], 1)
+        counts += np.bincount(train[keep], minlength=L.NUM_CLASSES)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+def test_domains_differ_per_class_and_in_texture(big):
+    tmp, _ = big
+    s_img, s_lab = _read_source(tmp / "src")
+    t_img, t_lab = _read_target(tmp / "tgt", "train")
+    ms, mt = _class_mean_colours(s_img, s_lab), _class_mean_colours(t_img, t_lab)
+    dist = np.linalg.norm(ms - mt, axis=1)
+    assert (dist > 40).sum() >= 8, dict(zip(L.CLASS_NAMES, dist.round()))
+    # several target classes look like *another* class of the source: the nearest
+    # source class mean of a target class mean is a different class
+    nearest = np.linalg.norm(mt[:, None] - ms[None], axis=2).argmin(1)
+    assert (nearest != np.arange(L.NUM_CLASSES)).sum() >= 6
+    # the source is flat and crisp: within a flat region neighbours are equal;
+    # the target is textured and noisy
+    flat = [np.mean(np.abs(np.diff(im.astype(int), axis=1)) == 0) for im in s_img]
+    noisy = [np.mean(np.abs(np.diff(im.astype(int), axis=1)) == 0) for im in t_img]
+    assert np.mean(flat) > 0.6 and np.mean(noisy) < 0.2
+
+
+def test_source_is_saturated_and_target_muted(big):
+    tmp, _ = big
+    s_img, _ = _read_source(tmp / "src")
+    t_img, _ = _read_target(tmp / "tgt", "val")
+
+    def saturation(images):
+        x = np.stack(images).astype(np.float64)
+        mx, mn = x.max(-1), x.min(-1)
+        return float(np.mean((mx - mn) / np.maximum(mx, 1)))
+
+    assert saturation(s_img) > 1.5 * saturation(t_img)
+
+
+def test_default_size_is_fast(tmp_path):
+    import time
+    start = time.perf_counter()
+    demo.generate_demo(tmp_path / "s", tmp_path / "t", size=(128, 64), n_source=20, n_target_train=10,
+                       n_target_val=10, progress=False)
+    # 40 images; the default 1,200 must take well under 30 s on one core (about
+    # 10 ms an image measured; a generous bound for a busy machine)
+    assert time.perf_counter() - start < 4.0
