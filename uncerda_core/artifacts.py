@@ -119,7 +119,7 @@ def code_version() -> dict[str, Any]:
         for name in ("torch", "torchvision", "numpy", "h5py", "PIL", "sklearn", "pandas", "cv2"):
             module = sys.modules.get(name)
             if module is not None:
-                libs[name] = getattr(module, "__version__", "unknown")
+                libs[name] = str(getattr(module, "__version__", "unknown"))
         _CODE_VERSION = {
             "package": __version__,
             "git_commit": _git_commit(),

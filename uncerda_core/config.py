@@ -120,3 +120,13 @@ def dumps(config: dict) -> str:
 
 def experiment_dir(config: dict) -> Path:
     return Path(config["results_dir"]) / config["experiment"]
+
+
+def write_resolved_config(config: dict, path: str | Path) -> str:
+    """Write ``config`` as YAML to ``path`` unless the file already holds exactly it; return the path."""
+    from uncerda_core.artifacts import write_text
+    path = Path(path)
+    text = yaml.safe_dump(config, sort_keys=True)
+    if not path.is_file() or path.read_text() != text:
+        write_text(path, text)
+    return str(path)

@@ -1,0 +1,27 @@
+# uncerda: uncertainty-aware pseudo label refinery as a reproducible workflow.
+#   snakemake --cores 2                      the main chain on the configured data (default: the demo)
+#   snakemake ablation --cores 2             Table 3 ladder and Table 5 comparison, every seed
+#   snakemake -n --configfile workflow/presets/gta5_cityscapes.yaml --config source='{root: ...}'
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/uncertainty.smk"
+include: "workflow/rules/selftrain.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    input:
+        main_targets(),
+    default_target: True

@@ -1,0 +1,400 @@
+"""``uncerda <stage>``: every workflow stage as a command, with the same inputs and outputs as its rule.
+
+Each sub-command parses arguments and calls one function of the package; no
+logic lives here. Commands that take ``--config`` validate it against the
+schema before doing any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from uncerda_core.artifacts import UncerdaError
+
+COMMANDS: dict[str, tuple[str, callable]] = {}
+
+
+def command(name: str, help_text: str):
+    def register(func):
+        COMMANDS[name] = (help_text, func)
+        return func
+    return register
+
+
+def _config(args) -> dict:
+    from uncerda_core.config import load_config
+    overrides = {}
+    for item in getattr(args, "set", None) or []:
+        key, _, value = item.partition("=")
+        import yaml
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return load_config(*args.config, overrides=overrides, check_paths=getattr(args, "check_paths", True))
+
+
+def _add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", action="append", required=required, default=None, metavar="YAML",
+                   help="experiment config (repeat to layer presets; later files override)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.batch_size=4")
+
+
+def _seed(args, config: dict) -> int:
+    return config["seed"] if args.seed is None else args.seed
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+@command("validate", "validate a config against the schema and print it with defaults filled in")
+def cmd_validate(p=None, args=None):
+    if args is None:
+        _add_config(p)
+        p.add_argument("--no-check-paths", dest="check_paths", action="store_false",
+                       help="do not check that data roots exist")
+        return
+    import yaml
+    print(yaml.safe_dump(_config(args), sort_keys=False), end="")
+
+
+@command("provenance", "print where an artifact came from (config, code version, inputs)")
+def cmd_provenance(p=None, args=None):
+    if args is None:
+        p.add_argument("file", help="checkpoint, maps file, table, JSON or output folder")
+        return
+    from uncerda_core.artifacts import read_provenance
+    print(json.dumps(read_provenance(args.file), indent=2))
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+@command("generate-demo", "generate the embedded demo data set into source.root and target.root")
+def cmd_generate_demo(p=None, args=None):
+    if args is None:
+        _add_config(p)
+        return
+    from uncerda_core.data.demo import generate_demo
+    args.check_paths = False
+    config = _config(args)
+    demo = config["demo"]
+    generate_demo(config["source"]["root"], config["target"]["root"], seed=demo["seed"], size=tuple(demo["size"]),
+                  n_source=demo["n_source"], n_target_train=demo["n_target_train"],
+                  n_target_val=demo["n_target_val"])
+
+
+@command("index", "walk a data set split once, check every file, write the index table")
+def cmd_index(p=None, args=None):
+    if args is None:
+        p.add_argument("--dataset", required=True, choices=["gta5", "synthia", "cityscapes"])
+        p.add_argument("--root", required=True)
+        p.add_argument("--split", required=True)
+        p.add_argument("--out", required=True, help="index CSV")
+        p.add_argument("--no-labels", action="store_true", help="the split has no labels (unlabelled target)")
+        p.add_argument("--workers", type=int, default=2)
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.data.index import build_index, write_index
+    table = build_index(args.dataset, args.root, args.split, require_labels=not args.no_labels,
+                        workers=args.workers)
+    record = artifacts.provenance("index", extra={"dataset": args.dataset, "root": str(args.root),
+                                                  "split": args.split})
+    write_index(table, args.out, record)
+
+
+@command("class-stats", "per-image, per-class pixel counts of the source labels")
+def cmd_class_stats(p=None, args=None):
+    if args is None:
+        p.add_argument("--index", required=True, help="source index CSV")
+        p.add_argument("--dataset", required=True, choices=["gta5", "synthia", "cityscapes"])
+        p.add_argument("--out", required=True)
+        p.add_argument("--workers", type=int, default=2)
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.data.class_stats import compute_class_stats, write_class_stats
+    from uncerda_core.data.index import read_index
+    table = compute_class_stats(read_index(args.index), args.dataset, workers=args.workers)
+    write_class_stats(table, args.out, artifacts.provenance("class-stats", inputs={"index": args.index}))
+
+
+# --- training ------------------------------------------------------------------------------------
+
+def _add_train_io(p: argparse.ArgumentParser, target: bool = True, init: bool = True) -> None:
+    _add_config(p)
+    p.add_argument("--source-index", required=True, help="source index CSV (labelled)")
+    if target:
+        p.add_argument("--target-index", required=True, help="target train index CSV")
+    if init:
+        p.add_argument("--init", help="checkpoint to start from")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--losses", help="losses CSV to write")
+    p.add_argument("--seed", type=int, help="default: the config's seed")
+
+
+def _train(args, stage: str, **kwargs):
+    from uncerda_core.train.loop import run_training, stage_settings
+    config = _config(args)
+    settings = stage_settings(config, stage, **{k: v for k, v in kwargs.items()
+                                               if k in ("image_translation", "adversarial_weight")})
+    extra = {k: v for k, v in kwargs.items() if k not in ("image_translation", "adversarial_weight")}
+    source_dataset = config["target"]["dataset"] if stage == "oracle" else config["source"]["dataset"]
+    init = getattr(args, "init", None)
+    if init is None and stage in ("source_only", "oracle"):
+        init = config["model"]["init"]
+    run_training(config, settings, args.out, seed=_seed(args, config), source_dataset=source_dataset,
+                 source_index=args.source_index, target_index=getattr(args, "target_index", None),
+                 init=init, losses_csv=args.losses, **extra)
+
+
+@command("train-source", "source-only training (Table 3 'Source only')")
+def cmd_train_source(p=None, args=None):
+    if args is None:
+        _add_train_io(p, target=False)
+        return
+    _train(args, "source_only")
+
+
+@command("train-oracle", "train on labelled target images (analysis only: the upper bound of the gap)")
+def cmd_train_oracle(p=None, args=None):
+    if args is None:
+        _add_train_io(p, target=False)
+        return
+    _train(args, "oracle")
+
+
+@command("adapt", "multi-level adversarial adaptation: round 0, a target-guided round, or +SR")
+def cmd_adapt(p=None, args=None):
+    if args is None:
+        _add_train_io(p)
+        p.add_argument("--weights", help="sampling weights CSV (target-guided rounds and +SR)")
+        p.add_argument("--class-stats", help="source class statistics CSV (crop-level sampling)")
+        p.add_argument("--rank", help="ranking CSV whose S_k centres the crops (crop-level sampling)")
+        p.add_argument("--image-translation", choices=["config", "on", "off"], default="config",
+                       help="FDA on source images (default: adapt.image_translation)")
+        p.add_argument("--adversarial-weight", type=float, default=1.0,
+                       help="scale of the adversarial losses (0: the no-adversarial control)")
+        return
+    it = {"config": None, "on": True, "off": False}[args.image_translation]
+    sk = None
+    if args.rank:
+        from uncerda_core.uncertainty.rank import read_sk
+        sk = read_sk(args.rank)
+    _train(args, "tgaa" if args.weights else "aa", image_translation=it,
+           adversarial_weight=args.adversarial_weight, weights=args.weights, class_stats=args.class_stats, sk=sk)
+
+
+@command("self-train", "self-training on source and pseudo-labelled target images")
+def cmd_self_train(p=None, args=None):
+    if args is None:
+        _add_train_io(p)
+        p.add_argument("--pseudo-dir", required=True, help="pseudo-label folder (<name>.png)")
+        return
+    _train(args, "st", pseudo_dir=args.pseudo_dir)
+
+
+@command("adabn", "re-estimate BatchNorm statistics on target images (control, no training)")
+def cmd_adabn(p=None, args=None):
+    if args is None:
+        _add_config(p)
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--target-index", required=True)
+        p.add_argument("--out", required=True)
+        return
+    from uncerda_core.train.adabn import adapt_batchnorm
+    adapt_batchnorm(_config(args), args.checkpoint, args.target_index, args.out)
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+@command("evaluate", "mIoU of a checkpoint on the target val set (JSON and CSV)")
+def cmd_evaluate(p=None, args=None):
+    if args is None:
+        _add_config(p)
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--index", required=True, help="target val index CSV")
+        p.add_argument("--out", required=True, help="metrics JSON")
+        p.add_argument("--csv", help="per-class IoU CSV")
+        p.add_argument("--pred-dir", help="also write the predictions as PNGs here")
+        p.add_argument("--name", help="row name in the printed table")
+        return
+    from uncerda_core.data.labels import eval_class_ids
+    from uncerda_core.evaluate.evaluate import evaluate_checkpoint, format_table
+    config = _config(args)
+    result = evaluate_checkpoint(config, args.checkpoint, args.index, args.out, args.csv, args.pred_dir)
+    print(format_table({args.name or Path(args.checkpoint).parent.name: result},
+                       eval_class_ids(config["source"]["dataset"])))
+
+
+@command("score", "score a folder of predicted label PNGs against a data set's ground truth")
+def cmd_score(p=None, args=None):
+    if args is None:
+        p.add_argument("--pred-dir", required=True, help="<stem>.png files of train ids, 255 = no prediction")
+        p.add_argument("--dataset", required=True, choices=["cityscapes", "gta5", "synthia"])
+        p.add_argument("--root", required=True)
+        p.add_argument("--split", required=True)
+        p.add_argument("--out", required=True, help="metrics JSON")
+        p.add_argument("--csv", help="per-class IoU CSV")
+        p.add_argument("--classes", choices=["19", "synthia"], default="19",
+                       help="'synthia': report mIoU over 16 classes and mIoU* over 13")
+        return
+    from uncerda_core.data.labels import eval_class_ids
+    from uncerda_core.evaluate.evaluate import format_table, score_predictions
+    subsets = eval_class_ids("synthia" if args.classes == "synthia" else "gta5")
+    result = score_predictions(args.pred_dir, args.dataset, args.root, args.split, args.out, args.csv, subsets)
+    print(format_table({Path(args.pred_dir).name: result}, subsets))
+
+
+# --- uncertainty ---------------------------------------------------------------------------------
+
+@command("dump", "run a checkpoint over target images and write entropy/probability maps (HDF5)")
+def cmd_dump(p=None, args=None):
+    if args is None:
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--dataset", default="cityscapes", choices=["cityscapes", "gta5", "synthia"])
+        p.add_argument("--root", help="data root (with --split), or give --index")
+        p.add_argument("--split", default="train")
+        p.add_argument("--index", help="index CSV instead of --root/--split")
+        p.add_argument("--out", required=True, help="maps file (.h5)")
+        _add_config(p, required=False)
+        return
+    from uncerda_core.uncertainty.dump import dump_maps
+    config = _config(args) if args.config else None
+    dump_maps(args.checkpoint, args.out, config=config, dataset=args.dataset, root=args.root,
+              split=args.split, index=args.index)
+
+
+@command("rank", "class uncertainty (Eq. 1) per class, rank, and S_k")
+def cmd_rank(p=None, args=None):
+    if args is None:
+        p.add_argument("--maps", required=True)
+        p.add_argument("--k", type=int, default=7)
+        p.add_argument("--out", required=True, help="ranking CSV")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.data.labels import CLASS_NAMES
+    from uncerda_core.uncertainty.rank import rank_classes, write_rank
+    table = rank_classes(args.maps, args.k, CLASS_NAMES)
+    write_rank(table, args.out, artifacts.provenance("rank", inputs={"maps": args.maps}, extra={"k": args.k}))
+    print(table.to_string(index=False))
+
+
+@command("weights", "sampling weight per source image (Eqs. 3-5)")
+def cmd_weights(p=None, args=None):
+    if args is None:
+        p.add_argument("--class-stats", required=True)
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--rank", help="ranking CSV whose S_k drives the weights")
+        group.add_argument("--all-classes", action="store_true", help="+SR: S_k = all classes, no target signal")
+        p.add_argument("--balance", type=float, default=0.9)
+        p.add_argument("--alpha", type=float, default=80.0)
+        p.add_argument("--mu", type=float, default=0.02)
+        p.add_argument("--out", required=True)
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.uncertainty.rank import read_sk
+    from uncerda_core.uncertainty.weights import compute_sampling_weights, write_weights
+    sk = None if args.all_classes else read_sk(args.rank)
+    table = compute_sampling_weights(args.class_stats, sk, args.balance, args.alpha, args.mu)
+    record = artifacts.provenance("weights", inputs={"class_stats": args.class_stats, "rank": args.rank},
+                                  extra={"sk": sk, "balance": args.balance, "alpha": args.alpha, "mu": args.mu})
+    write_weights(table, args.out, record)
+
+
+@command("decide-round", "whether another target-guided round is needed (S_k changed, rounds left)")
+def cmd_decide_round(p=None, args=None):
+    if args is None:
+        p.add_argument("--round", type=int, required=True, help="the round just finished (>= 1)")
+        p.add_argument("--rank", required=True, help="ranking of this round's model")
+        p.add_argument("--previous-rank", required=True, help="ranking of the previous round's model")
+        p.add_argument("--max-rounds", type=int, required=True)
+        p.add_argument("--out", required=True, help="decision JSON")
+        return
+    from uncerda_core.uncertainty.rank import read_sk
+    from uncerda_core.uncertainty.rounds import decide, write_decision
+    decision = decide(args.round, read_sk(args.rank), read_sk(args.previous_rank), args.max_rounds)
+    write_decision(args.out, decision)
+    print(json.dumps(decision))
+
+
+# --- pseudo labels -------------------------------------------------------------------------------
+
+@command("pseudo-labels", "pseudo labels from a maps file (GMM, CBST, threshold or argmax)")
+def cmd_pseudo_labels(p=None, args=None):
+    if args is None:
+        p.add_argument("--maps", required=True)
+        p.add_argument("--method", choices=["gmm", "cbst", "threshold", "argmax"])
+        p.add_argument("--out-dir", required=True)
+        p.add_argument("--gt-root", help="target root with ground truth for the maps' images (diagnosis only)")
+        p.add_argument("--gt-split", default="train")
+        _add_config(p, required=False)
+        return
+    from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
+    config = _config(args) if args.config else None
+    settings = PseudoSettings.from_config((config or {}).get("pseudo", {}))
+    if args.method:
+        settings = PseudoSettings.from_config({**vars(settings), "method": args.method})
+    gt_lookup = None
+    if args.gt_root:
+        from uncerda_core.data.lookup import ground_truth_lookup
+        from uncerda_core.uncertainty.maps import open_maps
+        with open_maps(args.maps) as maps:
+            height, width = maps.shape[-2:]
+        gt_lookup = ground_truth_lookup("cityscapes", args.gt_root, args.gt_split, size=(width, height))
+    from uncerda_core import artifacts
+    record = artifacts.provenance("pseudo-labels", config=config, inputs={"maps": args.maps},
+                                  extra={"settings": vars(settings)})
+    table = generate_pseudo_labels(args.maps, settings, args.out_dir, gt_lookup=gt_lookup, record=record)
+    print(table.to_string(index=False))
+
+
+# --- reporting -----------------------------------------------------------------------------------
+
+@command("summarize", "the main chain's results table (markdown and CSV) from evaluation JSONs")
+def cmd_summarize(p=None, args=None):
+    if args is None:
+        p.add_argument("evals", nargs="+", metavar="LABEL=METRICS_JSON")
+        p.add_argument("--source-dataset", default="gta5", choices=["gta5", "synthia"])
+        p.add_argument("--rounds-dir", help="folder of the round decisions (r<N>.json)")
+        p.add_argument("--out", required=True, help="markdown")
+        p.add_argument("--csv", help="CSV")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.report.tables import chain_summary
+    evals = dict(item.split("=", 1) for item in args.evals)
+    markdown, table = chain_summary(evals, args.source_dataset, args.rounds_dir)
+    artifacts.write_text(args.out, markdown)
+    if args.csv:
+        with artifacts.atomic_path(args.csv) as tmp:
+            table.to_csv(tmp, index=False)
+    print(markdown)
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uncerda", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+    for name, (help_text, func) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        func(p=p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args=args)
+    except UncerdaError as exc:
+        print(f"uncerda {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

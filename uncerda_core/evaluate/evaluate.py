@@ -1,0 +1,136 @@
+"""Evaluation of a checkpoint on the target val set, and scoring a folder of predictions.
+
+Both paths accumulate the same confusion matrix (:mod:`uncerda_core.evaluate.metrics`)
+at the ground truth's full resolution.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from uncerda_core import artifacts
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.data import readers
+from uncerda_core.data.index import read_index
+from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
+from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES, eval_class_ids
+from uncerda_core.evaluate.metrics import confusion_matrix, summarize
+from uncerda_core.inference import load_model, predict_probabilities
+from uncerda_core.train.loop import resolve_device
+
+SHORT_NAMES = ("road", "side.", "build.", "wall", "fence", "pole", "light", "sign", "vege.", "terr.",
+               "sky", "person", "rider", "car", "truck", "bus", "train", "motor.", "bike")
+
+
+def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | Path, out_json: str | Path,
+                        out_csv: str | Path | None = None, pred_dir: str | Path | None = None,
+                        progress: bool = True) -> dict:
+    """mIoU of ``checkpoint`` on the images of ``val_index`` (target data set, labels required)."""
+    torch.set_num_threads(config["threads"])
+    device = resolve_device(config["device"])
+    model = load_model(checkpoint, device, config["model"])
+    table = read_index(val_index)
+    settings = ImageSettings.from_config(config["target"], train=False, flip=False)
+    dataset = SegmentationDataset(config["target"]["dataset"], table, settings, native_label_size=True)
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    misses = np.zeros(NUM_CLASSES, dtype=np.int64)
+    predictions = {}
+    for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, file=sys.stderr, mininterval=2.0):
+        item = dataset[i]
+        label = item["label"].numpy()
+        prob = predict_probabilities(model, item["image"][None], config["train"]["normalize"], size=label.shape)
+        pred = prob.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+        c, m = confusion_matrix(pred, label, NUM_CLASSES)
+        cm += c
+        misses += m
+        if pred_dir is not None:
+            predictions[dataset.names[i]] = pred
+    subsets = eval_class_ids(config["source"]["dataset"])
+    result = summarize(cm, misses, subsets)
+    result["images"] = len(dataset)
+    result["provenance"] = artifacts.provenance("evaluate", config=config, inputs={
+        "checkpoint": checkpoint, "val_index": val_index})
+    _write_result(result, out_json, out_csv)
+    if pred_dir is not None:
+        with artifacts.atomic_dir(pred_dir) as tmp:
+            for name, pred in predictions.items():
+                Image.fromarray(pred).save(tmp / f"{name}.png")
+    return result
+
+
+def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, split: str,
+                      out_json: str | Path, out_csv: str | Path | None = None,
+                      subsets: dict[str, tuple[int, ...]] | None = None, progress: bool = True) -> dict:
+    """Score ``<pred_dir>/<stem>.png`` (train ids, 255 = no prediction) against the data set's labels.
+
+    A prediction whose size differs from its label is resized nearest-neighbour
+    to the label (and counted); a missing prediction file is an error naming it.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise UncerdaError(f"{pred_dir}: prediction folder not found")
+    samples = readers.list_samples(dataset, root, split, require_labels=True, require_images=False)
+    missing = [s.name for s in samples if not (pred_dir / f"{s.name}.png").is_file()]
+    if missing:
+        raise UncerdaError(f"{pred_dir}: no prediction for {len(missing)} of {len(samples)} {dataset} {split} "
+                           f"images, e.g. {missing[0]}.png (file stems must be the data set's image stems)")
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    misses = np.zeros(NUM_CLASSES, dtype=np.int64)
+    resized = 0
+    for sample in tqdm(samples, desc="score", disable=not progress, file=sys.stderr, mininterval=2.0):
+        label = readers.read_label(dataset, sample.label)
+        path = pred_dir / f"{sample.name}.png"
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("L", "P"):
+                    raise UncerdaError(f"{path}: predictions must be single-channel PNGs of train ids, got mode {im.mode}")
+                if im.size != label.shape[::-1]:
+                    im = im.resize(label.shape[::-1], Image.NEAREST)
+                    resized += 1
+                pred = np.asarray(im)
+        except OSError as exc:
+            raise UncerdaError(f"{path}: unreadable prediction PNG ({exc})") from exc
+        bad = (pred >= NUM_CLASSES) & (pred != 255)
+        if bad.any():
+            raise UncerdaError(f"{path}: prediction values must be train ids 0..18 or 255, found {int(pred[bad][0])}")
+        c, m = confusion_matrix(pred, label, NUM_CLASSES)
+        cm += c
+        misses += m
+    result = summarize(cm, misses, subsets or eval_class_ids("gta5"))
+    result["images"] = len(samples)
+    result["resized_predictions"] = resized
+    result["provenance"] = artifacts.provenance("score", extra={"pred_dir": str(pred_dir), "dataset": dataset,
+                                                               "root": str(root), "split": split})
+    _write_result(result, out_json, out_csv)
+    return result
+
+
+def _write_result(result: dict, out_json: str | Path, out_csv: str | Path | None) -> None:
+    artifacts.write_json(out_json, result)
+    if out_csv is not None:
+        rows = [{"class_id": c, "class": n, "iou": result["per_class_iou"][n]} for c, n in enumerate(CLASS_NAMES)]
+        with artifacts.atomic_path(out_csv) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def format_table(results: dict[str, dict], subsets: dict[str, tuple[int, ...]] | None = None) -> str:
+    """A markdown table with the paper's Table 1/2 columns (per-class IoU in %, then mIoU)."""
+    subsets = subsets or {"miou": tuple(range(NUM_CLASSES))}
+    classes = sorted(set().union(*subsets.values()))
+    head = ["model"] + [SHORT_NAMES[c] for c in classes] + [("mIoU*" if k == "miou13" else "mIoU") for k in subsets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in results.items():
+        cells = [name]
+        for c in classes:
+            v = res["per_class_iou"][CLASS_NAMES[c]]
+            cells.append("-" if v is None else f"{100 * v:.1f}")
+        cells += [f"{100 * res[k]:.1f}" for k in subsets]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

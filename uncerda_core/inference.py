@@ -1,0 +1,55 @@
+"""Running a trained checkpoint: shared by evaluation, the maps dump and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.data.datasets import normalize
+from uncerda_core.models import build_model
+from uncerda_core.train.checkpoint import load_checkpoint
+
+
+def load_model(checkpoint: str | Path, device: torch.device, model_config: dict | None = None) -> torch.nn.Module:
+    """The segmentation network of an uncerda checkpoint, in eval mode on ``device``.
+
+    The architecture comes from the checkpoint (``model_config``); passing one
+    that differs from it fails with both named.
+    """
+    state = load_checkpoint(checkpoint)
+    stored = state.get("model_config")
+    if stored is None and model_config is None:
+        raise UncerdaError(f"{checkpoint}: checkpoint does not record its architecture; pass the model config")
+    if model_config is not None and stored is not None:
+        keys = ("arch", "num_classes", "width", "blocks", "output_stride", "aspp_branches")
+        diff = {k: (stored.get(k), model_config.get(k)) for k in keys if stored.get(k) != model_config.get(k)}
+        if diff:
+            raise UncerdaError(f"{checkpoint}: checkpoint architecture differs from the config: "
+                               + ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()))
+    model = build_model(stored or model_config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise UncerdaError(f"{checkpoint}: weights do not fit the recorded architecture: "
+                           f"{str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
+                          size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
+    """Softmax probabilities (B, C, H, W) of 0-255 RGB ``images`` at ``size`` (default: the input's).
+
+    Main head only, or ``softmax(main + fuse_aux * aux)`` when ``fuse_aux`` > 0.
+    Logits are upsampled bilinearly before the softmax.
+    """
+    device = next(model.parameters()).device
+    x = normalize(images.to(device, dtype=torch.float32), normalize_mode)
+    aux, main = model(x)
+    logits = main if fuse_aux == 0 else main + fuse_aux * aux
+    size = tuple(size) if size is not None else tuple(images.shape[-2:])
+    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    return torch.softmax(logits, dim=1)

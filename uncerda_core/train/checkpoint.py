@@ -1,0 +1,64 @@
+"""Checkpoints: everything needed to resume, loadable with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors and primitives:
+``model``, ``discriminators`` (name -> state dict), ``optimizers`` and
+``schedulers`` (name -> state dict), ``iteration``, ``rng`` (torch CPU/CUDA
+states), ``losses`` (the logged rows so far), ``config`` (resolved), ``stage``
+and ``provenance``. The stage's final output is the same dict at the last
+iteration; ``<out>.resume.pt`` beside it holds the latest periodic state.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from uncerda_core.artifacts import UncerdaError, atomic_path
+
+
+def resume_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".resume.pt")
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (weights-only unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UncerdaError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise UncerdaError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise UncerdaError(f"{path}: not an uncerda checkpoint (no 'model' entry)")
+    return state

@@ -1,0 +1,376 @@
+"""The training loop shared by every stage: source-only, adversarial adaptation
+(round 0, target-guided rounds, +SR), self-training and the target oracle.
+
+One iteration: a source batch (optionally translated with FDA) through the
+segmentation loss; for adversarial stages a target batch whose predictions
+the discriminators must take for source; for self-training a pseudo-labelled
+target batch through the rectified loss; then one discriminator step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from uncerda_core import artifacts
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.data.index import read_index
+from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBatches, SegmentationDataset,
+                                        normalize)
+from uncerda_core.data.fda import fda_translate
+from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
+from uncerda_core.train import losses
+from uncerda_core.train.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint,
+                                           seed_everything, set_rng_state)
+
+STAGES = ("source_only", "oracle", "aa", "tgaa", "st")
+SOURCE_STREAM, TARGET_STREAM = 1, 2
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What one training stage does, resolved from the config."""
+
+    stage: str
+    iterations: int
+    adversarial: bool = False
+    lambda_adv_main: float = 0.0
+    lambda_adv_aux: float = 0.0
+    disc_input: str = "softmax"
+    disc_ndf: int = 64
+    image_translation: bool = False
+    fda_beta: float = 0.01
+    self_training: bool = False
+    st_loss: str = "rectified"
+    st_lambda_aux: float = 0.1
+    source_weight: float = 1.0
+    sampling: str = "image"
+
+
+def stage_settings(config: dict, stage: str, image_translation: bool | None = None,
+                   adversarial_weight: float = 1.0) -> StageSettings:
+    """Settings of ``stage`` from the config.
+
+    ``image_translation`` overrides ``adapt.image_translation`` (the Table 3
+    rungs "+AA" and "+IT" differ only there); ``adversarial_weight`` scales the
+    adversarial losses (0 gives the control "same fine-tuning, target batches
+    through the network, no adversarial signal").
+    """
+    adapt = config["adapt"]
+    it = adapt["image_translation"] if image_translation is None else image_translation
+    adv = dict(adversarial=True, lambda_adv_main=adapt["lambda_adv_main"] * adversarial_weight,
+               lambda_adv_aux=adapt["lambda_adv_aux"] * adversarial_weight, disc_input=adapt["disc_input"],
+               disc_ndf=adapt["disc_ndf"], image_translation=it, fda_beta=adapt["fda_beta"])
+    if stage == "source_only":
+        return StageSettings(stage, config["source_only"]["iterations"])
+    if stage == "oracle":
+        return StageSettings(stage, config["ablation"]["oracle_iterations"])
+    if stage == "aa":
+        return StageSettings(stage, adapt["iterations"], **adv)
+    if stage == "tgaa":
+        return StageSettings(stage, config["tgaa"]["iterations"], sampling=config["tgaa"]["sampling"], **adv)
+    if stage == "st":
+        st = config["selftrain"]
+        return StageSettings(stage, st["iterations"], self_training=True, st_loss=st["loss"],
+                             st_lambda_aux=st["lambda_aux"], source_weight=st["source_weight"],
+                             image_translation=it, fda_beta=adapt["fda_beta"])
+    raise UncerdaError(f"unknown training stage {stage!r}; expected one of {', '.join(STAGES)}")
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' takes the GPU when one is visible, else the CPU with a warning."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UncerdaError("device: cuda requested but no GPU is visible (set device: auto or cpu)")
+        return torch.device("cuda")
+    if requested == "auto":
+        warnings.warn("no GPU visible: running on the CPU", stacklevel=2)
+    return torch.device("cpu")
+
+
+def _poly(iterations: int, power: float):
+    return lambda it: max(0.0, 1.0 - it / iterations) ** power
+
+
+def _cacheable(table: pd.DataFrame, settings: ImageSettings) -> bool:
+    """Keep decoded images in memory when they fit comfortably (the demo), never at paper scale."""
+    from PIL import Image
+    if not len(table):
+        return False
+    with Image.open(table["image"].iloc[0]) as im:
+        width, height = settings.resize or im.size
+    return width * height * 4 * len(table) < 1.5e9
+
+
+def _load_weights_table(path: str | Path, names: list[str]) -> np.ndarray:
+    table = pd.read_csv(path, dtype={"name": str})
+    if "probability" not in table or "name" not in table:
+        raise UncerdaError(f"{path}: sampling weights need 'name' and 'probability' columns")
+    by_name = dict(zip(table["name"], table["probability"]))
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise UncerdaError(f"{path}: no weight for {len(missing)} source images, e.g. {missing[0]} "
+                           "(weights computed for another source set?)")
+    return np.array([by_name[n] for n in names], dtype=np.float64)
+
+
+def _focus_weights(stats_path: str | Path, names: list[str], sk: list[int], balance: float) -> np.ndarray:
+    """Per image, the weight of each class for crop-level sampling: Eq. 4's w_c(x) over S_k."""
+    from uncerda_core.data.labels import CLASS_NAMES
+    table = pd.read_csv(stats_path, dtype={"name": str}).set_index("name")
+    counts = table.loc[names, list(CLASS_NAMES)].to_numpy(dtype=np.float64)
+    mask = np.zeros(counts.shape[1], dtype=bool)
+    mask[sk] = True
+    return np.where(mask[None, :] & (counts > 0), counts ** (1.0 - balance), 0.0)
+
+
+def settings_digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class NonFiniteLoss(UncerdaError):
+    pass
+
+
+def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed: int,
+                 source_dataset: str, source_index: str | Path, target_index: str | Path | None = None,
+                 init: str | Path | None = None, weights: str | Path | None = None,
+                 class_stats: str | Path | None = None, sk: list[int] | None = None,
+                 pseudo_dir: str | Path | None = None, losses_csv: str | Path | None = None,
+                 stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train one stage and write its checkpoint to ``out``; resumes from ``<out>.resume.pt``.
+
+    ``stop_after`` ends the run early (after that iteration's checkpoint), as a
+    kill would: used to test resuming.
+    """
+    out = Path(out)
+    train_cfg = config["train"]
+    torch.set_num_threads(config["threads"])
+    device = resolve_device(config["device"])
+    use_amp = device.type == "cuda" and train_cfg["bf16"]
+    channels_last = device.type == "cuda" and train_cfg["channels_last"]
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(seed)
+
+    model = build_model(config["model"])
+    if init is not None:
+        report = load_state(model, init)
+        print(f"[{settings.stage}] initial weights from {init}: {report.summary()}", file=sys.stderr)
+    model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    backbone, heads = model.param_groups()
+    lr = train_cfg["lr"]
+    optimizer = torch.optim.SGD([{"params": backbone, "lr": lr},
+                                 {"params": heads, "lr": lr * train_cfg["head_lr_mult"]}],
+                                lr=lr, momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+    schedule = _poly(settings.iterations, train_cfg["power"])
+    optimizers: dict[str, torch.optim.Optimizer] = {"model": optimizer}
+    schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)}
+    discriminators: dict[str, torch.nn.Module] = {}
+    if settings.adversarial:
+        num_classes = config["model"]["num_classes"]
+        for head in ("aux", "main"):
+            disc = FCDiscriminator(num_classes, ndf=settings.disc_ndf).to(device)
+            discriminators[head] = disc
+            opt = torch.optim.Adam(disc.parameters(), lr=config["adapt"]["disc_lr"],
+                                   betas=tuple(config["adapt"]["disc_betas"]))
+            optimizers[f"disc_{head}"] = opt
+            schedulers[f"disc_{head}"] = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+    # --- data ---------------------------------------------------------------
+    source_table = read_index(source_index)
+    source_settings = ImageSettings.from_config(config["source"] if settings.stage != "oracle" else config["target"],
+                                                train=True, flip=train_cfg["flip"])
+    source_set = SegmentationDataset(source_dataset, source_table, source_settings, label_source="index",
+                                     cache=train_cfg["num_workers"] == 0 and _cacheable(source_table, source_settings))
+    probabilities = _load_weights_table(weights, list(source_table["name"])) if weights else None
+    focus = None
+    if settings.sampling == "crop" and weights:
+        if class_stats is None:
+            raise UncerdaError("crop-level sampling needs the source class statistics")
+        sk = list(range(config["model"]["num_classes"])) if sk is None else sk  # +SR: every class
+        if source_settings.crop is None:
+            raise UncerdaError("tgaa.sampling: crop needs source.crop to be set (crops are centred on S_k pixels)")
+        focus = _focus_weights(class_stats, list(source_table["name"]), sk, config["tgaa"]["balance"])
+    source_stream = BatchStream(len(source_set), train_cfg["batch_size"], seed, SOURCE_STREAM, probabilities, focus)
+
+    target_set = target_stream = None
+    if settings.adversarial or settings.self_training or settings.image_translation:
+        if target_index is None:
+            raise UncerdaError(f"stage {settings.stage} needs the target index")
+        target_table = read_index(target_index)
+        target_settings = ImageSettings.from_config(config["target"], train=True, flip=train_cfg["flip"])
+        label_source = Path(pseudo_dir) if settings.self_training else None
+        if settings.self_training and pseudo_dir is None:
+            raise UncerdaError("self-training needs a pseudo-label folder")
+        target_set = SegmentationDataset("cityscapes", target_table, target_settings, label_source=label_source,
+                                         cache=train_cfg["num_workers"] == 0 and _cacheable(target_table, target_settings))
+        target_stream = BatchStream(len(target_set), train_cfg["batch_size"], seed, TARGET_STREAM)
+
+    # --- resume -------------------------------------------------------------
+    digest = settings_digest({"settings": asdict(settings), "config": {k: config[k] for k in ("model", "train")},
+                              "seed": seed, "init": str(init), "weights": str(weights), "pseudo": str(pseudo_dir)})
+    start, rows = 0, []
+    resume = resume_path(out)
+    if resume.exists():
+        state = load_checkpoint(resume)
+        if state.get("digest") != digest:
+            print(f"[{settings.stage}] {resume} was written with other settings: starting over", file=sys.stderr)
+        else:
+            model.load_state_dict(state["model"])
+            for name, disc in discriminators.items():
+                disc.load_state_dict(state["discriminators"][name])
+            for name, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            for name, sched in schedulers.items():
+                sched.load_state_dict(state["schedulers"][name])
+            set_rng_state(state["rng"])
+            start, rows = int(state["iteration"]), list(state["losses"])
+            print(f"[{settings.stage}] resuming from {resume} at iteration {start}", file=sys.stderr)
+
+    record = artifacts.provenance(f"train:{settings.stage}", config=config, seed=seed, inputs={
+        "init": init, "weights": weights, "source_index": source_index, "target_index": target_index,
+        "pseudo_labels": Path(pseudo_dir) / "provenance.json" if pseudo_dir else None},
+        extra={"settings": asdict(settings)})
+
+    def snapshot(iteration: int) -> dict[str, Any]:
+        return {"model": model.state_dict(),
+                "discriminators": {k: d.state_dict() for k, d in discriminators.items()},
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+                "iteration": iteration, "rng": rng_state(), "losses": rows, "digest": digest,
+                "stage": settings.stage, "settings": asdict(settings), "config": config,
+                "model_config": config["model"], "provenance": record}
+
+    def write_losses() -> None:
+        if losses_csv is not None:
+            with artifacts.atomic_path(losses_csv) as tmp:
+                pd.DataFrame(rows).to_csv(tmp, index=False)
+
+    def loader(stream: BatchStream, dataset: SegmentationDataset):
+        batches = IterationBatches(dataset, stream, start, settings.iterations)
+        return iter(torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
+                                                num_workers=train_cfg["num_workers"]))
+
+    source_batches = loader(source_stream, source_set)
+    target_batches = loader(target_stream, target_set) if target_set is not None else None
+    norm = train_cfg["normalize"]
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        images = normalize(images.to(device), norm)
+        return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+    bar = tqdm(total=settings.iterations, initial=start, desc=settings.stage, disable=not progress,
+               file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
+    log_every = max(1, min(50, settings.iterations // 20))
+    t0 = time.time()
+    for it in range(start, settings.iterations):
+        model.train()
+        src = next(source_batches)
+        tgt = next(target_batches) if target_batches is not None else None
+        x_s = src["image"]
+        if settings.image_translation:
+            x_t_raw = tgt["image"]
+            if x_t_raw.shape[-2:] != x_s.shape[-2:]:
+                x_t_raw = F.interpolate(x_t_raw, size=x_s.shape[-2:], mode="bilinear", align_corners=False)
+            x_s = fda_translate(x_s, x_t_raw, settings.fda_beta).clamp(0, 255)
+        x_s = prepare(x_s)
+        y_s = src["label"].to(device)
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        for disc in discriminators.values():
+            disc.requires_grad_(False)
+        row: dict[str, float] = {"iteration": it + 1, "lr": optimizer.param_groups[0]["lr"]}
+
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            aux_s, main_s = model(x_s)
+            seg_main = losses.segmentation_loss(main_s.float(), y_s)
+            seg_aux = losses.segmentation_loss(aux_s.float(), y_s)
+            loss_src = settings.source_weight * (seg_main + train_cfg["lambda_seg_aux"] * seg_aux)
+        loss_src.backward()
+        row.update(seg=seg_main.item(), seg_aux=seg_aux.item())
+        total = loss_src.item()
+
+        pred_t = None
+        if tgt is not None and (settings.adversarial or settings.self_training):
+            x_t = prepare(tgt["image"])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                aux_t, main_t = model(x_t)
+                aux_t, main_t = aux_t.float(), main_t.float()
+                loss_t = aux_t.sum() * 0.0
+                if settings.adversarial:
+                    size = x_t.shape[-2:]
+                    pred_t = {"aux": losses.upsample(aux_t, size), "main": losses.upsample(main_t, size)}
+                    adv = {h: losses.adversarial_loss(discriminators[h](discriminator_input(pred_t[h], settings.disc_input)),
+                                                      losses.SOURCE_LABEL) for h in ("aux", "main")}
+                    loss_t = loss_t + settings.lambda_adv_main * adv["main"] + settings.lambda_adv_aux * adv["aux"]
+                    row.update(adv_main=adv["main"].item(), adv_aux=adv["aux"].item())
+                if settings.self_training:
+                    y_t = tgt["label"].to(device)
+                    if settings.st_loss == "rectified":
+                        st = losses.rectified_loss(main_t, aux_t, y_t, settings.st_lambda_aux)
+                    else:
+                        st = (losses.segmentation_loss(main_t, y_t)
+                              + train_cfg["lambda_seg_aux"] * losses.segmentation_loss(aux_t, y_t))
+                    loss_t = loss_t + st
+                    row.update(st=st.item())
+            loss_t.backward()
+            total += loss_t.item()
+
+        if discriminators:
+            size = x_s.shape[-2:]
+            pred_s = {"aux": losses.upsample(aux_s.detach().float(), size),
+                      "main": losses.upsample(main_s.detach().float(), size)}
+            for head, disc in discriminators.items():
+                disc.requires_grad_(True)
+                d_src = losses.adversarial_loss(disc(discriminator_input(pred_s[head], settings.disc_input)),
+                                                losses.SOURCE_LABEL) / 2
+                d_tgt = losses.adversarial_loss(disc(discriminator_input(pred_t[head].detach(), settings.disc_input)),
+                                                losses.TARGET_LABEL) / 2
+                (d_src + d_tgt).backward()
+                row[f"d_{head}"] = (d_src + d_tgt).item()
+
+        row["total"] = total
+        if not all(math.isfinite(v) for v in row.values()):
+            bad = ", ".join(f"{k}={v}" for k, v in row.items() if not math.isfinite(v))
+            raise NonFiniteLoss(f"stage {settings.stage}: non-finite loss at iteration {it + 1} ({bad}); "
+                                f"the last good checkpoint is kept at {resume} (lower train.lr?)")
+        for opt in optimizers.values():
+            opt.step()
+        for sched in schedulers.values():
+            sched.step()
+
+        done = it + 1
+        if done % log_every == 0 or done == settings.iterations:
+            rows.append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
+        bar.update(1)
+        if done % train_cfg["checkpoint_every"] == 0 and done < settings.iterations:
+            save_checkpoint(resume, snapshot(done))
+            write_losses()
+            if stop_after is not None and done >= stop_after:
+                bar.close()
+                return {"stopped_at": done}
+    bar.close()
+    elapsed = time.time() - t0
+    record["train_seconds"] = round(elapsed, 1)
+    write_losses()
+    save_checkpoint(out, snapshot(settings.iterations))
+    resume.unlink(missing_ok=True)
+    print(f"[{settings.stage}] {settings.iterations - start} iterations in {elapsed:.0f} s -> {out}", file=sys.stderr)
+    return {"iterations": settings.iterations, "seconds": elapsed}

@@ -1,0 +1,82 @@
+# Configuration checks, paths and helpers shared by every rule file.
+import json
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.config import check_data_roots, dumps, validate_config, write_resolved_config
+
+# Our validator first: it names every offending key. Snakemake's then fills the
+# same schema's defaults. Missing data roots fail here, before any job runs.
+try:
+    validate_config(config, source="config")
+    check_data_roots(config)
+except UncerdaError as err:
+    raise WorkflowError(str(err))
+validate(config, "../schemas/config.schema.yaml")
+
+EXP = f"{config['results_dir']}/{config['experiment']}"
+LOGS = f"logs/{config['experiment']}"
+BENCH = f"{EXP}/benchmarks"
+# The resolved config (defaults and --config overrides applied) that every
+# command reads; rewritten only when its content changes. Reruns are driven by
+# each rule's params, which hold exactly the sections that stage reads.
+RESOLVED = write_resolved_config(config, f"{EXP}/config.yaml")
+UNCERDA = f'"{sys.executable}" -m uncerda_core'
+SEED = config["seed"]
+# Round 0 of adaptation: with image translation when the config enables it.
+R0 = "aa_it" if config["adapt"]["image_translation"] else "aa"
+TRAIN_SPLIT = config["target"]["train_split"]
+VAL_SPLIT = config["target"]["val_split"]
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    r=r"[1-9]\d*",
+    k=r"[1-9]\d*",
+    method="gmm|cbst|threshold|argmax",
+    split=r"[A-Za-z0-9_]+",
+
+
+def settings(*sections):
+    """Canonical JSON of the config sections a stage reads: its params, so a change reruns it."""
+    return dumps({s: config[s] for s in sections})
+
+
+def res(kind):
+    r = config["resources"][kind]
+    return {"mem_mb": r["mem_mb"], "runtime": r["runtime"], "gpu": r["gpu"]}
+
+
+def threads_of(kind):
+    return config["resources"][kind]["threads"]
+
+
+def seed_dir(seed):
+    return f"{EXP}/seed{seed}"
+
+
+def model_ckpt(model, seed="{seed}"):
+    return f"{EXP}/seed{seed}/models/{model}/checkpoint.pt"
+
+
+def final_round(wildcards):
+    """The last target-guided round: follow the decisions until one says stop."""
+    r = 1
+    while True:
+        decision = checkpoints.decide_round.get(seed=wildcards.seed, r=r).output[0]
+        with open(decision) as fh:
+            if not json.load(fh)["continue"]:
+                return r
+        r += 1
+
+
+def final_aa(wildcards):
+    return f"tgaa_r{final_round(wildcards)}"
+
+
+def main_targets():
+    """The main chain of one seed: every rung evaluated and the summary table."""
+    return [f"{seed_dir(SEED)}/summary.md"]

@@ -1,0 +1,107 @@
+# Data: the generated demo data set, one checked index per split, source class statistics.
+
+
+if config["demo"]["enabled"]:
+
+    rule generate_demo:
+        output:
+            source=directory(config["source"]["root"]),
+            target=directory(config["target"]["root"]),
+        params:
+            settings=settings("demo"),
+        log:
+            f"{LOGS}/generate_demo.log",
+        benchmark:
+            f"{BENCH}/generate_demo.tsv"
+        resources:
+            **res("cpu"),
+        shell:
+            "{UNCERDA} generate-demo --config {RESOLVED} > {log} 2>&1"
+
+
+def data_root(role):
+    """The generated root as an input when the demo makes it; a real root is checked at start-up."""
+    return [config[role]["root"]] if config["demo"]["enabled"] else []
+
+
+rule index_source:
+    input:
+        data_root("source"),
+    output:
+        f"{EXP}/data/source_index.csv",
+    params:
+        dataset=config["source"]["dataset"],
+        root=config["source"]["root"],
+        split=config["source"]["split"],
+    threads: 2
+    log:
+        f"{LOGS}/index_source.log",
+    benchmark:
+        f"{BENCH}/index_source.tsv"
+    resources:
+        **res("cpu"),
+    shell:
+        "{UNCERDA} index --dataset {params.dataset} --root {params.root} --split {params.split}"
+        " --out {output} --workers {threads} > {log} 2>&1"
+
+
+rule index_target:
+    """Target images of a split; train is indexed without labels (the target is unlabelled)."""
+    input:
+        data_root("target"),
+    output:
+        f"{EXP}/data/target_{{split}}_index.csv",
+    params:
+        dataset=config["target"]["dataset"],
+        root=config["target"]["root"],
+        no_labels=lambda w: "--no-labels" if w.split == TRAIN_SPLIT else "",
+    threads: 2
+    log:
+        f"{LOGS}/index_target_{{split}}.log",
+    benchmark:
+        f"{BENCH}/index_target_{{split}}.tsv"
+    resources:
+        **res("cpu"),
+    shell:
+        "{UNCERDA} index --dataset {params.dataset} --root {params.root} --split {wildcards.split}"
+        " {params.no_labels} --out {output} --workers {threads} > {log} 2>&1"
+
+
+rule index_target_labelled:
+    """Target train with its ground truth: only for the oracle and pseudo-label diagnosis."""
+    input:
+        data_root("target"),
+    output:
+        f"{EXP}/data/target_{{split}}_labelled_index.csv",
+    params:
+        dataset=config["target"]["dataset"],
+        root=config["target"]["root"],
+    threads: 2
+    log:
+        f"{LOGS}/index_target_{{split}}_labelled.log",
+    benchmark:
+        f"{BENCH}/index_target_{{split}}_labelled.tsv"
+    resources:
+        **res("cpu"),
+    shell:
+        "{UNCERDA} index --dataset {params.dataset} --root {params.root} --split {wildcards.split}"
+        " --out {output} --workers {threads} > {log} 2>&1"
+
+
+rule class_stats:
+    input:
+        index=rules.index_source.output[0],
+    output:
+        f"{EXP}/data/source_class_stats.csv",
+    params:
+        dataset=config["source"]["dataset"],
+    threads: 2
+    log:
+        f"{LOGS}/class_stats.log",
+    benchmark:
+        f"{BENCH}/class_stats.tsv"
+    resources:
+        **res("cpu"),
+    shell:
+        "{UNCERDA} class-stats --index {input.index} --dataset {params.dataset} --out {output}"
+        " --workers {threads} > {log} 2>&1"

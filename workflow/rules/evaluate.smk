@@ -1,0 +1,60 @@
+# Evaluation of every model on the target val set, and the main chain's summary table.
+
+ST_ROUNDS = config["selftrain"]["rounds"]
+ST_FINAL = f"r{ST_ROUNDS}"
+
+
+rule evaluate:
+    """Per-class IoU and mIoU on target val, at the labels' full resolution."""
+    input:
+        ckpt=model_ckpt("{model}"),
+        index=f"{EXP}/data/target_{VAL_SPLIT}_index.csv",
+    output:
+        json=f"{EXP}/seed{{seed}}/eval/{{model}}.json",
+        csv=f"{EXP}/seed{{seed}}/eval/{{model}}.csv",
+    params:
+        settings=settings("model", "target", "source"),
+    threads: threads_of("infer")
+    resources:
+        **res("infer"),
+    log:
+        f"{LOGS}/seed{{seed}}/evaluate_{{model}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/evaluate_{{model}}.tsv"
+    shell:
+        "{UNCERDA} evaluate --config {RESOLVED} --checkpoint {input.ckpt} --index {input.index}"
+        " --name {wildcards.model} --out {output.json} --csv {output.csv} > {log} 2>&1"
+
+
+def chain_rungs(wildcards):
+    """The main chain's rungs, in the order of Table 3: label -> eval JSON."""
+    base = f"{seed_dir(wildcards.seed)}/eval"
+    return {
+        "Source only": f"{base}/source_only.json",
+        "+IT" if R0 == "aa_it" else "+AA": f"{base}/{R0}.json",
+        "+TGAA": f"{base}/{final_aa(wildcards)}.json",
+        "+UPST": f"{base}/st_gmm_{ST_FINAL}.json",
+    }
+
+
+rule summary:
+    input:
+        unpack(chain_rungs),
+        decision=lambda w: f"{seed_dir(w.seed)}/rounds/r{final_round(w)}.json",
+    output:
+        md=report(
+            f"{EXP}/seed{{seed}}/summary.md",
+            caption="../report/summary.rst",
+            category="Results",
+        ),
+        csv=f"{EXP}/seed{{seed}}/summary.csv",
+    params:
+        evals=lambda w: " ".join(f"'{label}={path}'" for label, path in chain_rungs(w).items()),
+        source=config["source"]["dataset"],
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/summary.log",
+    shell:
+        "{UNCERDA} summarize {params.evals} --source-dataset {params.source} --rounds-dir $(dirname {input.decision})"
+        " --out {output.md} --csv {output.csv} > {log} 2>&1"

@@ -1,0 +1,59 @@
+# Pseudo labels from a maps file (GMM of Eq. 6, or a baseline) and self-training rounds.
+from pathlib import Path
+
+
+def _target_train_has_labels():
+    root = Path(config["target"]["root"])
+    return config["demo"]["enabled"] or (root / "gtFine" / TRAIN_SPLIT).is_dir()
+
+
+# Pseudo-label precision and coverage need target train ground truth: a diagnosis, never used to train.
+GT_FLAGS = f"--gt-root {config['target']['root']} --gt-split {TRAIN_SPLIT}" if _target_train_has_labels() else ""
+
+
+def st_teacher(wildcards):
+    """Self-training round k learns from the pseudo labels of the final AA model (k = 1) or of round k-1."""
+    k = int(wildcards.k)
+    return final_aa(wildcards) if k == 1 else f"st_{wildcards.method}_r{k - 1}"
+
+
+rule pseudo_labels:
+    input:
+        maps=f"{EXP}/seed{{seed}}/maps/{{model}}.h5",
+    output:
+        directory(f"{EXP}/seed{{seed}}/pseudo/{{model}}/{{method}}"),
+    params:
+        gt=GT_FLAGS,
+        settings=settings("pseudo"),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/pseudo_{{model}}_{{method}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/pseudo_{{model}}_{{method}}.tsv"
+    shell:
+        "{UNCERDA} pseudo-labels --config {RESOLVED} --maps {input.maps} --method {wildcards.method}"
+        " {params.gt} --out-dir {output} > {log} 2>&1"
+
+
+rule self_train:
+    input:
+        **TRAIN_INPUT,
+        init=lambda w: model_ckpt(st_teacher(w), w.seed),
+        pseudo=lambda w: f"{seed_dir(w.seed)}/pseudo/{st_teacher(w)}/{w.method}",
+    output:
+        ckpt=f"{MODELS}/st_{{method}}_r{{k}}/checkpoint.pt",
+        losses=f"{MODELS}/st_{{method}}_r{{k}}/losses.csv",
+    params:
+        settings=settings("model", "train", "source", "target", "adapt", "selftrain"),
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    log:
+        f"{LOGS}/seed{{seed}}/self_train_{{method}}_r{{k}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/self_train_{{method}}_r{{k}}.tsv"
+    shell:
+        "{UNCERDA} self-train --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        " --pseudo-dir {input.pseudo} --source-index {input.source_index} --target-index {input.target_index}"
+        " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"

@@ -1,0 +1,173 @@
+# Training: source-only, adversarial adaptation round 0 (and its controls), target-guided rounds, +SR,
+# the AdaBN control and the target oracle. Every training rule resumes from <checkpoint>.resume.pt.
+
+MODELS = f"{EXP}/seed{{seed}}/models"
+TRAIN_INPUT = dict(
+    source_index=rules.index_source.output[0],
+    target_index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
+)
+# Round-0 variants: "+AA" (no image translation), "+IT" (FDA), and the control with the
+# adversarial losses switched off but target batches still passed through the network.
+AA_VARIANTS = {
+    "aa": "--image-translation off",
+    "aa_it": "--image-translation on",
+    "aa_noadv": "--image-translation config --adversarial-weight 0",
+}
+
+
+def adapt_init():
+    if config["adapt"]["init"] == "source_only":
+        return {"init": model_ckpt("source_only")}
+    return {}
+
+
+def init_flag(wildcards, input):
+    return f"--init {input.init}" if "init" in input.keys() else f"--init {config['model']['init']}"
+
+
+def previous_model(wildcards):
+    """The model a target-guided round starts from: round 0, or the previous round."""
+    r = int(wildcards.r)
+    return R0 if r == 1 else f"tgaa_r{r - 1}"
+
+
+rule train_source_only:
+    input:
+        source_index=TRAIN_INPUT["source_index"],
+    output:
+        ckpt=f"{MODELS}/source_only/checkpoint.pt",
+        losses=f"{MODELS}/source_only/losses.csv",
+    params:
+        settings=settings("model", "train", "source", "source_only"),
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    log:
+        f"{LOGS}/seed{{seed}}/train_source_only.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/train_source_only.tsv"
+    shell:
+        "{UNCERDA} train-source --config {RESOLVED} --seed {wildcards.seed}"
+        " --source-index {input.source_index} --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+
+
+rule train_oracle:
+    """Trained on labelled target images: the upper end of the domain gap (analysis only)."""
+    input:
+        source_index=f"{EXP}/data/target_{TRAIN_SPLIT}_labelled_index.csv",
+    output:
+        ckpt=f"{MODELS}/oracle/checkpoint.pt",
+        losses=f"{MODELS}/oracle/losses.csv",
+    params:
+        settings=settings("model", "train", "target", "ablation"),
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    log:
+        f"{LOGS}/seed{{seed}}/train_oracle.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/train_oracle.tsv"
+    shell:
+        "{UNCERDA} train-oracle --config {RESOLVED} --seed {wildcards.seed}"
+        " --source-index {input.source_index} --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+
+
+rule adapt_round0:
+    """Multi-level adversarial adaptation with conventional sampling."""
+    input:
+        **TRAIN_INPUT,
+        **adapt_init(),
+    output:
+        ckpt=f"{MODELS}/{{variant}}/checkpoint.pt",
+        losses=f"{MODELS}/{{variant}}/losses.csv",
+    wildcard_constraints:
+        variant="|".join(AA_VARIANTS),
+    params:
+        flags=lambda w: AA_VARIANTS[w.variant],
+        init=init_flag,
+        settings=settings("model", "train", "source", "target", "adapt"),
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    log:
+        f"{LOGS}/seed{{seed}}/adapt_{{variant}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/adapt_{{variant}}.tsv"
+    shell:
+        "{UNCERDA} adapt --config {RESOLVED} --seed {wildcards.seed} {params.flags} {params.init}"
+        " --source-index {input.source_index} --target-index {input.target_index}"
+        " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+
+
+rule adapt_tgaa:
+    """Target-guided round r: starts from round r-1, draws source images with its S_k's weights."""
+    input:
+        **TRAIN_INPUT,
+        init=lambda w: model_ckpt(previous_model(w), w.seed),
+        weights=f"{EXP}/seed{{seed}}/weights/tgaa_r{{r}}.csv",
+        rank=lambda w: f"{seed_dir(w.seed)}/rank/{previous_model(w)}.csv",
+        class_stats=rules.class_stats.output[0],
+    output:
+        ckpt=f"{MODELS}/tgaa_r{{r}}/checkpoint.pt",
+        losses=f"{MODELS}/tgaa_r{{r}}/losses.csv",
+    params:
+        settings=settings("model", "train", "source", "target", "adapt", "tgaa"),
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    log:
+        f"{LOGS}/seed{{seed}}/adapt_tgaa_r{{r}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/adapt_tgaa_r{{r}}.tsv"
+    shell:
+        "{UNCERDA} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        " --weights {input.weights} --rank {input.rank} --class-stats {input.class_stats}"
+        " --source-index {input.source_index} --target-index {input.target_index}"
+        " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+
+
+rule adapt_sr:
+    """+SR: one round with soft-balance weights over all classes (no target signal)."""
+    input:
+        **TRAIN_INPUT,
+        init=model_ckpt(R0),
+        weights=f"{EXP}/seed{{seed}}/weights/sr.csv",
+        class_stats=rules.class_stats.output[0],
+    output:
+        ckpt=f"{MODELS}/sr/checkpoint.pt",
+        losses=f"{MODELS}/sr/losses.csv",
+    params:
+        settings=settings("model", "train", "source", "target", "adapt", "tgaa"),
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    log:
+        f"{LOGS}/seed{{seed}}/adapt_sr.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/adapt_sr.tsv"
+    shell:
+        "{UNCERDA} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        " --weights {input.weights} --class-stats {input.class_stats}"
+        " --source-index {input.source_index} --target-index {input.target_index}"
+        " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+
+
+rule adabn:
+    """Control: the source-only model with BatchNorm statistics re-estimated on target images."""
+    input:
+        ckpt=model_ckpt("source_only"),
+        target_index=TRAIN_INPUT["target_index"],
+    output:
+        f"{MODELS}/source_only_adabn/checkpoint.pt",
+    params:
+        settings=settings("model", "train", "target"),
+    threads: threads_of("infer")
+    resources:
+        **res("infer"),
+    log:
+        f"{LOGS}/seed{{seed}}/adabn.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/adabn.tsv"
+    shell:
+        "{UNCERDA} adabn --config {RESOLVED} --checkpoint {input.ckpt} --target-index {input.target_index}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,108 @@
+# Target-guided uncertainty rectifying: maps of the target train set, class ranking (Eq. 1),
+# sampling weights (Eqs. 3-5) and the checkpoint that decides whether another round is needed.
+
+
+rule dump_maps:
+    """Argmax, entropy (Eq. 2) and max-probability maps of every target train image (HDF5)."""
+    input:
+        ckpt=model_ckpt("{model}"),
+        index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
+    output:
+        f"{EXP}/seed{{seed}}/maps/{{model}}.h5",
+    params:
+        settings=settings("model", "target", "dump"),
+    threads: threads_of("infer")
+    resources:
+        **res("infer"),
+    log:
+        f"{LOGS}/seed{{seed}}/dump_{{model}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/dump_{{model}}.tsv"
+    shell:
+        "{UNCERDA} dump --config {RESOLVED} --checkpoint {input.ckpt} --index {input.index}"
+        " --out {output} > {log} 2>&1"
+
+
+rule rank_classes:
+    """Mean entropy per predicted class over the target train set (Eq. 1), rank and S_k."""
+    input:
+        maps=f"{EXP}/seed{{seed}}/maps/{{model}}.h5",
+    output:
+        report(
+            f"{EXP}/seed{{seed}}/rank/{{model}}.csv",
+            caption="../report/rank.rst",
+            category="Class uncertainty",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
+    params:
+        k=config["tgaa"]["k"],
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/rank_{{model}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/rank_{{model}}.tsv"
+    shell:
+        "{UNCERDA} rank --maps {input.maps} --k {params.k} --out {output} > {log} 2>&1"
+
+
+WEIGHT_FLAGS = (
+    f"--balance {config['tgaa']['balance']} --alpha {config['tgaa']['alpha']} --mu {config['tgaa']['mu']}"
+)
+
+
+rule weights_tgaa:
+    """Sampling weight per source image from the previous round's S_k (Eqs. 3-5)."""
+    input:
+        class_stats=rules.class_stats.output[0],
+        rank=lambda w: f"{seed_dir(w.seed)}/rank/{previous_model(w)}.csv",
+    output:
+        f"{EXP}/seed{{seed}}/weights/tgaa_r{{r}}.csv",
+    params:
+        flags=WEIGHT_FLAGS,
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/weights_tgaa_r{{r}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/weights_tgaa_r{{r}}.tsv"
+    shell:
+        "{UNCERDA} weights --class-stats {input.class_stats} --rank {input.rank} {params.flags}"
+        " --out {output} > {log} 2>&1"
+
+
+rule weights_sr:
+    """+SR: the same Eqs. 3-5 with S_k = all classes."""
+    input:
+        class_stats=rules.class_stats.output[0],
+    output:
+        f"{EXP}/seed{{seed}}/weights/sr.csv",
+    params:
+        flags=WEIGHT_FLAGS,
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/weights_sr.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/weights_sr.tsv"
+    shell:
+        "{UNCERDA} weights --class-stats {input.class_stats} --all-classes {params.flags}"
+        " --out {output} > {log} 2>&1"
+
+
+checkpoint decide_round:
+    """After round r: another round unless S_k stopped changing or max_rounds is reached."""
+    input:
+        rank=f"{EXP}/seed{{seed}}/rank/tgaa_r{{r}}.csv",
+        previous=lambda w: f"{seed_dir(w.seed)}/rank/{previous_model(w)}.csv",
+    output:
+        f"{EXP}/seed{{seed}}/rounds/r{{r}}.json",
+    params:
+        max_rounds=config["tgaa"]["max_rounds"],
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/decide_round_r{{r}}.log",
+    shell:
+        "{UNCERDA} decide-round --round {wildcards.r} --rank {input.rank} --previous-rank {input.previous}"
+        " --max-rounds {params.max_rounds} --out {output} > {log} 2>&1"
