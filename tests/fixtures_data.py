@@ -86,7 +86,7 @@ def random_ids(rng: np.random.Generator, size: Size, ids: tuple[int, ...]) -> np
     w, h = size
     out = np.empty((h, w), dtype=np.int64)
     cuts = np.sort(rng.integers(1, h, size=2)) if h > 2 else np.array([1, 1])
-    for band, (top, bottom) in enumerate(zip([0, *cuts], [*cuts, h])):
+    for top, bottom in zip([0, *cuts], [*cuts, h]):
         out[top:bottom] = rng.choice(ids)
     for _ in range(4):
         x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
