@@ -2,12 +2,15 @@
 #   snakemake --cores 2                      the main chain on the configured data (default: the demo)
 #   snakemake ablation --cores 2             Table 3 ladder and Table 5 comparison, every seed
 #   snakemake -n --configfile workflow/presets/gta5_cityscapes.yaml --config source='{root: ...}'
+import os
+
 from snakemake.utils import min_version
 
 min_version("8.0")
 
 
-configfile: "config.yaml"
+# Found beside this Snakefile, so the workflow also runs with --directory elsewhere.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
