@@ -127,3 +127,11 @@ def test_variance_collapse_keeps_fit_and_notes_it():
     np.testing.assert_allclose(sel.fit.means, [VALUES[np.searchsorted(VALUES, 0.1)],
                                                VALUES[np.searchsorted(VALUES, 0.8)]])
     assert sel.mask[VALUES < 0.4].all() and not sel.mask[VALUES > 0.5].any()
+
+
+def test_explicit_init_starts_from_given_parameters():
+    x = _mixture(50_000, (0.5, 0.5), (0.2, 0.7), (0.05, 0.05), seed=2)
+    fit = fit_gmm_1d(VALUES, _hist(x))
+    again = fit_gmm_1d(VALUES, _hist(x), init=(fit.weights, fit.means, fit.stds ** 2))
+    assert again.n_iter <= 3
+    np.testing.assert_allclose(again.means, fit.means, atol=1e-9)

@@ -101,7 +101,8 @@ def _log_components(v: np.ndarray, weights: np.ndarray, means: np.ndarray, varia
 
 
 def fit_gmm_1d(values: np.ndarray, counts: np.ndarray, tol: float = 1e-10, max_iter: int = 1000,
-               min_std: float = MIN_STD) -> GMMFit:
+               min_std: float = MIN_STD,
+               init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> GMMFit:
     """Eq. 6: EM for a 2-component 1-D Gaussian mixture on a weighted histogram, in float64.
 
     ``values`` are bin values, ``counts`` their (integer or real) weights.
@@ -110,13 +111,18 @@ def fit_gmm_1d(values: np.ndarray, counts: np.ndarray, tol: float = 1e-10, max_i
     default 1e-3 is far looser) or ``max_iter`` iterations. Variances are
     floored at ``min_std**2``. Components are returned sorted by mean, the
     positive (lower-mean) one first. A single distinct value returns both
-    components at that value with ``n_iter = 0``.
+    components at that value with ``n_iter = 0``. ``init`` = (weights, means,
+    variances) overrides the start (to compare with another fitter's optimum).
     """
     v, n = _as_weighted(values, counts)
     total = n.sum()
     if total <= 0:
         raise UncerdaError("GMM: no samples to fit")
-    weights, means, variances = init_params(v, n, min_std)
+    if init is None:
+        weights, means, variances = init_params(v, n, min_std)
+    else:
+        weights, means, variances = (np.asarray(a, dtype=np.float64).copy() for a in init)
+        variances = np.maximum(variances, min_std ** 2)
     if v.size == 1:
         lc = _log_components(v, weights, means, variances)
         ll = float((n * np.logaddexp(lc[0], lc[1])).sum())

@@ -55,7 +55,9 @@ def class_code_histogram(argmax: np.ndarray, values_f16: np.ndarray, num_classes
                            f"{np.shape(values_f16)} differ in shape")
     argmax = _check_argmax(argmax, num_classes, "class_code_histogram")
     codes = to_codes(values_f16, "class_code_histogram")
-    flat = argmax.ravel().astype(np.intp) * N_CODES + codes.ravel()
+    flat = argmax.astype(np.intp).ravel()
+    flat *= N_CODES            # in place: no temporaries beyond the one index array
+    flat += codes.ravel()
     return np.bincount(flat, minlength=num_classes * N_CODES).reshape(num_classes, N_CODES)
 
 
