@@ -32,7 +32,7 @@ from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBat
                                         normalize)
 from uncerda_core.data.fda import fda_translate
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
-from uncerda_core.train import losses
+from uncerda_core.train import distributed, losses
 from uncerda_core.train.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint,
                                            seed_everything, set_rng_state)
 
@@ -159,7 +159,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     out = Path(out)
     train_cfg = config["train"]
     torch.set_num_threads(config["threads"])
-    device = resolve_device(config["device"])
+    dist_info, device = distributed.setup(resolve_device(config["device"]))
+    main_process = dist_info.is_main
     use_amp = device.type == "cuda" and train_cfg["bf16"]
     channels_last = device.type == "cuda" and train_cfg["channels_last"]
     if device.type == "cpu":
@@ -169,7 +170,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     model = build_model(config["model"])
     if init is not None:
         report = load_state(model, init)
-        print(f"[{settings.stage}] initial weights from {init}: {report.summary()}", file=sys.stderr)
+        if main_process:
+            print(f"[{settings.stage}] initial weights from {init}: {report.summary()}", file=sys.stderr)
     model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -207,7 +209,9 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         if source_settings.crop is None:
             raise UncerdaError("tgaa.sampling: crop needs source.crop to be set (crops are centred on S_k pixels)")
         focus = _focus_weights(class_stats, list(source_table["name"]), sk, config["tgaa"]["balance"])
-    source_stream = BatchStream(len(source_set), train_cfg["batch_size"], seed, SOURCE_STREAM, probabilities, focus)
+    shard = dict(rank=dist_info.rank, world_size=dist_info.world_size)
+    source_stream = BatchStream(len(source_set), train_cfg["batch_size"], seed, SOURCE_STREAM, probabilities, focus,
+                                **shard)
 
     target_set = target_stream = None
     if settings.adversarial or settings.self_training or settings.image_translation:
@@ -220,7 +224,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             raise UncerdaError("self-training needs a pseudo-label folder")
         target_set = SegmentationDataset("cityscapes", target_table, target_settings, label_source=label_source,
                                          cache=train_cfg["num_workers"] == 0 and _cacheable(target_table, target_settings))
-        target_stream = BatchStream(len(target_set), train_cfg["batch_size"], seed, TARGET_STREAM)
+        target_stream = BatchStream(len(target_set), train_cfg["batch_size"], seed, TARGET_STREAM, **shard)
 
     # --- resume -------------------------------------------------------------
     digest = settings_digest({"settings": asdict(settings), "config": {k: config[k] for k in ("model", "train")},
@@ -243,6 +247,10 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             start, rows = int(state["iteration"]), list(state["losses"])
             print(f"[{settings.stage}] resuming from {resume} at iteration {start}", file=sys.stderr)
 
+    # Under torchrun every process trains a replica; gradients are averaged by DDP.
+    net = distributed.wrap(model, dist_info, device)
+    disc_nets = {head: distributed.wrap(d, dist_info, device) for head, d in discriminators.items()}
+
     record = artifacts.provenance(f"train:{settings.stage}", config=config, seed=seed, inputs={
         "init": init, "weights": weights, "source_index": source_index, "target_index": target_index,
         "pseudo_labels": Path(pseudo_dir) / "provenance.json" if pseudo_dir else None},
@@ -258,7 +266,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 "model_config": config["model"], "provenance": record}
 
     def write_losses() -> None:
-        if losses_csv is not None:
+        if losses_csv is not None and main_process:
             with artifacts.atomic_path(losses_csv) as tmp:
                 pd.DataFrame(rows).to_csv(tmp, index=False)
 
@@ -275,7 +283,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         images = normalize(images.to(device), norm)
         return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
-    bar = tqdm(total=settings.iterations, initial=start, desc=settings.stage, disable=not progress,
+    bar = tqdm(total=settings.iterations, initial=start, desc=settings.stage, disable=not (progress and main_process),
                file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
     log_every = max(1, min(50, settings.iterations // 20))
     t0 = time.time()
@@ -298,7 +306,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         row: dict[str, float] = {"iteration": it + 1, "lr": optimizer.param_groups[0]["lr"]}
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            aux_s, main_s = model(x_s)
+            aux_s, main_s = net(x_s)
             seg_main = losses.segmentation_loss(main_s.float(), y_s)
             seg_aux = losses.segmentation_loss(aux_s.float(), y_s)
             loss_src = settings.source_weight * (seg_main + train_cfg["lambda_seg_aux"] * seg_aux)
@@ -310,7 +318,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         if tgt is not None and (settings.adversarial or settings.self_training):
             x_t = prepare(tgt["image"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                aux_t, main_t = model(x_t)
+                aux_t, main_t = net(x_t)
                 aux_t, main_t = aux_t.float(), main_t.float()
                 loss_t = aux_t.sum() * 0.0
                 if settings.adversarial:
@@ -336,17 +344,19 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             size = x_s.shape[-2:]
             pred_s = {"aux": losses.upsample(aux_s.detach().float(), size),
                       "main": losses.upsample(main_s.detach().float(), size)}
-            for head, disc in discriminators.items():
-                disc.requires_grad_(True)
+            for head, disc in disc_nets.items():
+                discriminators[head].requires_grad_(True)
+                # One backward per forward, so DDP reduces each pass (and the two may differ in size).
                 d_src = losses.adversarial_loss(disc(discriminator_input(pred_s[head], settings.disc_input)),
                                                 losses.SOURCE_LABEL) / 2
+                d_src.backward()
                 d_tgt = losses.adversarial_loss(disc(discriminator_input(pred_t[head].detach(), settings.disc_input)),
                                                 losses.TARGET_LABEL) / 2
-                (d_src + d_tgt).backward()
-                row[f"d_{head}"] = (d_src + d_tgt).item()
+                d_tgt.backward()
+                row[f"d_{head}"] = d_src.item() + d_tgt.item()
 
         row["total"] = total
-        if not all(math.isfinite(v) for v in row.values()):
+        if not distributed.all_true(dist_info, all(math.isfinite(v) for v in row.values()), device):
             bad = ", ".join(f"{k}={v}" for k, v in row.items() if not math.isfinite(v))
             raise NonFiniteLoss(f"stage {settings.stage}: non-finite loss at iteration {it + 1} ({bad}); "
                                 f"the last good checkpoint is kept at {resume} (lower train.lr?)")
@@ -361,8 +371,10 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
         bar.update(1)
         if done % train_cfg["checkpoint_every"] == 0 and done < settings.iterations:
-            save_checkpoint(resume, snapshot(done))
+            if main_process:
+                save_checkpoint(resume, snapshot(done))
             write_losses()
+            distributed.barrier(dist_info)
             if stop_after is not None and done >= stop_after:
                 bar.close()
                 return {"stopped_at": done}
@@ -370,7 +382,11 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     elapsed = time.time() - t0
     record["train_seconds"] = round(elapsed, 1)
     write_losses()
-    save_checkpoint(out, snapshot(settings.iterations))
-    resume.unlink(missing_ok=True)
-    print(f"[{settings.stage}] {settings.iterations - start} iterations in {elapsed:.0f} s -> {out}", file=sys.stderr)
+    if main_process:
+        save_checkpoint(out, snapshot(settings.iterations))
+        resume.unlink(missing_ok=True)
+        print(f"[{settings.stage}] {settings.iterations - start} iterations in {elapsed:.0f} s -> {out}",
+              file=sys.stderr)
+    distributed.barrier(dist_info)
+    distributed.cleanup(dist_info)
     return {"iterations": settings.iterations, "seconds": elapsed}

@@ -25,6 +25,10 @@ BENCH = f"{EXP}/benchmarks"
 # each rule's params, which hold exactly the sections that stage reads.
 RESOLVED = write_resolved_config(config, f"{EXP}/config.yaml")
 UNCERDA = f'"{sys.executable}" -m uncerda_core'
+# Training commands run under torchrun when a job trains with several processes (DDP).
+PROCESSES = config["train"]["processes"]
+TRAIN = (UNCERDA if PROCESSES == 1 else
+         f'"{sys.executable}" -m torch.distributed.run --standalone --nproc_per_node {PROCESSES} -m uncerda_core')
 SEED = config["seed"]
 # Round 0 of adaptation: with image translation when the config enables it.
 R0 = "aa_it" if config["adapt"]["image_translation"] else "aa"
@@ -62,15 +66,19 @@ def model_ckpt(model, seed="{seed}"):
     return f"{EXP}/seed{seed}/models/{model}/checkpoint.pt"
 
 
-def final_round(wildcards):
-    """The last target-guided round: follow the decisions until one says stop."""
+def final_round_of(seed):
+    """The last target-guided round of a seed: follow the decisions until one says stop."""
     r = 1
     while True:
-        decision = checkpoints.decide_round.get(seed=wildcards.seed, r=r).output[0]
+        decision = checkpoints.decide_round.get(seed=str(seed), r=str(r)).output[0]
         with open(decision) as fh:
             if not json.load(fh)["continue"]:
                 return r
         r += 1
+
+
+def final_round(wildcards):
+    return final_round_of(wildcards.seed)
 
 
 def final_aa(wildcards):

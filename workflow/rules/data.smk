@@ -72,7 +72,7 @@ rule index_target_labelled:
     input:
         data_root("target"),
     output:
-        f"{EXP}/data/target_{{split}}_labelled_index.csv",
+        f"{EXP}/data/labelled/target_{{split}}_index.csv",
     params:
         dataset=config["target"]["dataset"],
         root=config["target"]["root"],

@@ -54,6 +54,6 @@ rule self_train:
     benchmark:
         f"{BENCH}/seed{{seed}}/self_train_{{method}}_r{{k}}.tsv"
     shell:
-        "{UNCERDA} self-train --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        "{TRAIN} self-train --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
         " --pseudo-dir {input.pseudo} --source-index {input.source_index} --target-index {input.target_index}"
         " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"

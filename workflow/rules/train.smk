@@ -47,14 +47,14 @@ rule train_source_only:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_source_only.tsv"
     shell:
-        "{UNCERDA} train-source --config {RESOLVED} --seed {wildcards.seed}"
+        "{TRAIN} train-source --config {RESOLVED} --seed {wildcards.seed}"
         " --source-index {input.source_index} --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
 
 
 rule train_oracle:
     """Trained on labelled target images: the upper end of the domain gap (analysis only)."""
     input:
-        source_index=f"{EXP}/data/target_{TRAIN_SPLIT}_labelled_index.csv",
+        source_index=f"{EXP}/data/labelled/target_{TRAIN_SPLIT}_index.csv",
     output:
         ckpt=f"{MODELS}/oracle/checkpoint.pt",
         losses=f"{MODELS}/oracle/losses.csv",
@@ -68,7 +68,7 @@ rule train_oracle:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_oracle.tsv"
     shell:
-        "{UNCERDA} train-oracle --config {RESOLVED} --seed {wildcards.seed}"
+        "{TRAIN} train-oracle --config {RESOLVED} --seed {wildcards.seed}"
         " --source-index {input.source_index} --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
 
 
@@ -94,7 +94,7 @@ rule adapt_round0:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_{{variant}}.tsv"
     shell:
-        "{UNCERDA} adapt --config {RESOLVED} --seed {wildcards.seed} {params.flags} {params.init}"
+        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} {params.flags} {params.init}"
         " --source-index {input.source_index} --target-index {input.target_index}"
         " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
 
@@ -120,7 +120,7 @@ rule adapt_tgaa:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_tgaa_r{{r}}.tsv"
     shell:
-        "{UNCERDA} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
         " --weights {input.weights} --rank {input.rank} --class-stats {input.class_stats}"
         " --source-index {input.source_index} --target-index {input.target_index}"
         " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
@@ -146,7 +146,7 @@ rule adapt_sr:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_sr.tsv"
     shell:
-        "{UNCERDA} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
         " --weights {input.weights} --class-stats {input.class_stats}"
         " --source-index {input.source_index} --target-index {input.target_index}"
         " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
