@@ -1,0 +1,154 @@
+"""Losses of the training stages against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from uncerda_core.train import losses
+
+
+def _softmax2(x0: float, x1: float) -> tuple[float, float]:
+    z = math.exp(x0) + math.exp(x1)
+    return math.exp(x0) / z, math.exp(x1) / z
+
+
+def test_domain_labels():
+    # The reference code's convention: source 0, target 1.
+    assert losses.SOURCE_LABEL == 0.0
+    assert losses.TARGET_LABEL == 1.0
+
+
+def test_adversarial_loss_is_bce_with_logits_by_hand():
+    logits = torch.tensor([[[[0.0, math.log(3.0)]]]])        # sigmoid: 1/2 and 3/4
+    # Against label 1: mean(-log 1/2, -log 3/4).
+    expected_1 = (math.log(2.0) + math.log(4.0 / 3.0)) / 2
+    # Against label 0: mean(-log(1 - 1/2), -log(1 - 3/4)).
+    expected_0 = (math.log(2.0) + math.log(4.0)) / 2
+    assert losses.adversarial_loss(logits, losses.TARGET_LABEL).item() == pytest.approx(expected_1, rel=1e-6)
+    assert losses.adversarial_loss(logits, losses.SOURCE_LABEL).item() == pytest.approx(expected_0, rel=1e-6)
+
+
+def test_adversarial_loss_sign_pushes_logits_towards_the_label():
+    logits = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    losses.adversarial_loss(logits, losses.TARGET_LABEL).backward()
+    # d/dx BCE(x, 1) = sigmoid(x) - 1 = -1/2, divided by the 4 outputs of the mean.
+    assert torch.allclose(logits.grad, torch.full_like(logits, -0.125))
+    logits.grad = None
+    losses.adversarial_loss(logits, losses.SOURCE_LABEL).backward()
+    assert torch.allclose(logits.grad, torch.full_like(logits, 0.125))
+
+
+def test_upsample_bilinear_half_pixel_by_hand():
+    x = torch.tensor([[[[1.0, 5.0]]]])                       # (1, 1, 1, 2) -> (1, 1, 1, 4)
+    # align_corners=False: sample points -0.25, 0.25, 0.75, 1.25 (clamped at the ends).
+    out = losses.upsample(x, (1, 4))
+    assert out.flatten().tolist() == pytest.approx([1.0, 2.0, 4.0, 5.0])
+    assert losses.upsample(x, (1, 2)) is x                    # same size: untouched
+
+
+def test_segmentation_loss_ignores_255_and_upsamples():
+    # One logit pixel (0, log 3) -> softmax (1/4, 3/4), upsampled to every 2x2 label pixel.
+    logits = torch.tensor([[[[0.0]], [[math.log(3.0)]]]], requires_grad=True)
+    labels = torch.tensor([[[0, 1], [255, 0]]])
+    expected = (2 * math.log(4.0) + math.log(4.0 / 3.0)) / 3    # 3 labelled pixels
+    loss = losses.segmentation_loss(logits, labels)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert logits.grad is not None
+
+
+def test_segmentation_loss_all_ignored_is_zero_with_gradient():
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    loss = losses.segmentation_loss(logits, torch.full((1, 4, 4), 255))
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+# A 2-class, 2x2 example: per pixel (class 0 logit, class 1 logit).
+A = {(0, 0): (0.0, 0.0), (0, 1): (1.0, 0.0), (1, 0): (2.0, 0.0), (1, 1): (0.0, 3.0)}
+B = {(0, 0): (1.0, 0.0), (0, 1): (0.0, 0.0), (1, 0): (0.0, 1.0), (1, 1): (0.0, -1.0)}
+Y = {(0, 0): 0, (0, 1): 1, (1, 0): 255, (1, 1): 1}
+
+
+def _tensor(pixels: dict) -> torch.Tensor:
+    t = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
+    for (i, j), (x0, x1) in pixels.items():
+        t[0, 0, i, j], t[0, 1, i, j] = x0, x1
+    return t
+
+
+def _labels() -> torch.Tensor:
+    y = torch.zeros(1, 2, 2, dtype=torch.long)
+    for (i, j), v in Y.items():
+        y[0, i, j] = v
+    return y
+
+
+def _hand_rectified(a: dict, b: dict) -> float:
+    """mean over labelled pixels of CE(a) * exp(-KL(a || b)), plus the mean KL."""
+    weighted, variance = [], []
+    for pixel, y in Y.items():
+        if y == 255:
+            continue
+        p, q = _softmax2(*a[pixel]), _softmax2(*b[pixel])
+        kl = sum(p[c] * (math.log(p[c]) - math.log(q[c])) for c in range(2))
+        ce = -math.log(p[y])
+        weighted.append(ce * math.exp(-kl))
+        variance.append(kl)
+    return sum(weighted) / len(weighted) + sum(variance) / len(variance)
+
+
+def test_prediction_variance_is_kl_by_hand():
+    var = losses.prediction_variance(_tensor(A), _tensor(B))
+    assert var.shape == (1, 2, 2)
+    for (i, j) in A:
+        p, q = _softmax2(*A[(i, j)]), _softmax2(*B[(i, j)])
+        kl = sum(p[c] * math.log(p[c] / q[c]) for c in range(2))
+        assert var[0, i, j].item() == pytest.approx(kl, rel=1e-12, abs=1e-15)
+    assert var[0, 0, 1].item() > 0                       # (1,0) vs (0,0) disagree
+    assert losses.prediction_variance(_tensor(A), _tensor(A)).abs().max().item() < 1e-12
+
+
+def test_rectified_loss_single_by_hand_with_an_ignored_pixel():
+    got = losses.rectified_loss_single(_tensor(A), _tensor(B), _labels()).item()
+    assert got == pytest.approx(_hand_rectified(A, B), rel=1e-12)
+    # The ignored pixel (1, 0) takes part in neither mean: changing its logits changes nothing.
+    a2 = dict(A)
+    a2[(1, 0)] = (-7.0, 9.0)
+    again = losses.rectified_loss_single(_tensor(a2), _tensor(B), _labels()).item()
+    assert again == pytest.approx(got, rel=1e-12)
+
+
+def test_rectified_loss_equal_heads_is_plain_cross_entropy():
+    # var = 0: exp(-var) = 1, so the loss is the CE over the labelled pixels.
+    ce = [-math.log(_softmax2(*A[px])[y]) for px, y in Y.items() if y != 255]
+    got = losses.rectified_loss_single(_tensor(A), _tensor(A), _labels()).item()
+    assert got == pytest.approx(sum(ce) / len(ce), rel=1e-12)
+
+
+def test_rectified_loss_with_the_swapped_aux_term():
+    main, aux, y = _tensor(A), _tensor(B), _labels()
+    expected = _hand_rectified(A, B) + 0.1 * _hand_rectified(B, A)
+    assert losses.rectified_loss(main, aux, y, 0.1).item() == pytest.approx(expected, rel=1e-12)
+    assert losses.rectified_loss(main, aux, y, 0.0).item() == pytest.approx(_hand_rectified(A, B), rel=1e-12)
+    # KL is not symmetric, so the swapped term is a different number.
+    assert _hand_rectified(B, A) != pytest.approx(_hand_rectified(A, B), rel=1e-3)
+
+
+def test_rectified_loss_upsamples_and_handles_all_ignored():
+    # 1x1 logits are upsampled to the 2x2 labels: every pixel gets the same values.
+    a = torch.tensor([[[[0.0]], [[1.0]]]], dtype=torch.float64)
+    b = torch.tensor([[[[0.5]], [[0.0]]]], dtype=torch.float64)
+    labels = torch.tensor([[[0, 1], [1, 255]]])
+    p, q = _softmax2(0.0, 1.0), _softmax2(0.5, 0.0)
+    kl = sum(p[c] * math.log(p[c] / q[c]) for c in range(2))
+    ce = [-math.log(p[0]), -math.log(p[1]), -math.log(p[1])]
+    expected = sum(c * math.exp(-kl) for c in ce) / 3 + kl
+    assert losses.rectified_loss_single(a, b, labels).item() == pytest.approx(expected, rel=1e-12)
+    a.requires_grad_(True)
+    zero = losses.rectified_loss(a, b, torch.full((1, 2, 2), 255), 0.1)
+    assert zero.item() == 0.0 and zero.requires_grad

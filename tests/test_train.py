@@ -1,0 +1,228 @@
+"""The training loop: exact resume, the adversarial labels, and non-finite losses.
+
+Every run here is smoke-size (8 generated source images of 64x32, a width-8
+DeepLab) on the CPU with fixed seeds, so runs are bit-for-bit repeatable.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.config import load_config
+from uncerda_core.data.demo import generate_demo
+from uncerda_core.data.index import build_index, write_index
+from uncerda_core.train import losses, loop
+from uncerda_core.train.checkpoint import load_checkpoint, resume_path
+from uncerda_core.train.loop import NonFiniteLoss, run_training, stage_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Demo data (8 source, 4 target train images) with both indexes, and a smoke config."""
+    root = tmp_path_factory.mktemp("train_data")
+    generate_demo(root / "source", root / "target", seed=0, size=(64, 32), n_source=8, n_target_train=4,
+                  n_target_val=2, progress=False)
+    write_index(build_index("gta5", root / "source", "all", workers=1, progress=False), root / "source.csv", {})
+    write_index(build_index("cityscapes", root / "target", "train", require_labels=False, workers=1,
+                            progress=False), root / "target.csv", {})
+    config = load_config(REPO / "config.yaml", REPO / "workflow/presets/smoke.yaml", overrides={
+        "device": "cpu", "threads": 1,
+        "source": {"root": str(root / "source")}, "target": {"root": str(root / "target")},
+        "train": {"checkpoint_every": 2},
+        "source_only": {"iterations": 6}, "adapt": {"iterations": 5, "image_translation": True}})
+    return {"root": root, "config": config, "source": root / "source.csv", "target": root / "target.csv"}
+
+
+def _train(data, stage: str, out: Path, config: dict | None = None, **kwargs):
+    config = config or data["config"]
+    return run_training(config, stage_settings(config, stage), out, seed=0, source_dataset="gta5",
+                        source_index=data["source"], losses_csv=out.with_name("losses.csv"), progress=False,
+                        **kwargs)
+
+
+def _assert_same_state(a: dict, b: dict, path: str = "") -> None:
+    """Recursive torch.equal over the tensors (and == over the rest) of two state dicts."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def _compare_runs(full: Path, resumed: Path) -> None:
+    a, b = load_checkpoint(full), load_checkpoint(resumed)
+    for key in ("model", "discriminators", "optimizers", "schedulers", "iteration", "losses"):
+        _assert_same_state(a[key], b[key], key)
+    assert (full.parent / "losses.csv").read_bytes() == (resumed.parent / "losses.csv").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def source_only_full(data):
+    out = data["root"] / "so_full" / "checkpoint.pt"
+    result = _train(data, "source_only", out)
+    assert result["iterations"] == 6
+    return out
+
+
+def test_source_only_resume_is_exact(data, source_only_full, capsys):
+    out = data["root"] / "so_resumed" / "checkpoint.pt"
+    # Stopped after the checkpoint at iteration 2, as a kill would leave it.
+    assert _train(data, "source_only", out, stop_after=2) == {"stopped_at": 2}
+    assert not out.exists()
+    assert load_checkpoint(resume_path(out))["iteration"] == 2
+    # Resumed, stopped again at 4, resumed to the end.
+    assert _train(data, "source_only", out, stop_after=4) == {"stopped_at": 4}
+    assert "resuming from" in capsys.readouterr().err
+    result = _train(data, "source_only", out)
+    assert result["iterations"] == 6
+    assert f"resuming from {resume_path(out)} at iteration 4" in capsys.readouterr().err
+    assert not resume_path(out).exists()
+    _compare_runs(source_only_full, out)
+    rows = load_checkpoint(out)["losses"]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]      # log_every = 1 at 6 iterations
+
+
+def test_adversarial_stage_with_fda_resume_is_exact(data, source_only_full, capsys):
+    settings = stage_settings(data["config"], "aa")
+    assert settings.adversarial and settings.image_translation
+    kwargs = dict(target_index=data["target"], init=source_only_full)
+    full = data["root"] / "aa_full" / "checkpoint.pt"
+    resumed = data["root"] / "aa_resumed" / "checkpoint.pt"
+    _train(data, "aa", full, **kwargs)
+    assert _train(data, "aa", resumed, stop_after=2, **kwargs) == {"stopped_at": 2}
+    assert _train(data, "aa", resumed, **kwargs)["iterations"] == 5
+    assert "at iteration 2" in capsys.readouterr().err
+    _compare_runs(full, resumed)
+    state = load_checkpoint(full)
+    assert set(state["discriminators"]) == {"aux", "main"}
+    assert set(state["optimizers"]) == {"model", "disc_aux", "disc_main"}
+    assert {"adv_main", "adv_aux", "d_aux", "d_main"} <= set(state["losses"][0])
+
+
+def test_resume_file_from_other_settings_is_not_used(data, capsys):
+    out = data["root"] / "other" / "checkpoint.pt"
+    _train(data, "source_only", out, stop_after=2)
+    config = copy.deepcopy(data["config"])
+    config["train"]["lr"] = 0.005
+    capsys.readouterr()
+    _train(data, "source_only", out, config=config, stop_after=2)
+    err = capsys.readouterr().err
+    assert "written with other settings: starting over" in err and "resuming" not in err
+
+
+class _Recorder:
+    """Records the domain label of every adversarial loss, the input size, and whether the
+    discriminator was trainable at that moment."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple[float, tuple[int, int], bool]] = []
+        self.current: tuple[tuple[int, int], bool] | None = None
+        real_disc, real_loss = loop.FCDiscriminator, losses.adversarial_loss
+        recorder = self
+
+        class Disc(real_disc):
+            def forward(self, x):
+                recorder.current = (tuple(x.shape[-2:]), next(self.parameters()).requires_grad)
+                return super().forward(x)
+
+        def adversarial_loss(logits, label):
+            recorder.calls.append((label, *recorder.current))
+            return real_loss(logits, label)
+
+        monkeypatch.setattr(loop, "FCDiscriminator", Disc)
+        monkeypatch.setattr(losses, "adversarial_loss", adversarial_loss)
+
+
+def test_generator_fools_with_the_source_label_and_discriminator_learns_both(data, source_only_full,
+                                                                             monkeypatch):
+    # Source images are fed at 128x64, target images at 64x32: the input size tells the domain.
+    config = copy.deepcopy(data["config"])
+    config["source"]["resize"] = [128, 64]
+    config["adapt"]["iterations"] = 2
+    config["adapt"]["image_translation"] = False
+    rec = _Recorder(monkeypatch)
+    _train(data, "aa", data["root"] / "labels" / "checkpoint.pt", config=config, target_index=data["target"],
+           init=source_only_full)
+    src, tgt = (64, 128), (32, 64)
+    S, T = losses.SOURCE_LABEL, losses.TARGET_LABEL
+    one_iteration = [
+        (S, tgt, False), (S, tgt, False),      # generator: target predictions must pass for source
+        (S, src, True), (T, tgt, True),        # discriminator aux: source -> 0, target -> 1
+        (S, src, True), (T, tgt, True),        # discriminator main
+    ]
+    assert rec.calls == one_iteration * 2
+
+
+def test_non_finite_loss_stops_with_stage_and_iteration_and_keeps_the_checkpoint(data, source_only_full,
+                                                                                  monkeypatch):
+    out = data["root"] / "nan" / "checkpoint.pt"
+    real = losses.segmentation_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        calls["n"] += 1                        # two calls (main, aux) per iteration
+        loss = real(logits, labels)
+        return loss * math.nan if calls["n"] == 5 else loss     # the main head at iteration 3
+
+    monkeypatch.setattr(losses, "segmentation_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"stage source_only: non-finite loss at iteration 3 \(seg=nan") as info:
+        _train(data, "source_only", out)
+    assert isinstance(info.value, UncerdaError)
+    assert str(resume_path(out)) in str(info.value)
+    assert not out.exists()
+    assert load_checkpoint(resume_path(out))["iteration"] == 2         # the last good checkpoint
+    monkeypatch.setattr(losses, "segmentation_loss", real)
+    # Nothing lost: the rerun resumes there and ends where an uninterrupted run ends.
+    _train(data, "source_only", out)
+    _compare_runs(source_only_full, out)
+
+
+def test_huge_learning_rate_fails_through_the_command(data, capsys, tmp_path):
+    from uncerda_core.cli import main
+    import yaml
+    cfg = tmp_path / "lr.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"lr": 1.0e30}, "source_only": {"iterations": 6}}))
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({k: data["config"][k] for k in ("device", "threads", "source", "target",
+                                                                    "model", "train")}))
+    out = tmp_path / "m" / "checkpoint.pt"
+    code = main(["train-source", "--config", str(base), "--config", str(cfg), "--source-index", str(data["source"]),
+                 "--out", str(out), "--losses", str(tmp_path / "m" / "losses.csv")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "uncerda train-source: error: stage source_only: non-finite loss at iteration" in err
+    assert not out.exists()
+
+
+def test_stage_settings(data):
+    config = data["config"]
+    so = stage_settings(config, "source_only")
+    assert (so.iterations, so.adversarial, so.image_translation) == (6, False, False)
+    aa = stage_settings(config, "aa", image_translation=False, adversarial_weight=0.0)
+    assert aa.adversarial and not aa.image_translation and aa.lambda_adv_main == 0.0 and aa.lambda_adv_aux == 0.0
+    aa = stage_settings(config, "aa")
+    assert aa.lambda_adv_main == config["adapt"]["lambda_adv_main"] and aa.fda_beta == config["adapt"]["fda_beta"]
+    st = stage_settings(config, "st")
+    assert st.self_training and st.st_loss == "rectified" and st.st_lambda_aux == config["selftrain"]["lambda_aux"]
+    with pytest.raises(UncerdaError, match="unknown training stage 'bogus'"):
+        stage_settings(config, "bogus")
+
+
+def test_adversarial_stage_needs_the_target_index(data):
+    with pytest.raises(UncerdaError, match="needs the target index"):
+        _train(data, "aa", data["root"] / "no_target" / "checkpoint.pt")
