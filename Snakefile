@@ -19,6 +19,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/uncertainty.smk"
 include: "workflow/rules/selftrain.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/ablation.smk"
+include: "workflow/rules/report.smk"
 
 
 report: "workflow/report/workflow.rst"

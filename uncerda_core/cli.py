@@ -373,7 +373,36 @@ def cmd_summarize(p=None, args=None):
     print(markdown)
 
 
+@command("ablation-tables", "Table 3 ladder (with controls) and Table 5 pseudo-label comparison over seeds")
+def cmd_ablation_tables(p=None, args=None):
+    if args is None:
+        p.add_argument("--eval", action="append", default=[], metavar="LABEL|KIND|SEED|METRICS_JSON",
+                       help="one evaluation; KIND is 'rung' (ladder order) or 'control'")
+        p.add_argument("--pseudo", action="append", default=[], metavar="METHOD|SEED|QUALITY_JSON|ST_METRICS_JSON",
+                       help="one pseudo-label method's labels and self-trained model (QUALITY_JSON may be empty)")
+        p.add_argument("--out-dir", required=True, help="writes ladder.{csv,md} and pseudo_methods.{csv,md}")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.report.tables import ablation_ladder, frame_to_markdown, pseudo_label_comparison
+    evals = [(label, kind, int(seed), path) for label, kind, seed, path in (e.split("|") for e in args.eval)]
+    pseudo = [(m, int(seed), q, st) for m, seed, q, st in (e.split("|") for e in args.pseudo)]
+    out = Path(args.out_dir)
+    ladder = ablation_ladder(evals)
+    methods = pseudo_label_comparison(pseudo)
+    record = artifacts.provenance("ablation-tables", extra={"evals": args.eval, "pseudo": args.pseudo})
+    for name, df, pct in (("ladder", ladder, ("miou_mean", "miou_std", "delta", "delta_std")),
+                          ("pseudo_methods", methods, ("precision_mean", "coverage_mean", "miou_mean", "miou_std"))):
+        with artifacts.atomic_path(out / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        artifacts.write_sidecar(out / f"{name}.csv", record)
+        artifacts.write_text(out / f"{name}.md", frame_to_markdown(df, pct) + "\n")
+        print(frame_to_markdown(df, pct), end="\n\n")
+
+
 # --- entry point ---------------------------------------------------------------------------------
+
+import uncerda_core.report.commands  # noqa: F401
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uncerda", description=__doc__.splitlines()[0])

@@ -44,3 +44,81 @@ def chain_summary(evals: dict[str, str | Path], source_dataset: str,
             lines.append(f"- round {path.stem[1:]}: {decision.get('reason', decision)}")
         lines.append("")
     return "\n".join(lines), metrics_frame(results)
+
+
+def _spread(values: list[float]) -> float:
+    return float(pd.Series(values).std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str = "miou") -> pd.DataFrame:
+    """Table 3's ladder over seeds: mean, spread and the paired change from the previous rung.
+
+    ``evals`` holds ``(label, kind, seed, metrics_json)``; kind is ``rung`` (in
+    ladder order) or ``control``. A rung's ``delta`` is the mean over seeds of
+    its mIoU minus the previous rung's, seed by seed; it is ``significant``
+    only when larger than the spread (standard deviation over seeds) of those
+    paired differences, so a change within the noise reads as no difference.
+    """
+    by_label: dict[str, dict[int, float]] = {}
+    kinds: dict[str, str] = {}
+    for label, kind, seed, path in evals:
+        by_label.setdefault(label, {})[seed] = load_metrics(path)[metric]
+        kinds[label] = kind
+    rows, previous = [], None
+    for label, per_seed in by_label.items():
+        values = [per_seed[s] for s in sorted(per_seed)]
+        row = {"rung": label, "kind": kinds[label], "n_seeds": len(values),
+               "miou_mean": float(pd.Series(values).mean()), "miou_std": _spread(values),
+               "miou_seeds": ";".join(f"{v:.4f}" for v in values),
+               "delta": float("nan"), "delta_std": float("nan"), "significant": ""}
+        if kinds[label] == "rung" and previous is not None:
+            common = sorted(set(per_seed) & set(previous))
+            diffs = [per_seed[s] - previous[s] for s in common]
+            if diffs:
+                row["delta"] = float(pd.Series(diffs).mean())
+                row["delta_std"] = _spread(diffs)
+                spread = row["delta_std"]
+                row["significant"] = ("yes" if len(diffs) > 1 and abs(row["delta"]) > spread
+                                      else "no difference" if len(diffs) > 1 else "one seed")
+        if kinds[label] == "rung":
+            previous = per_seed
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]) -> pd.DataFrame:
+    """Table 5: per pseudo-label method, precision and coverage of its labels and the mIoU after ST.
+
+    ``items`` holds ``(method, seed, quality_json or '', st_metrics_json)``.
+    """
+    per_method: dict[str, dict[str, list[float]]] = {}
+    for method, seed, quality, st_eval in items:
+        entry = per_method.setdefault(method, {"precision": [], "coverage": [], "miou": []})
+        if quality and Path(quality).is_file():
+            q = json.loads(Path(quality).read_text())
+            for key in ("precision", "coverage"):
+                value = q.get(key)
+                entry[key].append(float("nan") if value is None else float(value))
+        entry["miou"].append(load_metrics(st_eval)["miou"])
+    rows = []
+    for method, e in per_method.items():
+        mean = lambda v: float(pd.Series(v).mean()) if v else float("nan")  # noqa: E731
+        rows.append({"method": method, "precision_mean": mean(e["precision"]), "coverage_mean": mean(e["coverage"]),
+                     "miou_mean": mean(e["miou"]), "miou_std": _spread(e["miou"]), "n_seeds": len(e["miou"])})
+    return pd.DataFrame(rows)
+
+
+def frame_to_markdown(df: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
+    """A plain markdown table; columns in ``percent`` are shown as percentages with one decimal."""
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, float):
+                cells.append("-" if v != v else (f"{100 * v:.1f}" if c in percent else f"{v:.4g}"))
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
