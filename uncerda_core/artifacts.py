@@ -29,6 +29,17 @@ class UncerdaError(Exception):
     """An error a user can act on: the message names the file and the fix."""
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) entries; artifacts get the usual
+# permissions of a new file or folder instead (0666/0777 less the umask).
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
@@ -44,6 +55,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -58,6 +71,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -164,8 +178,37 @@ def write_sidecar(path: str | os.PathLike, record: dict[str, Any]) -> None:
     write_json(sidecar_path(path), record)
 
 
+def _load_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UncerdaError(f"{path}: unreadable {what} ({exc}); the file is truncated or corrupt") from exc
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """One line on why ``torch.load(..., weights_only=True)`` failed.
+
+    For a file holding arbitrary pickled objects, torch's message suggests
+    loading it unsafely; this names the refused object instead.
+    """
+    text = str(exc)
+    for line in text.splitlines():
+        if "Unsupported global" in line:
+            detail = line.strip().split("Unsupported global:", 1)[1].split(" was not", 1)[0].strip()
+            return (f"refused by weights-only loading: it holds a pickled object ({detail}), "
+                    "not only tensors and plain containers")
+    if text.startswith("Weights only load failed"):
+        return "not a torch checkpoint, or a truncated or corrupt one"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"
+
+
 def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
-    """The provenance of any artifact: checkpoint, HDF5 maps, JSON, or a file with a sidecar."""
+    """The provenance of any artifact: checkpoint, HDF5 maps, JSON, or a file with a sidecar.
+
+    A truncated, corrupt or unsafe file (a checkpoint that needs more than
+    weights-only unpickling) raises :class:`UncerdaError` naming it.
+    """
     path = Path(path)
     if not path.exists():
         raise UncerdaError(f"{path}: no such file or directory")
@@ -173,21 +216,31 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
         side = sidecar_path(path)
         if not side.exists():
             raise UncerdaError(f"{path}: no provenance record ({side} is missing)")
-        return json.loads(side.read_text())
+        return _load_json(side, "provenance record")
     if path.suffix in (".h5", ".hdf5"):
         import h5py
-        with h5py.File(path, "r") as fh:
-            if "provenance" not in fh.attrs:
-                raise UncerdaError(f"{path}: HDF5 file without a 'provenance' attribute")
-            return json.loads(fh.attrs["provenance"])
+        try:
+            with h5py.File(path, "r") as fh:
+                if "provenance" not in fh.attrs:
+                    raise UncerdaError(f"{path}: HDF5 file without a 'provenance' attribute")
+                text = fh.attrs["provenance"]
+        except OSError as exc:
+            raise UncerdaError(f"{path}: not a readable HDF5 file ({exc}); truncated or corrupt?") from exc
+        try:
+            return json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise UncerdaError(f"{path}: the 'provenance' attribute is not JSON ({exc})") from exc
     if path.suffix in (".pt", ".pth"):
         import torch
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for corrupt or unsafe files
+            raise UncerdaError(f"{path}: not a loadable checkpoint ({describe_load_error(exc)})") from exc
         if not isinstance(state, dict) or "provenance" not in state:
             raise UncerdaError(f"{path}: checkpoint without a provenance record (not written by uncerda?)")
         return state["provenance"]
     if path.suffix == ".json":
-        obj = json.loads(path.read_text())
+        obj = _load_json(path, "JSON file")
         if isinstance(obj, dict) and "provenance" in obj:
             return obj["provenance"]
     raise UncerdaError(f"{path}: no provenance record found (no sidecar {sidecar_path(path).name})")

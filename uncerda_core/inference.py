@@ -20,6 +20,9 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
     that differs from it fails with both named.
     """
     state = load_checkpoint(checkpoint)
+    if not isinstance(state["model"], dict):
+        raise UncerdaError(f"{checkpoint}: its 'model' entry is a {type(state['model']).__name__}, "
+                           "not a state dict of tensors")
     stored = state.get("model_config")
     if stored is None and model_config is None:
         raise UncerdaError(f"{checkpoint}: checkpoint does not record its architecture; pass the model config")
@@ -32,7 +35,7 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
     model = build_model(stored or model_config)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise UncerdaError(f"{checkpoint}: weights do not fit the recorded architecture: "
                            f"{str(exc).splitlines()[0]}") from exc
     return model.to(device).eval()

@@ -45,7 +45,9 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
     image size). ``config`` defaults to the one recorded in the checkpoint.
     """
     if config is None:
-        config = load_checkpoint(checkpoint)["config"]
+        config = load_checkpoint(checkpoint).get("config")
+        if not isinstance(config, dict):
+            raise UncerdaError(f"{checkpoint}: the checkpoint records no config; pass one with --config")
     torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
     model = load_model(checkpoint, device, config["model"])
