@@ -35,8 +35,15 @@ def _with_defaults(validator_class):
     def set_defaults(validator, properties, instance, schema_):
         if isinstance(instance, dict):
             for name, sub in properties.items():
-                if "default" in sub and name not in instance:
+                if "default" not in sub:
+                    continue
+                if name not in instance:
                     instance[name] = copy.deepcopy(sub["default"])
+                elif isinstance(instance[name], dict) and isinstance(sub["default"], dict):
+                    # A partial mapping whose default is a whole mapping (resources.train:
+                    # {threads: 4}) keeps the default's other keys.
+                    for key, value in sub["default"].items():
+                        instance[name].setdefault(key, copy.deepcopy(value))
         yield from validate_properties(validator, properties, instance, schema_)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})

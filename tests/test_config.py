@@ -1,0 +1,193 @@
+"""Configuration: schema errors name the key, defaults fill nested sections, data roots are
+checked before any job runs; through load_config, ``uncerda validate`` and ``snakemake -n``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures_data import write_cityscapes_tree, write_gta5_tree, write_synthia_tree
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.cli import main
+from uncerda_core.config import deep_merge, load_config, validate_config
+from workflow_helpers import REPO, snakemake
+
+PRESETS = REPO / "workflow" / "presets"
+
+
+def _yaml(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --------------------------------------------------------------------------- load_config
+
+def test_unknown_key_is_named_with_its_section(tmp_path):
+    cfg = _yaml(tmp_path / "c.yaml", {"train": {"batch_sise": 4}})
+    with pytest.raises(UncerdaError) as info:
+        load_config(cfg)
+    msg = str(info.value)
+    assert str(cfg) in msg
+    assert "'batch_sise' was unexpected" in msg and "at 'train'" in msg and "batch_size" in msg
+    with pytest.raises(UncerdaError, match=r"'trian' was unexpected\) at '<top level>'"):
+        load_config(_yaml(tmp_path / "top.yaml", {"trian": {"lr": 0.1}}))
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ({"train": {"lr": "fast"}}, "'train.lr': 'fast' is not of type 'number'"),
+    ({"device": "gpu"}, "'device': 'gpu' is not one of ['auto', 'cpu', 'cuda']"),
+    ({"model": {"blocks": [1, 1]}}, "'model.blocks'"),
+    ({"demo": {"size": [64, 4]}}, "'demo.size.1': 4 is less than the minimum of 8"),
+    ({"seed": 1.5}, "'seed': 1.5 is not of type 'integer'"),
+])
+def test_wrong_type_is_named(tmp_path, bad, expected):
+    with pytest.raises(UncerdaError) as info:
+        load_config(_yaml(tmp_path / "c.yaml", bad))
+    assert expected in str(info.value)
+
+
+def test_every_error_is_reported_together(tmp_path):
+    cfg = _yaml(tmp_path / "c.yaml", {"train": {"lr": "fast", "batch_sise": 2}, "seed": -1})
+    with pytest.raises(UncerdaError) as info:
+        load_config(cfg)
+    msg = str(info.value)
+    assert "'seed': -1 is less than the minimum of 0" in msg
+    assert "'train.lr'" in msg and "'batch_sise' was unexpected" in msg
+
+
+def test_missing_data_root_with_demo_disabled(tmp_path):
+    cfg = _yaml(tmp_path / "c.yaml", {"demo": {"enabled": False}, "source": {"root": str(tmp_path / "gta")},
+                                      "target": {"root": str(tmp_path / "cs")}})
+    with pytest.raises(UncerdaError) as info:
+        load_config(cfg)
+    assert f"source.root: data root '{tmp_path / 'gta'}' does not exist" in str(info.value)
+    (tmp_path / "gta").mkdir()
+    with pytest.raises(UncerdaError, match=r"target\.root: data root '.*cs' does not exist"):
+        load_config(cfg)
+    (tmp_path / "cs").mkdir()
+    assert load_config(cfg)["source"]["root"] == str(tmp_path / "gta")
+    # A missing init checkpoint is named too; check_paths=False skips every path check.
+    with pytest.raises(UncerdaError, match=r"model\.init: checkpoint '.*none\.pth' not found"):
+        load_config(cfg, overrides={"model": {"init": str(tmp_path / "none.pth")}})
+    load_config(cfg, overrides={"source": {"root": "/no/where"}, "model": {"init": "/no.pth"}}, check_paths=False)
+    # With the demo enabled, the roots are generated later: not checked.
+    load_config(_yaml(tmp_path / "demo.yaml", {"source": {"root": str(tmp_path / "later")}}))
+
+
+def test_unreadable_config_files(tmp_path):
+    with pytest.raises(UncerdaError, match=r"none\.yaml: config file not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lr: [0.1\n")
+    with pytest.raises(UncerdaError, match=r"bad\.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(UncerdaError, match="must be a mapping, got list"):
+        validate_config([1, 2])
+
+
+def test_defaults_fill_nested_sections(tmp_path):
+    config = load_config(_yaml(tmp_path / "c.yaml", {"experiment": "x", "train": {"lr": 0.5}}))
+    assert config["experiment"] == "x" and config["results_dir"] == "results" and config["seed"] == 0
+    # A section given in part keeps its other defaults; absent sections get all of theirs.
+    assert config["train"]["lr"] == 0.5 and config["train"]["batch_size"] == 8
+    assert config["train"]["checkpoint_every"] == 100 and config["train"]["normalize"] == "imagenet"
+    assert config["demo"] == {"enabled": True, "seed": 0, "size": [128, 64], "n_source": 600,
+                              "n_target_train": 400, "n_target_val": 200}
+    assert config["model"]["arch"] == "deeplabv2_small" and config["model"]["blocks"] == [1, 1, 1, 1]
+    assert config["pseudo"]["method"] == "gmm" and config["selftrain"]["loss"] == "rectified"
+    assert config["resources"]["train"] == {"threads": 2, "mem_mb": 8000, "runtime": 720, "gpu": 0}
+
+
+def test_partial_resources_keep_the_other_defaults(tmp_path):
+    config = load_config(_yaml(tmp_path / "c.yaml", {"resources": {"train": {"threads": 4}}}))
+    assert config["resources"]["train"] == {"threads": 4, "mem_mb": 8000, "runtime": 720, "gpu": 0}
+    assert config["resources"]["cpu"] == {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
+
+
+def test_layered_configs_override_only_what_they_set(tmp_path):
+    config = load_config(REPO / "config.yaml", PRESETS / "smoke.yaml", overrides={"train": {"lr": 0.5}})
+    assert config["experiment"] == "smoke"
+    assert config["train"] == {**config["train"], "lr": 0.5, "batch_size": 4, "checkpoint_every": 2}
+    assert config["adapt"]["fda_beta"] == 0.05 and config["adapt"]["disc_ndf"] == 8   # config.yaml, then smoke
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+# --------------------------------------------------------------------------- uncerda validate
+
+def test_validate_command_exit_code_and_stderr(tmp_path):
+    cfg = _yaml(tmp_path / "c.yaml", {"train": {"batch_sise": 4}})
+    proc = subprocess.run([sys.executable, "-m", "uncerda_core", "validate", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("uncerda validate: error:") and "'batch_sise' was unexpected" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_validate_command_in_process(tmp_path, capsys):
+    wrong = _yaml(tmp_path / "w.yaml", {"train": {"lr": "fast"}})
+    assert main(["validate", "--config", str(wrong)]) == 2
+    assert "'train.lr': 'fast' is not of type 'number'" in capsys.readouterr().err
+    missing = _yaml(tmp_path / "m.yaml", {"demo": {"enabled": False}, "source": {"root": "/no/such/gta5"}})
+    assert main(["validate", "--config", str(missing)]) == 2
+    assert "source.root: data root '/no/such/gta5' does not exist" in capsys.readouterr().err
+    # --no-check-paths accepts it and prints the config with every default filled in.
+    assert main(["validate", "--config", str(missing), "--no-check-paths"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["source"]["root"] == "/no/such/gta5" and printed["train"]["batch_size"] == 8
+    # --set overrides one value, parsed as YAML.
+    assert main(["validate", "--config", str(REPO / "config.yaml"), "--set", "train.batch_size=3",
+                 "--set", "adapt.image_translation=false"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["batch_size"] == 3 and printed["adapt"]["image_translation"] is False
+
+
+# --------------------------------------------------------------------------- snakemake -n
+
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
+    bad = _yaml(tmp_path / "bad.yaml", {"train": {"batch_sise": 4, "lr": "fast"}})
+    work = tmp_path / "run"
+    proc = snakemake(work, "-n", "--configfile", str(bad), timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "'batch_sise' was unexpected" in out and "'train.lr': 'fast' is not of type 'number'" in out
+    assert not (work / "results").exists() and not (work / "logs").exists()
+
+
+def test_snakemake_refuses_a_missing_data_root_before_any_job(tmp_path):
+    work = tmp_path / "run"
+    proc = snakemake(work, "-n", "--configfile", str(PRESETS / "gta5_cityscapes.yaml"), "--config",
+                     f"source={{root: {tmp_path / 'no_gta5'}}}", f"target={{root: {tmp_path}}}", timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"source.root: data root '{tmp_path / 'no_gta5'}' does not exist" in out
+    assert not (work / "results").exists()
+
+
+@pytest.mark.parametrize("preset, dataset", [("gta5_cityscapes", "gta5"), ("synthia_cityscapes", "synthia")])
+def test_paper_presets_dry_run_on_fixture_trees(tmp_path, preset, dataset):
+    source, target = tmp_path / dataset, tmp_path / "cityscapes"
+    if dataset == "gta5":
+        write_gta5_tree(source, 2, size=(16, 8))
+    else:
+        write_synthia_tree(source, 2, size=(16, 8))
+    write_cityscapes_tree(target, {"train": 2, "val": 1}, size=(16, 8))
+    work = tmp_path / "run"
+    proc = snakemake(work, "-n", "-p", "--configfile", str(PRESETS / f"{preset}.yaml"), "--config",
+                     f"source={{root: {source}}}", f"target={{root: {target}}}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    for rule in ("index_source", "train_source_only", "adapt_round0"):
+        assert f"rule {rule}:" in out, rule
+    assert "This was a dry-run" in out
+    # The preset's data set and the given roots reach the jobs; nothing was trained.
+    assert f"index --dataset {dataset} --root {source} --split all" in out
+    assert f"index --dataset cityscapes --root {target} --split train --no-labels" in out
+    resolved = yaml.safe_load((work / "results" / preset / "config.yaml").read_text())
+    assert resolved["source"] == {**resolved["source"], "dataset": dataset, "root": str(source)}
+    assert resolved["target"]["root"] == str(target) and resolved["model"]["arch"] == "deeplabv2_resnet101"
+    assert not (work / "results" / preset / "seed0").exists()
