@@ -133,16 +133,29 @@ def test_readers_list_the_generated_files(tmp_path):
 
 
 def test_roots_are_replaced_whole_and_no_temporary_folder_is_left(tmp_path):
-    (tmp_path / "src").mkdir()
+    _generate(tmp_path, n=(3, 1, 1))
     (tmp_path / "src" / "stale.txt").write_text("old")
+    (tmp_path / "tgt" / "leftImg8bit" / "val" / "oldcity").mkdir()
     _generate(tmp_path)
     assert not (tmp_path / "src" / "stale.txt").exists()
+    assert not (tmp_path / "tgt" / "leftImg8bit" / "val" / "oldcity").exists()
+    assert len(list((tmp_path / "src" / "images").iterdir())) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "tgt"]
 
 
-def test_a_failed_run_leaves_the_previous_tree_untouched(tmp_path, monkeypatch):
+def test_a_folder_that_is_not_a_demo_output_is_never_replaced(tmp_path):
+    (tmp_path / "tgt").mkdir()
+    (tmp_path / "tgt" / "precious.txt").write_text("keep")
+    with pytest.raises(UncerdaError, match="not a generated demo data set"):
+        _generate(tmp_path)
+    assert (tmp_path / "tgt" / "precious.txt").read_text() == "keep"
+    assert not (tmp_path / "src").exists()
+
+
+def test_a_failed_run_leaves_the_previous_trees_untouched(tmp_path, monkeypatch):
     _generate(tmp_path)
     before = _tree_digest(tmp_path / "tgt")
+    before_src = _tree_digest(tmp_path / "src")
     calls = {"n": 0}
     real = demo.render
 
@@ -155,7 +168,9 @@ def test_a_failed_run_leaves_the_previous_tree_untouched(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "render", failing)
     with pytest.raises(KeyboardInterrupt):
         _generate(tmp_path, seed=9)
+    assert calls["n"] > 8  # the failure happened after the new source was complete
     assert _tree_digest(tmp_path / "tgt") == before
+    assert _tree_digest(tmp_path / "src") == before_src
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "tgt"]
 
 

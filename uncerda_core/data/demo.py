@@ -833,7 +833,7 @@ class _Stats:
 def _readme(kind: str, seed: int, size: tuple[int, int], counts: dict[str, int],
             stats: dict[str, dict[str, Any]], style: DomainStyle) -> str:
     lines = [
-        f"uncerda demo data set: {kind} domain",
+        f"{README_TITLE}: {kind} domain",
         "",
         f"Generated street scenes, {size[0]}x{size[1]} pixels, seed {seed}, by uncerda_core.data.demo.generate_demo.",
         f"Appearance: {style.description}.",
@@ -858,6 +858,19 @@ def _readme(kind: str, seed: int, size: tuple[int, int], counts: dict[str, int],
     return "\n".join(lines)
 
 
+README_TITLE = "uncerda demo data set"
+
+
+def _replaceable(root: Path) -> bool:
+    """An existing root may be replaced when it is empty or a previous demo output."""
+    if not root.is_dir():
+        return False
+    if not any(root.iterdir()):
+        return True
+    readme = root / "README.txt"
+    return readme.is_file() and readme.read_text(errors="replace").startswith(README_TITLE)
+
+
 def _check_args(source_root: Path, target_root: Path, size: tuple[int, int], counts: dict[str, int]) -> None:
     if source_root.resolve() == target_root.resolve():
         raise UncerdaError(f"demo: source and target roots are the same folder ({source_root}); give two folders")
@@ -865,11 +878,49 @@ def _check_args(source_root: Path, target_root: Path, size: tuple[int, int], cou
         if b.resolve() in a.resolve().parents:
             raise UncerdaError(f"demo: {a} lies inside {b}; the two roots must not be nested "
                                "(each root is replaced as a whole)")
+    for root in (source_root, target_root):
+        if root.exists() and not _replaceable(root):
+            raise UncerdaError(f"demo: {root} exists and is not a generated demo data set (no README.txt "
+                               f"starting with '{README_TITLE}'); it would be replaced as a whole. "
+                               "Give an empty or new folder, or remove it yourself")
     if len(size) != 2 or min(size) < 16:
         raise UncerdaError(f"demo: size must be [width, height] with both >= 16 pixels, got {list(size)}")
     for name, n in counts.items():
         if n < 1:
             raise UncerdaError(f"demo: n_{name} must be >= 1, got {n}")
+
+
+def _write_source(root: Path, seed: int, size: tuple[int, int], n: int, stats: _Stats, progress: bool,
+                  start: float) -> None:
+    """GTA5 layout: images/NNNNN.png and labels/NNNNN.png (palette, label ids)."""
+    palette = _label_palette()
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for i in range(n):
+        image, label = render(sample_rng(seed, _DOMAIN_CODES["source"], i), size, SOURCE_STYLE)
+        name = f"{i + 1:05d}.png"
+        _save_png(root / "images" / name, image, "RGB")
+        _save_png(root / "labels" / name, label, "P", palette)
+        stats.add(label)
+        _progress(progress, "source", i + 1, n, start)
+
+
+def _write_target(root: Path, seed: int, size: tuple[int, int], counts: dict[str, int],
+                  stats: dict[str, _Stats], progress: bool, start: float) -> None:
+    """Cityscapes layout: leftImg8bit/<split>/<city>/ and gtFine/<split>/<city>/ (label ids)."""
+    for part, split, cities in (("target_train", "train", TRAIN_CITIES), ("target_val", "val", VAL_CITIES)):
+        for i in range(counts[part]):
+            city = cities[i % len(cities)]
+            stem = cityscapes_stem(city, i // len(cities))
+            img_dir = root / "leftImg8bit" / split / city
+            gt_dir = root / "gtFine" / split / city
+            img_dir.mkdir(parents=True, exist_ok=True)
+            gt_dir.mkdir(parents=True, exist_ok=True)
+            image, label = render(sample_rng(seed, _DOMAIN_CODES[part], i), size, TARGET_STYLE)
+            _save_png(img_dir / f"{stem}_leftImg8bit.png", image, "RGB")
+            _save_png(gt_dir / f"{stem}_gtFine_labelIds.png", label, "L")
+            stats[part].add(label)
+            _progress(progress, part, i + 1, counts[part], start)
 
 
 def generate_demo(source_root: str | Path, target_root: str | Path, seed: int = 0,
@@ -878,8 +929,10 @@ def generate_demo(source_root: str | Path, target_root: str | Path, seed: int = 
     """Write the demo source (GTA5 layout) and target (Cityscapes layout) data sets.
 
     ``size`` is ``(width, height)``. Each root is written into a temporary
-    folder beside it and renamed into place when complete (an existing root is
-    replaced), so a killed run never leaves a tree that looks finished.
+    folder beside it and both are renamed into place when complete, so a
+    killed run never leaves a tree that looks finished. An existing root is
+    replaced only when it is empty or a previous demo output (its README.txt);
+    anything else raises :class:`UncerdaError`.
     Returns a summary: the arguments, counts, and per-part class pixel
     frequencies and image counts (``source``, ``target_train``, ``target_val``).
     """
@@ -888,41 +941,20 @@ def generate_demo(source_root: str | Path, target_root: str | Path, seed: int = 
     counts = {"source": int(n_source), "target_train": int(n_target_train), "target_val": int(n_target_val)}
     _check_args(source_root, target_root, size, counts)
     start = time.perf_counter()
-    palette = _label_palette()
     stats: dict[str, _Stats] = {k: _Stats() for k in counts}
 
-    with atomic_dir(source_root) as tmp:
-        (tmp / "images").mkdir()
-        (tmp / "labels").mkdir()
-        for i in range(counts["source"]):
-            image, label = render(sample_rng(seed, _DOMAIN_CODES["source"], i), size, SOURCE_STYLE)
-            name = f"{i + 1:05d}.png"
-            _save_png(tmp / "images" / name, image, "RGB")
-            _save_png(tmp / "labels" / name, label, "P", palette)
-            stats["source"].add(label)
-            _progress(progress, "source", i + 1, counts["source"], start)
+    # Both trees are complete before either is renamed into place, so a killed
+    # run never pairs a new source with an old target.
+    with atomic_dir(source_root) as src_tmp, atomic_dir(target_root) as tgt_tmp:
+        _write_source(src_tmp, seed, size, counts["source"], stats["source"], progress, start)
+        _write_target(tgt_tmp, seed, size, counts, stats, progress, start)
         src_summary = {"source": stats["source"].summary()}
-        (tmp / "README.txt").write_text(_readme("source", seed, size, {"source": counts["source"]},
-                                                src_summary, SOURCE_STYLE))
-
-    with atomic_dir(target_root) as tmp:
-        for part, split, cities in (("target_train", "train", TRAIN_CITIES), ("target_val", "val", VAL_CITIES)):
-            for i in range(counts[part]):
-                city = cities[i % len(cities)]
-                stem = cityscapes_stem(city, i // len(cities))
-                img_dir = tmp / "leftImg8bit" / split / city
-                gt_dir = tmp / "gtFine" / split / city
-                img_dir.mkdir(parents=True, exist_ok=True)
-                gt_dir.mkdir(parents=True, exist_ok=True)
-                image, label = render(sample_rng(seed, _DOMAIN_CODES[part], i), size, TARGET_STYLE)
-                _save_png(img_dir / f"{stem}_leftImg8bit.png", image, "RGB")
-                _save_png(gt_dir / f"{stem}_gtFine_labelIds.png", label, "L")
-                stats[part].add(label)
-                _progress(progress, part, i + 1, counts[part], start)
         tgt_summary = {k: stats[k].summary() for k in ("target_train", "target_val")}
-        (tmp / "README.txt").write_text(_readme("target", seed, size,
-                                                {k: counts[k] for k in ("target_train", "target_val")},
-                                                tgt_summary, TARGET_STYLE))
+        (src_tmp / "README.txt").write_text(_readme("source", seed, size, {"source": counts["source"]},
+                                                    src_summary, SOURCE_STYLE))
+        (tgt_tmp / "README.txt").write_text(_readme("target", seed, size,
+                                                    {k: counts[k] for k in ("target_train", "target_val")},
+                                                    tgt_summary, TARGET_STYLE))
 
     return {
         "seed": seed,
