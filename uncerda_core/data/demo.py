@@ -340,7 +340,7 @@ def _draw_ground(cv: _Canvas, st: _Street, rng: np.random.Generator, style: Doma
 
 
 def _facade(cv: _Canvas, st: _Street, u: float, t0: float, t1: float, height_m: float, cls: int,
-            colour: Colour, windows: Colour | None, rng: np.random.Generator) -> None:
+            colour: Colour, windows: Colour | None) -> None:
     """A vertical wall face along the street at lateral ``u`` between depths t0 < t1."""
     k0, k1 = st.px_per_m(t0), st.px_per_m(t1)
     x0, x1 = st.x(u, t0), st.x(u, t1)
@@ -406,7 +406,7 @@ def _draw_skyline(cv: _Canvas, st: _Street, rng: np.random.Generator, style: Dom
             height = rng.uniform(6, 20)
             col = _class_colour(rng, style, BUILDING)
             win = _shade(col, 0.45) if not style.photographic else _shade(col, rng.uniform(0.4, 0.7))
-            _facade(cv, st, u, t0, t1, height, BUILDING, col, win, rng)
+            _facade(cv, st, u, t0, t1, height, BUILDING, col, win)
     # occasional trees in front of the facades, on the terrain or sidewalk edge
     for side, sign in ((0, -1.0), (1, 1.0)):
         if st.terrain[side] > 0 or rng.random() < 0.3:
@@ -428,7 +428,7 @@ def _draw_barriers(cv: _Canvas, st: _Street, rng: np.random.Generator, style: Do
         t1 = min(t0 * rng.uniform(2.0, 8.0), 3.0)
         height = rng.uniform(hmin, hmax)
         col = _class_colour(rng, style, cls)
-        _facade(cv, st, u, t0, t1, height, cls, col, None, rng)
+        _facade(cv, st, u, t0, t1, height, cls, col, None)
         if cls == FENCE:
             # posts and a rail: fence texture (image only)
             dark = _shade(col, 0.6)
@@ -582,7 +582,8 @@ def _draw_pole(cv: _Canvas, st: _Street, o: _Object, rng: np.random.Generator, s
             cv.rect(x - s / 2, sy, x + s / 2, sy + 0.7 * s, SIGN, sc)
         elif shape == 1:
             cv.ellipse(x, sy + s / 2, s / 2, s / 2, SIGN, sc)
-            cv.ellipse(x, sy + s / 2, s / 4, s / 4, None, (240, 240, 240) if not style.photographic else (200, 200, 196))
+            inner = (240, 240, 240) if not style.photographic else (200, 200, 196)
+            cv.ellipse(x, sy + s / 2, s / 4, s / 4, None, inner)
         else:
             cv.poly([(x - s / 2, sy + s), (x + s / 2, sy + s), (x, sy)], SIGN, sc)
 
