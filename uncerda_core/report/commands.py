@@ -1,0 +1,229 @@
+"""``uncerda figure-*`` and ``uncerda table-html``: the report's figures, one command per rule.
+
+Each command reads workflow files, calls one function of
+:mod:`uncerda_core.report.figures` and writes the figure with a provenance
+sidecar (``<figure>.provenance.json``). Stage inputs are listed in chain order,
+as workflow paths (the stage's name is read from the path: ``eval/tgaa_r2.json`` is ``+TGAA r2``) or
+as ``LABEL=PATH``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.cli import _add_config, _config, command
+
+
+def _labelled(items: list[str] | None, what: str, name=None) -> dict[str, str]:
+    """``PATH`` or ``LABEL=PATH`` items -> ordered {label: path}; without a label, ``name(path)``
+    (by default the paper's name of the file's stage). A label given twice is an error."""
+    from uncerda_core.report.figures import model_name, stage_label
+    name = name or (lambda path: stage_label(model_name(path)))
+    out: dict[str, str] = {}
+    for item in items or []:
+        label, sep, path = item.partition("=")
+        if not sep:
+            label, path = name(item), item
+        if not label or not path:
+            raise UncerdaError(f"{what}: expected PATH or LABEL=PATH, got {item!r}")
+        if label in out:
+            raise UncerdaError(f"{what}: label {label!r} given twice (give LABEL=PATH to tell them apart)")
+        out[label] = path
+    return out
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _record(stage: str, out: str, inputs: dict[str, str], extra: dict | None = None, config: dict | None = None):
+    from uncerda_core import artifacts
+    artifacts.write_sidecar(out, artifacts.provenance(stage, config=config, inputs=inputs, extra=extra))
+    print(f"wrote {out}")
+
+
+@command("figure-iou", "per-class IoU per stage on target val as grouped bars (the paper's Fig. 6)")
+def cmd_figure_iou(p=None, args=None):
+    if args is None:
+        p.add_argument("evals", nargs="+", metavar="METRICS_JSON",
+                       help="evaluation JSON of each stage, in chain order (or LABEL=METRICS_JSON)")
+        p.add_argument("--highlight-rank", metavar="RANK_CSV", help="mark the classes of this ranking's S_k")
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    from uncerda_core.report import figures
+    evals = _labelled(args.evals, "evaluations")
+    results = {label: figures.read_json(path, "metrics file") for label, path in evals.items()}
+    highlight = []
+    if args.highlight_rank:
+        rank = figures.read_csv(args.highlight_rank, "ranking table")
+        rank = figures.require_columns(rank, ["class", "in_sk"], args.highlight_rank)
+        highlight = list(rank.loc[rank["in_sk"].astype(str).str.lower() == "true", "class"])
+    figures.iou_figure(results, args.out, highlight=highlight)
+    _record("figure-iou", args.out, {**evals, **({"highlight_rank": args.highlight_rank} if args.highlight_rank
+                                                  else {})})
+
+
+@command("figure-rank", "class-uncertainty ranking and S_k of every round as a heat map")
+def cmd_figure_rank(p=None, args=None):
+    if args is None:
+        p.add_argument("ranks", nargs="+", metavar="RANK_CSV",
+                       help="ranking of each round, round 0 first (or LABEL=RANK_CSV)")
+        p.add_argument("--decisions", nargs="*", default=[], metavar="DECISION_JSON",
+                       help="round decisions rounds/r<N>.json: why the loop went on or stopped after round N")
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    import re
+
+    from uncerda_core.report import figures
+    from uncerda_core.uncertainty.rank import RANK_COLUMNS
+    ranks = _labelled(args.ranks, "rankings", name=lambda path: figures.round_label(figures.model_name(path)))
+    tables = {label: figures.require_columns(figures.read_csv(path, "ranking table"), RANK_COLUMNS, path)
+              for label, path in ranks.items()}
+    by_round = {int(m.group(1)): label for label in ranks if (m := re.match(r"round (\d+) ", label))}
+    notes = {}
+    for path in args.decisions:
+        decision = figures.read_json(path, "round decision")
+        r = decision.get("round")
+        if r not in by_round:
+            raise UncerdaError(f"{path}: decision of round {r}, but no ranking of round {r} is given")
+        notes[by_round[r]] = _wrap(str(decision.get("reason", "")), 22)
+    figures.rank_figure(tables, args.out, notes=notes)
+    _record("figure-rank", args.out, {**ranks, **{f"decision {i}": d for i, d in enumerate(args.decisions)}})
+
+
+@command("figure-weights", "distribution of the source sampling weights of every target-guided round")
+def cmd_figure_weights(p=None, args=None):
+    if args is None:
+        p.add_argument("weights", nargs="+", metavar="WEIGHTS_CSV",
+                       help="sampling weights of each round, in round order (or LABEL=WEIGHTS_CSV)")
+        p.add_argument("--alpha", type=float, help="Eq. 5's alpha (draws the curve)")
+        p.add_argument("--mu", type=float, help="Eq. 5's mu")
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    from uncerda_core.artifacts import read_provenance
+    from uncerda_core.data.labels import CLASS_NAMES
+    from uncerda_core.report import figures
+    from uncerda_core.uncertainty.weights import WEIGHT_COLUMNS
+    paths = _labelled(args.weights, "weights", name=lambda path: _weights_label(figures.model_name(path)))
+    tables, sk = {}, {}
+    for label, path in paths.items():
+        tables[label] = figures.require_columns(figures.read_csv(path, "weights table"), WEIGHT_COLUMNS, path)
+        try:   # the S_k that drove the round, from the table's provenance record
+            ids = read_provenance(path).get("sk")
+        except UncerdaError:
+            ids = None
+        if ids:
+            sk[label] = [CLASS_NAMES[i] if 0 <= int(i) < len(CLASS_NAMES) else str(i) for i in ids]
+    figures.weights_figure(tables, args.out, alpha=args.alpha, mu=args.mu, sk=sk)
+    _record("figure-weights", args.out, paths, extra={"alpha": args.alpha, "mu": args.mu})
+
+
+def _weights_label(model: str) -> str:
+    from uncerda_core.report.figures import stage_label
+    return f"round {model[len('tgaa_r'):]}" if model.startswith("tgaa_r") else stage_label(model)
+
+
+@command("figure-gmm", "each class's entropy histogram with the fitted mixture and the selection (Fig. 4)")
+def cmd_figure_gmm(p=None, args=None):
+    if args is None:
+        p.add_argument("--maps", required=True, help="maps file (.h5) the pseudo labels were made from")
+        p.add_argument("--pseudo-dir", required=True, help="pseudo-label folder (its classes.csv)")
+        p.add_argument("--label", default="", help="model name for the title")
+        p.add_argument("--bins", type=int, default=60)
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    from uncerda_core.report import figures
+    hist, values, classes = figures.load_gmm_inputs(args.maps, args.pseudo_dir)
+    title = "Entropy per class with the fitted 2-component mixture (Eq. 6)"
+    if args.label:
+        title += f": {args.label}"
+    figures.gmm_figure(hist, values, classes, args.out, bins=args.bins, title=title)
+    _record("figure-gmm", args.out, {"maps": args.maps, "classes": str(Path(args.pseudo_dir) / "classes.csv")})
+
+
+@command("figure-pseudo-quality", "precision and coverage of the pseudo labels per class")
+def cmd_figure_pseudo_quality(p=None, args=None):
+    if args is None:
+        p.add_argument("--pseudo-dir", required=True, help="pseudo-label folder (classes.csv, quality.csv)")
+        p.add_argument("--label", default="", help="what the labels are, for the title")
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    from uncerda_core.report import figures
+    classes, quality, overall = figures.read_pseudo_dir(args.pseudo_dir)
+    figures.pseudo_quality_figure(classes, args.out, quality=quality, overall=overall, label=args.label)
+    folder = Path(args.pseudo_dir)
+    _record("figure-pseudo-quality", args.out,
+            {name: str(folder / name) for name in ("classes.csv", "quality.csv", "quality.json")})
+
+
+@command("figure-examples", "target val images: ground truth, prediction per stage, entropy (Figs. 5, 7)")
+def cmd_figure_examples(p=None, args=None):
+    if args is None:
+        _add_config(p)
+        p.add_argument("--checkpoint", nargs="+", required=True, metavar="CHECKPOINT",
+                       help="checkpoint of each stage, in chain order (or LABEL=CHECKPOINT)")
+        p.add_argument("--index", required=True, help="target val index CSV")
+        p.add_argument("--n-images", type=int, default=4, help="images, spread evenly over the index")
+        p.add_argument("--entropy", nargs="*", default=[], metavar="STAGE",
+                       help="also show the entropy maps of these stages (label or model name, e.g. aa_it)")
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    from uncerda_core.report import figures
+    if args.n_images < 1:
+        raise UncerdaError("--n-images must be at least 1")
+    config = _config(args)
+    checkpoints = _labelled(args.checkpoint, "--checkpoint")
+    models = {figures.model_name(path): label for label, path in checkpoints.items()}
+    entropy = []
+    for stage in args.entropy:
+        label = stage if stage in checkpoints else models.get(stage)
+        if label is None:
+            raise UncerdaError(f"--entropy {stage}: no such stage among {list(checkpoints)}")
+        entropy.append(label)
+    examples = figures.load_examples(config, checkpoints, args.index, args.n_images, entropy)
+    figures.examples_figure(examples, args.out)
+    _record("figure-examples", args.out, {**checkpoints, "index": args.index}, config=config,
+            extra={"images": [ex.name for ex in examples]})
+
+
+@command("figure-ladder", "the ablation ladder (Table 3) over seeds as bars with seeds and gains")
+def cmd_figure_ladder(p=None, args=None):
+    if args is None:
+        p.add_argument("--csv", required=True, help="ladder.csv")
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    from uncerda_core.report import figures
+    ladder = figures.require_columns(figures.read_csv(args.csv, "ablation ladder"),
+                                     ["rung", "miou_mean"], args.csv)
+    figures.ladder_figure(ladder, args.out)
+    _record("figure-ladder", args.out, {"ladder": args.csv})
+
+
+@command("figure-pseudo-methods", "pseudo-label methods (Table 5): precision, coverage and mIoU")
+def cmd_figure_pseudo_methods(p=None, args=None):
+    if args is None:
+        p.add_argument("--csv", required=True, help="pseudo_methods.csv")
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    from uncerda_core.report import figures
+    methods = figures.require_columns(figures.read_csv(args.csv, "pseudo-label comparison"),
+                                      ["method", "precision_mean", "coverage_mean", "miou_mean"], args.csv)
+    figures.pseudo_methods_figure(methods, args.out)
+    _record("figure-pseudo-methods", args.out, {"pseudo_methods": args.csv})
+
+
+@command("table-html", "a markdown result table (summary, ladder) as a standalone HTML page")
+def cmd_table_html(p=None, args=None):
+    if args is None:
+        p.add_argument("--md", required=True, help="markdown file")
+        p.add_argument("--title", default="uncerda results")
+        p.add_argument("--out", required=True, help="HTML")
+        return
+    from uncerda_core.report import figures
+    path = Path(args.md)
+    if not path.is_file():
+        raise UncerdaError(f"{path}: markdown table not found")
+    figures.html_page(path.read_text(encoding="utf-8"), args.out, args.title, source=path.name)
+    _record("table-html", args.out, {"markdown": args.md})

@@ -1,0 +1,268 @@
+# Report figures: one rule per figure, each one `uncerda figure-*` call. `report_figures` builds every
+# figure of the main seed, and the ablation's when its tables exist (after `snakemake ablation`).
+#   snakemake --cores 2 && snakemake --report report.html
+import hashlib
+import os
+
+REPORT = f"{EXP}/report"
+REPORT_SEED = f"{EXP}/report/seed{{seed}}"
+ST_LAST = f"st_gmm_r{config['selftrain']['rounds']}"
+R0_LABEL = "+IT" if R0 == "aa_it" else "+AA"
+# Target val images in the examples grid, spread evenly over the val index.
+EXAMPLE_IMAGES = 4
+ABLATION_TABLES = [f"{EXP}/ablation/ladder.csv", f"{EXP}/ablation/pseudo_methods.csv"]
+REPORT_FIGURES = ["summary.html", "iou_per_class.png", "examples.png", "rank.png", "weights.png",
+                  "entropy_gmm.png", "pseudo_quality.png"]
+ABLATION_FIGURES = [f"{REPORT}/ablation/{name}" for name in
+                    ("ladder.html", "ladder.png", "pseudo_methods.html", "pseudo_methods.png")]
+
+
+def report_rounds(wildcards):
+    """Target-guided rounds 1..final of a seed."""
+    return list(range(1, final_round(wildcards) + 1))
+
+
+def report_models(wildcards):
+    """Every stage of a seed in chain order: source only, round 0, each target-guided round, ST.
+    The figure commands name each stage from its file (``tgaa_r2`` -> ``+TGAA r2``)."""
+    return ["source_only", R0, *[f"tgaa_r{r}" for r in report_rounds(wildcards)], ST_LAST]
+
+
+def report_checkpoints(wildcards):
+    """The stages of the examples grid (Fig. 5: baseline, round 0, final round, ST)."""
+    return [model_ckpt(m, wildcards.seed) for m in ("source_only", R0, final_aa(wildcards), ST_LAST)]
+
+
+def report_pseudo_dir(wildcards):
+    """The GMM pseudo labels the first self-training round learns from (final adapted model)."""
+    return f"{seed_dir(wildcards.seed)}/pseudo/{final_aa(wildcards)}/gmm"
+
+
+def report_labels(figure):
+    return {"figure": figure, "seed": "{seed}"}
+
+
+def report_figure_files(seed=SEED):
+    """Every report figure of one seed, plus the ablation's once its tables exist."""
+    files = [f"{REPORT}/seed{seed}/{name}" for name in REPORT_FIGURES]
+    if all(os.path.exists(path) for path in ABLATION_TABLES):
+        files += ABLATION_FIGURES
+    return files
+
+
+rule report_summary_table:
+    """The main chain's summary table (summary.md) as an HTML page."""
+    input:
+        f"{EXP}/seed{{seed}}/summary.md",
+    output:
+        report(
+            f"{REPORT_SEED}/summary.html",
+            caption="../report/summary.rst",
+            category="Results",
+            labels=report_labels("1. results table (main chain)"),
+        ),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/report_summary_table.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/report_summary_table.tsv"
+    shell:
+        "{UNCERDA} table-html --md {input} --title 'Results on target val, seed {wildcards.seed}'"
+        " --out {output} > {log} 2>&1"
+
+
+rule report_iou:
+    """Per-class IoU of every stage as grouped bars (Fig. 6)."""
+    input:
+        evals=lambda w: [f"{seed_dir(w.seed)}/eval/{m}.json" for m in report_models(w)],
+        rank=f"{EXP}/seed{{seed}}/rank/{R0}.csv",
+    output:
+        report(
+            f"{REPORT_SEED}/iou_per_class.png",
+            caption="../report/iou_per_class.rst",
+            category="Results",
+            labels=report_labels("2. per-class IoU per stage (Fig. 6)"),
+        ),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/report_iou.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/report_iou.tsv"
+    shell:
+        "{UNCERDA} figure-iou {input.evals} --highlight-rank {input.rank} --out {output} > {log} 2>&1"
+
+
+rule report_examples:
+    """Target val images with ground truth, each stage's prediction and entropy (Figs. 5 and 7)."""
+    input:
+        ckpts=report_checkpoints,
+        index=f"{EXP}/data/target_{VAL_SPLIT}_index.csv",
+    output:
+        report(
+            f"{REPORT_SEED}/examples.png",
+            caption="../report/examples.rst",
+            category="Results",
+            labels=report_labels("3. target val examples (Figs. 5, 7)"),
+        ),
+    params:
+        entropy=f"{R0} {ST_LAST}",
+        n=EXAMPLE_IMAGES,
+        # A digest of the config sections inference reads: reruns on a change, short in the report.
+        settings=hashlib.sha256(settings("model", "target", "train", "dump").encode()).hexdigest()[:16],
+    threads: threads_of("infer")
+    resources:
+        **res("infer"),
+    log:
+        f"{LOGS}/seed{{seed}}/report_examples.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/report_examples.tsv"
+    shell:
+        "{UNCERDA} figure-examples --config {RESOLVED} --checkpoint {input.ckpts} --index {input.index}"
+        " --n-images {params.n} --entropy {params.entropy} --out {output} > {log} 2>&1"
+
+
+rule report_rank:
+    """Class-uncertainty rank and S_k of every round as a class x round heat map."""
+    input:
+        ranks=lambda w: [f"{seed_dir(w.seed)}/rank/{m}.csv" for m in report_models(w)[1:-1]],
+        decisions=lambda w: [f"{seed_dir(w.seed)}/rounds/r{r}.json" for r in report_rounds(w)],
+    output:
+        report(
+            f"{REPORT_SEED}/rank.png",
+            caption="../report/rank_rounds.rst",
+            category="Class uncertainty",
+            labels={"model": "1. figure: rank and S_k, every round", "seed": "{seed}"},
+        ),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/report_rank.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/report_rank.tsv"
+    shell:
+        "{UNCERDA} figure-rank {input.ranks} --decisions {input.decisions} --out {output} > {log} 2>&1"
+
+
+rule report_weights:
+    """Distribution of the source sampling weights of every target-guided round (Eqs. 3-5)."""
+    input:
+        lambda w: [f"{seed_dir(w.seed)}/weights/tgaa_r{r}.csv" for r in report_rounds(w)],
+    output:
+        report(
+            f"{REPORT_SEED}/weights.png",
+            caption="../report/weights.rst",
+            category="Class uncertainty",
+            labels={"model": "2. figure: sampling weights, every round", "seed": "{seed}"},
+        ),
+    params:
+        alpha=config["tgaa"]["alpha"],
+        mu=config["tgaa"]["mu"],
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/report_weights.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/report_weights.tsv"
+    shell:
+        "{UNCERDA} figure-weights {input} --alpha {params.alpha} --mu {params.mu} --out {output} > {log} 2>&1"
+
+
+rule report_gmm:
+    """Each class's entropy histogram with the fitted mixture and the selected interval (Fig. 4)."""
+    input:
+        maps=lambda w: f"{seed_dir(w.seed)}/maps/{final_aa(w)}.h5",
+        pseudo=report_pseudo_dir,
+    output:
+        report(
+            f"{REPORT_SEED}/entropy_gmm.png",
+            caption="../report/entropy_gmm.rst",
+            category="Pseudo labels",
+            labels=report_labels("entropy histograms and GMM (Fig. 4)"),
+        ),
+    params:
+        label=final_aa,
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/report_gmm.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/report_gmm.tsv"
+    shell:
+        "{UNCERDA} figure-gmm --maps {input.maps} --pseudo-dir {input.pseudo} --label {params.label}"
+        " --out {output} > {log} 2>&1"
+
+
+rule report_pseudo_quality:
+    """Precision and coverage per class of the GMM pseudo labels (where target train has ground truth)."""
+    input:
+        report_pseudo_dir,
+    output:
+        report(
+            f"{REPORT_SEED}/pseudo_quality.png",
+            caption="../report/pseudo_quality.rst",
+            category="Pseudo labels",
+            labels=report_labels("precision and coverage per class"),
+        ),
+    params:
+        label=lambda w: f"GMM, {final_aa(w)}",
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/report_pseudo_quality.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/report_pseudo_quality.tsv"
+    shell:
+        "{UNCERDA} figure-pseudo-quality --pseudo-dir {input} --label '{params.label}' --out {output} > {log} 2>&1"
+
+
+rule report_ablation:
+    """The ablation's ladder (Table 3) and pseudo-label comparison (Table 5) as HTML tables and figures."""
+    input:
+        ladder=f"{EXP}/ablation/ladder.csv",
+        ladder_md=f"{EXP}/ablation/ladder.md",
+        methods=f"{EXP}/ablation/pseudo_methods.csv",
+        methods_md=f"{EXP}/ablation/pseudo_methods.md",
+    output:
+        ladder_html=report(
+            ABLATION_FIGURES[0],
+            caption="../report/ablation_ladder.rst",
+            category="Ablation",
+            labels={"figure": "1. ladder (Table 3), table"},
+        ),
+        ladder_png=report(
+            ABLATION_FIGURES[1],
+            caption="../report/ablation_ladder.rst",
+            category="Ablation",
+            labels={"figure": "2. ladder (Table 3), figure"},
+        ),
+        methods_html=report(
+            ABLATION_FIGURES[2],
+            caption="../report/ablation_pseudo_methods.rst",
+            category="Ablation",
+            labels={"figure": "3. pseudo-label methods (Table 5), table"},
+        ),
+        methods_png=report(
+            ABLATION_FIGURES[3],
+            caption="../report/ablation_pseudo_methods.rst",
+            category="Ablation",
+            labels={"figure": "4. pseudo-label methods (Table 5), figure"},
+        ),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/report_ablation.log",
+    benchmark:
+        f"{BENCH}/report_ablation.tsv"
+    shell:
+        "({UNCERDA} table-html --md {input.ladder_md} --title 'Ablation ladder' --out {output.ladder_html}"
+        " && {UNCERDA} figure-ladder --csv {input.ladder} --out {output.ladder_png}"
+        " && {UNCERDA} table-html --md {input.methods_md} --title 'Pseudo-label methods' --out {output.methods_html}"
+        " && {UNCERDA} figure-pseudo-methods --csv {input.methods} --out {output.methods_png}) > {log} 2>&1"
+
+
+rule report_figures:
+    """Every report figure of the main seed (and the ablation's, once `snakemake ablation` has run)."""
+    input:
+        report_figure_files(),
