@@ -1,0 +1,154 @@
+"""Nothing lost: a training process killed with SIGKILL resumes where its last checkpoint
+left it and ends with the weights of an uninterrupted run; the same through Snakemake.
+Atomic writers never leave a file that looks finished."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from uncerda_core import artifacts
+from uncerda_core.data.demo import generate_demo
+from uncerda_core.data.index import build_index, write_index
+from uncerda_core.train.checkpoint import load_checkpoint, resume_path
+from workflow_helpers import SMOKE, kill_group, snakemake, snakemake_command, temporary_files, wait_for
+
+# Enough iterations that the rest of the run takes seconds after the first periodic
+# checkpoint, while the tests poll for it every 20 ms.
+ITERATIONS = 60
+CHECKPOINT_EVERY = 10
+
+
+# --------------------------------------------------------------------------- atomic writers
+
+def test_atomic_path_leaves_nothing_on_failure_and_ordinary_permissions_on_success(tmp_path):
+    target = tmp_path / "out" / "table.csv"
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            assert tmp.name.startswith(".table.csv.") and ".tmp" in tmp.name and tmp.parent == target.parent
+            raise RuntimeError("killed")
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    with artifacts.atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and [p.name for p in target.parent.iterdir()] == ["table.csv"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    folder = tmp_path / "pngs"
+    with artifacts.atomic_dir(folder) as tmp:
+        (tmp / "a.png").write_bytes(b"x")
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_dir(folder) as tmp:
+            (tmp / "b.png").write_bytes(b"y")
+            raise RuntimeError("killed")
+    # The old folder is untouched and no temporary folder is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "pngs"]
+    assert [p.name for p in folder.iterdir()] == ["a.png"]
+
+
+# --------------------------------------------------------------------------- one training process
+
+@pytest.fixture(scope="module")
+def train_setup(tmp_path_factory):
+    """Demo data, its index and a config whose source-only stage runs for some seconds."""
+    root = tmp_path_factory.mktemp("kill")
+    generate_demo(root / "source", root / "target", seed=0, size=(64, 32), n_source=8, n_target_train=2,
+                  n_target_val=2, progress=False)
+    write_index(build_index("gta5", root / "source", "all", workers=1, progress=False), root / "source.csv", {})
+    preset = yaml.safe_load(SMOKE.read_text())
+    config = {"device": "cpu", "threads": 1, "source": {"root": str(root / "source")},
+              "target": {"root": str(root / "target")}, "model": preset["model"],
+              "train": {"batch_size": 4, "checkpoint_every": CHECKPOINT_EVERY},
+              "source_only": {"iterations": ITERATIONS}}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def _command(root: Path, out_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "uncerda_core", "train-source", "--config", str(root / "config.yaml"),
+            "--source-index", str(root / "source.csv"), "--out", str(out_dir / "checkpoint.pt"),
+            "--losses", str(out_dir / "losses.csv")]
+
+
+@pytest.mark.slow
+def test_sigkill_then_the_same_command_resumes_to_the_same_weights(train_setup, tmp_path):
+    root = train_setup
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    proc = subprocess.run(_command(root, reference), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    out = killed / "checkpoint.pt"
+    resume = resume_path(out)
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(_command(root, killed), stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            assert wait_for(resume, process, timeout=600), "no periodic checkpoint appeared"
+        finally:
+            kill_group(process)
+    assert process.returncode == -9
+    # A kill leaves no final checkpoint, and nothing temporary that looks finished.
+    assert not out.exists()
+    state = load_checkpoint(resume)
+    k = state["iteration"]
+    assert k % CHECKPOINT_EVERY == 0 and 0 < k < ITERATIONS
+    for path in killed.iterdir():
+        assert path.name in ("checkpoint.pt.resume.pt", "losses.csv") or (
+            path.name.startswith(".") and ".tmp" in path.name), path.name
+
+    stale = set(temporary_files(killed))       # what the killed writer left (hidden, never renamed)
+
+    again = subprocess.run(_command(root, killed), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {resume} at iteration {k}" in again.stderr
+    assert not resume.exists() and set(temporary_files(killed)) <= stale
+    a = load_checkpoint(reference / "checkpoint.pt")
+    b = load_checkpoint(out)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+    assert a["iteration"] == b["iteration"] == ITERATIONS
+    assert (reference / "losses.csv").read_bytes() == (killed / "losses.csv").read_bytes()
+
+
+# --------------------------------------------------------------------------- through Snakemake
+
+@pytest.mark.slow
+def test_snakemake_killed_mid_training_unlocks_and_finishes(tmp_path):
+    work = tmp_path / "run"
+    work.mkdir()
+    longer = work / "longer.yaml"
+    longer.write_text(yaml.safe_dump({"source_only": {"iterations": 40}, "train": {"checkpoint_every": 5}}))
+    ckpt = work / "results" / "smoke" / "seed0" / "models" / "source_only" / "checkpoint.pt"
+    args = [str(ckpt), "--cores", "2", "--configfile", str(SMOKE), str(longer),
+            "--config", f"results_dir={work / 'results'}"]
+    with open(tmp_path / "first.log", "w") as log:
+        process = subprocess.Popen(snakemake_command(work, *args), stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=work, start_new_session=True)
+        try:
+            appeared = wait_for(resume_path(ckpt), process, timeout=900)
+        finally:
+            kill_group(process)
+    assert appeared, (tmp_path / "first.log").read_text()[-3000:]
+    assert not ckpt.exists()
+    stale = set(temporary_files(work))
+
+    # The kill leaves the working directory locked.
+    locked = snakemake(work, *args, "--rerun-incomplete", timeout=300)
+    assert locked.returncode != 0 and "Directory cannot be locked" in locked.stderr
+    unlock = snakemake(work, *args, "--unlock", timeout=300)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    done = snakemake(work, *args, "--rerun-incomplete", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ckpt.is_file() and not resume_path(ckpt).exists()
+    assert load_checkpoint(ckpt)["iteration"] == 40
+    log = (work / "logs" / "smoke" / "seed0" / "train_source_only.log").read_text()
+    assert f"resuming from {resume_path(ckpt)} at iteration" in log
+    assert set(temporary_files(work)) <= stale

@@ -1,0 +1,127 @@
+"""The whole workflow end to end on the smoke preset, in a temporary working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from uncerda_core.artifacts import file_sha256
+from uncerda_core.cli import main
+from workflow_helpers import metrics_without_provenance, run_smoke, smoke_run, snakemake, smoke_args, temporary_files
+
+pytestmark = pytest.mark.slow
+
+RUNGS = ("source_only", "aa_it", "tgaa_r2", "st_gmm_r1")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return smoke_run(tmp_path_factory)
+
+
+def test_outputs_of_every_stage(smoke):
+    seed = smoke.seed_dir
+    # Demo roots are relative: generated inside the working directory.
+    assert (smoke.workdir / "results" / "data" / "smoke" / "source" / "images").is_dir()
+    assert (smoke.workdir / "results" / "data" / "smoke" / "target" / "leftImg8bit" / "val").is_dir()
+    for name in ("source_index.csv", "target_train_index.csv", "target_val_index.csv", "source_class_stats.csv"):
+        assert (smoke.results / "data" / name).is_file(), name
+    for rung in RUNGS:
+        assert (seed / "models" / rung / "checkpoint.pt").is_file(), rung
+        assert (seed / "models" / rung / "losses.csv").is_file(), rung
+        assert (seed / "eval" / f"{rung}.csv").is_file(), rung
+        result = json.loads((seed / "eval" / f"{rung}.json").read_text())
+        assert 0.0 <= result["miou"] <= 1.0 and result["images"] == 8
+        assert all(v is None or 0.0 <= v <= 1.0 for v in result["per_class_iou"].values())
+    for model in ("aa_it", "tgaa_r1", "tgaa_r2"):
+        assert (seed / "maps" / f"{model}.h5").is_file() and (seed / "rank" / f"{model}.csv").is_file()
+    for r in (1, 2):
+        assert (seed / "weights" / f"tgaa_r{r}.csv").is_file()
+    decisions = [json.loads((seed / "rounds" / f"r{r}.json").read_text()) for r in (1, 2)]
+    assert decisions[-1]["continue"] is False and decisions[-1]["final_round"] == 2   # smoke: max_rounds 2
+    summary = (seed / "summary.md").read_text()
+    for label in ("Source only", "+IT", "+TGAA", "+UPST"):
+        assert f"| {label} |" in summary
+    assert len(pd.read_csv(seed / "summary.csv")) == 4
+    # Nothing half-written or left over from resuming.
+    assert temporary_files(smoke.workdir) == []
+    assert list(smoke.workdir.rglob("*.resume.pt")) == []
+
+
+def test_pseudo_label_folder(smoke):
+    folder = smoke.seed_dir / "pseudo" / "tgaa_r2" / "gmm"
+    pngs = sorted(folder.glob("*.png"))
+    names = pd.read_csv(smoke.results / "data" / "target_train_index.csv", dtype={"name": str})["name"]
+    assert [p.stem for p in pngs] == sorted(names)                    # one per target train image (16)
+    for png in pngs[:4]:
+        values = set(np.unique(np.asarray(Image.open(png))).tolist())
+        assert values <= set(range(19)) | {255}
+    assert (folder / "classes.csv").is_file() and (folder / "provenance.json").is_file()
+
+
+def test_rerun_has_nothing_to_do(smoke):
+    proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir, "-n"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_provenance_of_each_kind_of_artifact(smoke, capsys):
+    seed = smoke.seed_dir
+    ckpt = seed / "models" / "aa_it" / "checkpoint.pt"
+    proc = subprocess.run([sys.executable, "-m", "uncerda_core", "provenance", str(ckpt)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["stage"] == "train:aa" and record["seed"] == 0
+    assert record["config"]["experiment"] == "smoke" and record["code"]["package"]
+    assert record["inputs"]["init"]["sha256"] == file_sha256(seed / "models" / "source_only" / "checkpoint.pt")
+    assert record["settings"]["image_translation"] is True
+
+    def provenance(path):
+        assert main(["provenance", str(path)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    maps = seed / "maps" / "tgaa_r2.h5"
+    rec = provenance(maps)
+    assert rec["stage"] == "dump"
+    assert rec["inputs"]["checkpoint"]["sha256"] == file_sha256(seed / "models" / "tgaa_r2" / "checkpoint.pt")
+    rec = provenance(seed / "eval" / "st_gmm_r1.json")
+    assert rec["stage"] == "evaluate"
+    assert rec["inputs"]["checkpoint"]["sha256"] == file_sha256(seed / "models" / "st_gmm_r1" / "checkpoint.pt")
+    rec = provenance(seed / "rank" / "tgaa_r2.csv")
+    assert rec["stage"] == "rank" and rec["inputs"]["maps"]["sha256"] == file_sha256(maps)
+    rec = provenance(seed / "pseudo" / "tgaa_r2" / "gmm")
+    assert rec["stage"] == "pseudo-labels" and rec["inputs"]["maps"]["sha256"] == file_sha256(maps)
+    rec = provenance(smoke.results / "data" / "source_index.csv")
+    assert rec["stage"] == "index"
+
+
+def test_artifacts_are_readable_like_ordinary_files(smoke):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    for path in (smoke.seed_dir / "eval" / "aa_it.json", smoke.seed_dir / "models" / "aa_it" / "checkpoint.pt",
+                 smoke.results / "config.yaml"):
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_a_second_run_gives_identical_results(smoke, tmp_path_factory):
+    again = run_smoke(tmp_path_factory.mktemp("smoke_again"))
+    first, second = smoke.eval_jsons(), again.eval_jsons()
+    assert list(first) == list(second) and set(RUNGS) <= set(first)
+    for name in first:
+        assert metrics_without_provenance(first[name]) == metrics_without_provenance(second[name]), name
+    for rel in ("summary.csv", "rank/aa_it.csv", "rank/tgaa_r2.csv", "weights/tgaa_r2.csv", "rounds/r2.json"):
+        assert (smoke.seed_dir / rel).read_bytes() == (again.seed_dir / rel).read_bytes(), rel
+    for rung in RUNGS:
+        a = torch.load(smoke.seed_dir / "models" / rung / "checkpoint.pt", weights_only=True)["model"]
+        b = torch.load(again.seed_dir / "models" / rung / "checkpoint.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), rung
