@@ -29,4 +29,5 @@ report: "workflow/report/workflow.rst"
 rule all:
     input:
         main_targets(),
+        report_figure_files(),
     default_target: True

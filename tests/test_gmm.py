@@ -77,7 +77,7 @@ def test_selection_single_threshold():
 def test_selection_two_crossings():
     w, m, s = np.array([0.5, 0.5]), np.array([0.3, 0.5]), np.array([0.2, 0.02])
     fit = GMMFit(w, m, s, 0.0, 1, True)
-    intervals = selection_intervals(selection_table(fit, VALUES), VALUES)
+    intervals = selection_intervals(selection_table(fit, VALUES, high_tail=True), VALUES)
     # crossings: roots of log N(x; .3, .2) = log N(x; .5, .02)
     a = 1 / (2 * s[1] ** 2) - 1 / (2 * s[0] ** 2)
     b = -m[1] / s[1] ** 2 + m[0] / s[0] ** 2
@@ -87,6 +87,16 @@ def test_selection_two_crossings():
     assert intervals[0][0] == 0.0 and intervals[1][1] == 1.0
     assert intervals[0][1] == pytest.approx(r1, abs=5e-4) and intervals[1][0] == pytest.approx(r2, abs=5e-4)
     assert intervals[0][1] < r1 < intervals[1][0] and intervals[1][0] > r2 - 5e-4
+
+
+def test_high_tail_is_cut_at_the_negative_mean_by_default():
+    w, m, s = np.array([0.5, 0.5]), np.array([0.3, 0.5]), np.array([0.2, 0.02])
+    fit = GMMFit(w, m, s, 0.0, 1, True)
+    full = selection_intervals(selection_table(fit, VALUES, high_tail=True), VALUES)
+    default = selection_intervals(selection_table(fit, VALUES), VALUES)
+    # Only the low-entropy interval survives; nothing above the negative mean 0.5 is selected.
+    assert default == full[:1]
+    assert max(hi for _, hi in default) < 0.5
 
 
 def test_selection_intervals_runs():

@@ -155,11 +155,22 @@ def single_mode(fit: GMMFit) -> bool:
     return bool(abs(fit.means[1] - fit.means[0]) <= COINCIDE_TOL or fit.weights.min() < MIN_WEIGHT)
 
 
-def selection_table(fit: GMMFit, values: np.ndarray) -> np.ndarray:
-    """Boolean per value: posterior of the positive component > 0.5 (exact at each code)."""
+def selection_table(fit: GMMFit, values: np.ndarray, high_tail: bool = False) -> np.ndarray:
+    """Boolean per value: posterior of the positive component > 0.5 (exact at each code).
+
+    When the positive (low-mean) component is the wider one, its posterior
+    exceeds 0.5 again far above the negative mean: the two Gaussians cross
+    twice. Those high-entropy pixels are the least certain of the class, the
+    opposite of what Eq. 6 selects, so by default (``high_tail=False``) no
+    value above the negative component's mean is selected; ``high_tail=True``
+    keeps the plain posterior rule.
+    """
     v = np.asarray(values, dtype=np.float64)
     lc = _log_components(v, fit.weights, fit.means, fit.stds ** 2)
-    return lc[0] > lc[1]
+    selected = lc[0] > lc[1]
+    if not high_tail:
+        selected &= v <= fit.means[1]
+    return selected
 
 
 def selection_intervals(mask: np.ndarray, values: np.ndarray) -> list[tuple[float, float]]:
@@ -173,7 +184,8 @@ def selection_intervals(mask: np.ndarray, values: np.ndarray) -> list[tuple[floa
 
 
 def select_class(counts: np.ndarray, values: np.ndarray, min_pixels: int, tol: float = 1e-10,
-                 max_iter: int = 1000, n_pixels: int | None = None, min_std: float = MIN_STD) -> ClassSelection:
+                 max_iter: int = 1000, n_pixels: int | None = None, min_std: float = MIN_STD,
+                 high_tail: bool = False) -> ClassSelection:
     """The GMM selection of one class from its histogram row, with the degenerate rules of this module.
 
     ``counts`` (K,) are the histogram counts over ``values`` (K,) (pixels, or
@@ -202,4 +214,4 @@ def select_class(counts: np.ndarray, values: np.ndarray, min_pixels: int, tol: f
     if collapsed:
         notes.append("variance floor reached by the " + " and ".join(
             ("positive", "negative")[k] for k in collapsed) + " component")
-    return ClassSelection(selection_table(fit, values), fit, reason="", notes=notes)
+    return ClassSelection(selection_table(fit, values, high_tail), fit, reason="", notes=notes)

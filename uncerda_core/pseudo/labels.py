@@ -42,6 +42,7 @@ class PseudoSettings:
     max_iter: int = 1000
     cbst_portion: float = 0.5
     threshold: float = 0.9
+    gmm_high_tail: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -98,7 +99,7 @@ def selection_from_histogram(hist: np.ndarray, pixels: np.ndarray, settings: Pse
         table = np.zeros((c, N_CODES), dtype=bool)
         for k in range(c):
             sel = select_class(hist[k], values, settings.min_pixels, settings.tol, settings.max_iter,
-                               n_pixels=int(pixels[k]))
+                               n_pixels=int(pixels[k]), high_tail=settings.gmm_high_tail)
             table[k] = sel.mask
             fit = sel.fit
             row = {"degenerate": sel.reason, "notes": "; ".join(sel.notes), "threshold": np.nan}

@@ -73,3 +73,4 @@ rule ablation:
     """snakemake ablation: the whole ladder, controls and pseudo-label comparison for every seed."""
     input:
         rules.ablation_tables.output,
+        lambda w: ABLATION_FIGURES,

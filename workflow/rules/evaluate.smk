@@ -46,6 +46,7 @@ rule summary:
             f"{EXP}/seed{{seed}}/summary.md",
             caption="../report/summary.rst",
             category="Results",
+            labels={"figure": "1. results table (markdown)", "seed": "{seed}"},
         ),
         csv=f"{EXP}/seed{{seed}}/summary.csv",
     params:
