@@ -240,6 +240,25 @@ def test_dump_without_config_needs_one_recorded(tmp_path, capsys, small_checkpoi
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["evaluate", "dump"])
+def test_image_truncated_after_indexing(tmp_path, capsys, small_checkpoint, command):
+    root = tmp_path / "cs"
+    stems = write_cityscapes_tree(root, {"val": 2}, size=(32, 32))["val"]
+    index = tmp_path / "val.csv"
+    assert main(["index", "--dataset", "cityscapes", "--root", str(root), "--split", "val", "--out", str(index),
+                 "--workers", "1"]) == 0
+    image, _ = cityscapes_paths(root, "val", stems[1])
+    truncate_file(image, 0.5)
+    out = tmp_path / "out" / ("m.json" if command == "evaluate" else "m.h5")
+    code, err = _cli(capsys, command, "--config", _config_file(tmp_path / "c.yaml"), "--checkpoint",
+                     small_checkpoint, "--index", index, "--out", out)
+    assert code == 2
+    msg = _error(err, command)
+    assert str(image) in msg and "truncated" in msg
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
 # --------------------------------------------------------------------------- maps files
 
 def _maps(path: Path, classes: int, n: int = 3) -> Path:

@@ -237,3 +237,31 @@ def test_table_columns_are_read_by_name():
     table = pd.DataFrame({"label": ["b.png"], "image": ["a.png"], "name": ["x"]})
     ds = SegmentationDataset("gta5", table, ImageSettings(), label_source=None)
     assert ds.names == ["x"] and ds.images == ["a.png"] and ds.labels == ["b.png"]
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ("value", "found 20"), ("rgb", "mode RGB"), ("truncated", "cannot decode"), ("size", "label is 8x4"),
+])
+def test_bad_pseudo_label_png_names_the_file(gta, tmp_path, problem, expected):
+    _, table = gta
+    folder = tmp_path / "pseudo"
+    folder.mkdir()
+    for name in table["name"]:
+        Image.fromarray(np.zeros((8, 16), np.uint8)).save(folder / f"{name}.png")
+    bad = folder / "00002.png"
+    if problem == "value":
+        Image.fromarray(np.full((8, 16), 20, np.uint8)).save(bad)     # not a train id, not 255
+    elif problem == "rgb":
+        Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(bad)
+    elif problem == "truncated":
+        bad.write_bytes(bad.read_bytes()[:40])
+    else:
+        Image.fromarray(np.zeros((4, 8), np.uint8)).save(bad)
+    ds = SegmentationDataset("gta5", table, ImageSettings(crop=(8, 4)), label_source=folder)
+    assert ds[0]["label"].shape == (4, 8)
+    with pytest.raises(UncerdaError, match=expected) as info:
+        ds[1]
+    assert str(bad) in str(info.value)
+    # 255 (no pseudo label) is a valid value.
+    Image.fromarray(np.full((8, 16), 255, np.uint8)).save(bad)
+    assert set(ds[1]["label"].unique().tolist()) == {255}

@@ -18,6 +18,7 @@ from PIL import Image
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data import readers
+from uncerda_core.data.labels import IGNORE, NUM_CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,7 +93,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
             label = readers.read_label(self.dataset, self.labels[index], size=(width, height))
         elif self.label_source is not None:
             path = Path(self.label_source) / f"{self.names[index]}.png"
-            label = np.asarray(Image.open(path))
+            label = _read_train_id_png(path)
+            if self.settings.resize is None and label.shape != (height, width):
+                raise UncerdaError(f"{path}: label is {label.shape[1]}x{label.shape[0]} but its image "
+                                   f"{self.images[index]} is {width}x{height}; expected equal sizes")
         if self.settings.resize is not None:
             image = _resize(image, self.settings.resize, Image.BICUBIC)
             if label is not None and not self.native_label_size and label.shape[::-1] != tuple(self.settings.resize):
@@ -115,6 +119,19 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if label is not None:
             out["label"] = torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
         return out
+
+
+def _read_train_id_png(path: Path) -> np.ndarray:
+    """A PNG of train ids (pseudo labels): single channel, values 0..18 or 255."""
+    im = readers.open_decoded(path)
+    if im.mode not in ("L", "P"):
+        raise UncerdaError(f"{path}: a label PNG of train ids must be single-channel (mode L or P), got mode {im.mode}")
+    label = np.asarray(im)
+    bad = (label >= NUM_CLASSES) & (label != IGNORE)
+    if bad.any():
+        raise UncerdaError(f"{path}: label values must be train ids 0..{NUM_CLASSES - 1} or {IGNORE}, "
+                           f"found {int(label[bad][0])}")
+    return label
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
