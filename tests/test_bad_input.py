@@ -299,8 +299,6 @@ def test_maps_with_another_class_count_are_refused_by_rank(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="pseudo-labels does not pass the config's model.num_classes to "
-                                       "open_maps(expected_classes=...); a 5-class maps file is labelled as 19-class")
 def test_maps_with_another_class_count_are_refused_by_pseudo_labels(tmp_path, capsys):
     maps = _maps(tmp_path / "five.h5", 5)
     out = tmp_path / "pseudo"

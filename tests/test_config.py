@@ -191,3 +191,14 @@ def test_paper_presets_dry_run_on_fixture_trees(tmp_path, preset, dataset):
     assert resolved["source"] == {**resolved["source"], "dataset": dataset, "root": str(source)}
     assert resolved["target"]["root"] == str(target) and resolved["model"]["arch"] == "deeplabv2_resnet101"
     assert not (work / "results" / preset / "seed0").exists()
+
+
+def test_command_line_strings_are_parsed_where_the_schema_wants_numbers():
+    # Snakemake passes nested --config values such as train='{batch_size: 4}' on as strings.
+    config = validate_config({"train": {"batch_size": "4", "flip": "false"}, "source": {"resize": "[1280, 720]",
+                                                                                        "root": "123"}})
+    assert config["train"]["batch_size"] == 4 and config["train"]["flip"] is False
+    assert config["source"]["resize"] == [1280, 720]
+    assert config["source"]["root"] == "123"  # a string where the schema wants a string stays one
+    with pytest.raises(UncerdaError, match="'train.batch_size': 'four' is not of type 'integer'"):
+        validate_config({"train": {"batch_size": "four"}})

@@ -347,7 +347,9 @@ def cmd_pseudo_labels(p=None, args=None):
     from uncerda_core import artifacts
     record = artifacts.provenance("pseudo-labels", config=config, inputs={"maps": args.maps},
                                   extra={"settings": vars(settings)})
-    table = generate_pseudo_labels(args.maps, settings, args.out_dir, gt_lookup=gt_lookup, record=record)
+    expected = config["model"]["num_classes"] if config else None
+    table = generate_pseudo_labels(args.maps, settings, args.out_dir, gt_lookup=gt_lookup, record=record,
+                                   expected_classes=expected)
     print(table.to_string(index=False))
 
 

@@ -60,6 +60,31 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"'{where}': {error.message}"
 
 
+def _coerce_strings(value, node: dict, root: dict):
+    """Parse string leaves where the schema wants a number, boolean, array or null.
+
+    Snakemake hands nested ``--config key='{sub: 4}'`` values over as strings;
+    a value a user typed on the command line should mean what it says.
+    """
+    if "$ref" in node:
+        node = root["definitions"][node["$ref"].split("/")[-1]]
+    if isinstance(value, dict):
+        props = node.get("properties", {})
+        return {k: _coerce_strings(v, props[k], root) if k in props else v for k, v in value.items()}
+    if isinstance(value, str):
+        wanted = node.get("type")
+        wanted = set(wanted) if isinstance(wanted, list) else {wanted}
+        for alt in node.get("oneOf", []):
+            alt = root["definitions"][alt["$ref"].split("/")[-1]] if "$ref" in alt else alt
+            wanted.add(alt.get("type"))
+        if "string" not in wanted and wanted & {"integer", "number", "boolean", "array", "null"}:
+            try:
+                return yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+    return value
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place against the schema and fill its defaults.
 
@@ -67,6 +92,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
     """
     if not isinstance(config, dict):
         raise UncerdaError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    config.update(_coerce_strings(config, schema(), schema()))
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = "\n  ".join(_describe(e) for e in errors)

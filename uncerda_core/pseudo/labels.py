@@ -120,7 +120,9 @@ def selection_from_histogram(hist: np.ndarray, pixels: np.ndarray, settings: Pse
             table = argmax_table(c)
             thresholds, reasons = np.full(c, np.nan), [""] * c
         for k in range(c):
-            reason = reasons[k] or ("never predicted" if pixels[k] == 0 else "")
+            # threshold and argmax count pixels only in the second pass, which marks never-predicted classes
+            counted = settings.method == "cbst"
+            reason = reasons[k] or ("never predicted" if counted and pixels[k] == 0 else "")
             rows.append({"degenerate": reason, "notes": "", "threshold": thresholds[k]})
     for k, row in enumerate(rows):
         row.update({"class_id": k, "class": class_names[k], "method": settings.method,
@@ -149,7 +151,8 @@ def _png_name(name: str, maps_path: Path) -> str:
 
 def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSettings, out_dir: str | os.PathLike,
                            gt_lookup: Callable[[str], np.ndarray | None] | None = None,
-                           record: dict[str, Any] | None = None) -> pd.DataFrame:
+                           record: dict[str, Any] | None = None,
+                           expected_classes: int | None = None) -> pd.DataFrame:
     """Write ``<name>.png`` for every image of the maps file, ``classes.csv`` and ``provenance.json``.
 
     With ``gt_lookup`` (name -> ground-truth train ids at the maps' size, or
@@ -160,7 +163,7 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
     from PIL import Image
 
     maps_path = Path(maps_path)
-    with open_maps(maps_path) as maps:
+    with open_maps(maps_path, expected_classes=expected_classes) as maps:
         c = maps.num_classes
         hist, pixels = (_first_pass(maps, settings) if settings.method in ("gmm", "cbst")
                         else (np.zeros((c, N_CODES), np.int64), None))
@@ -207,6 +210,8 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
                     valid = gt[gt < c]
                     gt_pixels += np.bincount(valid.ravel().astype(np.intp), minlength=c)
             for k, row in enumerate(rows):
+                if not row["degenerate"] and predicted[k] == 0:
+                    row["degenerate"] = "never predicted"
                 row.update({"predicted_pixels": int(predicted[k]), "selected_pixels": int(selected[k]),
                             "selected_fraction": selected[k] / predicted[k] if predicted[k] else np.nan})
             df = pd.DataFrame(rows).reindex(columns=CLASSES_COLUMNS)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uncerda_core.artifacts import UncerdaError, atomic_path
+from uncerda_core.artifacts import UncerdaError, atomic_path, describe_load_error
 
 
 def resume_path(out: str | Path) -> Path:
@@ -57,8 +57,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise UncerdaError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise UncerdaError(f"{path}: not a loadable checkpoint ({describe_load_error(exc)})") from exc
     if not isinstance(state, dict) or "model" not in state:
         raise UncerdaError(f"{path}: not an uncerda checkpoint (no 'model' entry)")
     return state

@@ -145,6 +145,15 @@ class NonFiniteLoss(UncerdaError):
     pass
 
 
+def _remove_stale_temporaries(*paths: str | Path | None) -> None:
+    """Temporary files a killed run of this stage left beside its outputs (never complete)."""
+    for path in paths:
+        if path is not None:
+            path = Path(path)
+            for stale in path.parent.glob(f".{path.name}.*.tmp*"):
+                stale.unlink(missing_ok=True)
+
+
 def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed: int,
                  source_dataset: str, source_index: str | Path, target_index: str | Path | None = None,
                  init: str | Path | None = None, weights: str | Path | None = None,
@@ -157,6 +166,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     kill would: used to test resuming.
     """
     out = Path(out)
+    _remove_stale_temporaries(out, resume_path(out), losses_csv)
     train_cfg = config["train"]
     torch.set_num_threads(config["threads"])
     dist_info, device = distributed.setup(resolve_device(config["device"]))
@@ -372,8 +382,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         bar.update(1)
         if done % train_cfg["checkpoint_every"] == 0 and done < settings.iterations:
             if main_process:
-                save_checkpoint(resume, snapshot(done))
-            write_losses()
+                save_checkpoint(resume, snapshot(done))  # the losses so far travel inside it
             distributed.barrier(dist_info)
             if stop_after is not None and done >= stop_after:
                 bar.close()
