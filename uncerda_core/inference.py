@@ -42,17 +42,22 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
 
 
 @torch.no_grad()
-def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
-                          size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
-    """Softmax probabilities (B, C, H, W) of 0-255 RGB ``images`` at ``size`` (default: the input's).
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
+                   size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
+    """Logits (B, C, H, W) of 0-255 RGB ``images``, upsampled bilinearly to ``size`` (default: the input's).
 
-    Main head only, or ``softmax(main + fuse_aux * aux)`` when ``fuse_aux`` > 0.
-    Logits are upsampled bilinearly before the softmax.
+    Main head only, or ``main + fuse_aux * aux`` when ``fuse_aux`` > 0.
     """
     device = next(model.parameters()).device
     x = normalize(images.to(device, dtype=torch.float32), normalize_mode)
     aux, main = model(x)
     logits = main if fuse_aux == 0 else main + fuse_aux * aux
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
-    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-    return torch.softmax(logits, dim=1)
+    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
+                          size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
+    """Softmax of :func:`predict_logits`: probabilities (B, C, H, W)."""
+    return torch.softmax(predict_logits(model, images, normalize_mode, size, fuse_aux), dim=1)

@@ -19,7 +19,7 @@ from uncerda_core.data import readers
 from uncerda_core.data.index import read_index
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
 from uncerda_core.data.labels import CLASS_NAMES
-from uncerda_core.inference import load_model, predict_probabilities
+from uncerda_core.inference import load_model, predict_logits
 from uncerda_core.train.checkpoint import load_checkpoint
 from uncerda_core.train.loop import resolve_device
 from uncerda_core.uncertainty.maps import MapsWriter, maps_from_logits
@@ -71,13 +71,13 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
                     prob_size=prob_size, compression=dump_cfg["compression"], attrs=attrs) as writer:
         done = 0
         for batch in tqdm(loader, desc="dump", disable=not progress, file=sys.stderr, mininterval=2.0):
-            prob = predict_probabilities(model, batch["image"], config["train"]["normalize"],
-                                         fuse_aux=dump_cfg["fuse_aux"])
-            argmax, entropy, maxprob = maps_from_logits(prob, is_prob=True)
+            logits = predict_logits(model, batch["image"], config["train"]["normalize"],
+                                    fuse_aux=dump_cfg["fuse_aux"])
+            argmax, entropy, maxprob = maps_from_logits(logits)
             small = None
             if prob_size is not None:
-                small = F.interpolate(prob, size=prob_size, mode="bilinear", align_corners=False).clamp(0, 1)
-                small = small.half().cpu().numpy()
+                small = F.interpolate(torch.softmax(logits, dim=1), size=prob_size, mode="bilinear",
+                                      align_corners=False).clamp(0, 1).half().cpu().numpy()
             for j, i in enumerate(batch["index"].tolist()):
                 writer.write(i, images.names[i], argmax[j], entropy[j], maxprob[j],
                              None if small is None else small[j])
