@@ -32,3 +32,10 @@ def test_stops_at_max_rounds():
 def test_write_decision(tmp_path):
     write_decision(tmp_path / "d.json", decide(0, [1], None, 1))
     assert json.loads((tmp_path / "d.json").read_text())["continue"] is True
+
+
+def test_unchanged_sk_is_the_reason_even_at_the_round_limit():
+    d = decide(2, [5, 7, 11], [11, 7, 5], max_rounds=2)
+    assert d["continue"] is False and d["final_round"] == 2
+    assert d["reason"].startswith("S_k unchanged between rounds 1 and 2")
+    assert "max_rounds reached" in d["reason"]

@@ -31,10 +31,13 @@ def decide(round_index: int, sk_current: Sequence[int], sk_previous: Sequence[in
     previous = None if sk_previous is None else sorted(int(c) for c in sk_previous)
     decision: dict[str, Any] = {"round": round_index, "sk": current, "sk_previous": previous,
                                 "max_rounds": max_rounds}
-    if round_index >= max_rounds:
-        go, reason = False, f"max_rounds reached ({round_index} of {max_rounds} TGAA rounds run)"
-    elif previous is not None and set(current) == set(previous):
+    unchanged = previous is not None and set(current) == set(previous)
+    if unchanged:  # the method's own criterion is reported first, even when the limit is also reached
         go, reason = False, f"S_k unchanged between rounds {round_index - 1} and {round_index}"
+        if round_index >= max_rounds:
+            reason += f" (and max_rounds reached: {round_index} of {max_rounds} TGAA rounds run)"
+    elif round_index >= max_rounds:
+        go, reason = False, f"max_rounds reached ({round_index} of {max_rounds} TGAA rounds run)"
     elif previous is None:
         go, reason = True, "round 0 (conventional sampling) is always followed by a TGAA round"
     else:
