@@ -6,7 +6,8 @@ ports, state, spool, logs and pid files. Nothing under /etc is written, so a
 cluster already configured on the machine is left alone. The daemons run in the
 foreground as children of the test process; ``stop()`` ends exactly those
 processes (by the PIDs it started them with, checked against their pid files),
-never anything found by name.
+never anything found by name, and they get SIGTERM from the kernel if the test
+process dies without stopping them.
 
 The node has ``nproc`` CPUs, most of the machine's memory and fake GPUs
 (``gres.conf``: ``File=/dev/null``, then ``/dev/zero``): a job that asks for a
@@ -67,6 +68,16 @@ def ensure_installed(timeout: float = 900) -> str | None:
     if missing_programs():
         return f"installed {' and '.join(PACKAGES)} but still missing: {', '.join(missing_programs())}"
     return None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux prctl),
+    so that a test process killed outright (no finally blocks run) leaves no daemons behind."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _free_port() -> int:
@@ -181,7 +192,8 @@ class SlurmCluster:
         self._log_handles.append(out)
         # Its own session: a Ctrl-C meant for pytest reaches the daemons only through stop().
         self._procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                                             stdin=subprocess.DEVNULL, start_new_session=True,
+                                             preexec_fn=_die_with_parent)
 
     def start(self, timeout: float = 90) -> "SlurmCluster":
         if self.root is None:
