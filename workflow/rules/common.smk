@@ -50,8 +50,15 @@ def settings(*sections):
 
 
 def res(kind):
+    """Resources of one kind of rule; ``gres`` replaces ``gpu`` for clusters that need it."""
     r = config["resources"][kind]
-    return {"mem_mb": r["mem_mb"], "runtime": r["runtime"], "gpu": r["gpu"]}
+    out = {"mem_mb": r["mem_mb"], "runtime": r["runtime"], "gpu": r["gpu"]}
+    if r.get("gres"):
+        out["gres"] = r["gres"]
+        out.pop("gpu")
+    if r.get("gpu_model"):
+        out["gpu_model"] = r["gpu_model"]
+    return out
 
 
 def threads_of(kind):
