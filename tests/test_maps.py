@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from uncerda_core.artifacts import UncerdaError
-from uncerda_core.uncertainty.histogram import N_CODES, class_code_histogram, maps_histogram
+from uncerda_core.uncertainty import histogram
+from uncerda_core.uncertainty.histogram import (N_CODES, class_code_histogram, histogram_pass, maps_histogram,
+                                                task_ranges)
 from uncerda_core.uncertainty.maps import MapsWriter, maps_from_logits, open_maps
 
 NAMES3 = ["a", "b", "c"]
@@ -187,9 +189,109 @@ def test_streaming_pass_has_bounded_memory(tmp_path):
     assert peak < 3 * one_image, (peak, one_image)
     assert n * one_image > 60 * peak                      # the whole file would be far more
     tracemalloc.start()
-    hist = maps_histogram(path)
+    hist = maps_histogram(path, workers=1)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert hist.sum() == n * h * w
     # histogram (2 x 15361 int64) + a bincount temp + the int64 index array of one image
     assert peak < 3 * hist.nbytes + 8 * h * w + 3 * one_image, peak
+    # over worker processes this process holds the sum and the tables sent back, one per task
+    tasks = len(task_ranges(n, 2))
+    tracemalloc.start()
+    hist_parallel = maps_histogram(path, workers=2)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_array_equal(hist_parallel, hist)
+    assert peak < (3 + tasks) * hist.nbytes + 3 * one_image, (peak, tasks)
+
+
+@pytest.fixture
+def parallel_small(monkeypatch):
+    """Run the multi-process pass even on a few images, several tasks per worker; count the pools."""
+    import concurrent.futures
+
+    monkeypatch.setattr(histogram, "PARALLEL_MIN_IMAGES", 2)
+    monkeypatch.setattr(histogram, "MIN_IMAGES_PER_TASK", 1)
+    pools = []
+
+    class CountingPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(kwargs.get("max_workers", args[0] if args else None))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
+    return pools
+
+
+def _write_classes(path, n, h, w, c, seed=0):
+    """``n`` images over ``c`` classes with every float16 code in [0, 1] reachable (incl. 0 and 1)."""
+    rng = np.random.default_rng(seed)
+    images = []
+    with MapsWriter(path, n, h, w, c, [str(k) for k in range(c)]) as writer:
+        for i in range(n):
+            argmax = rng.integers(0, c, size=(h, w)).astype(np.uint8)
+            codes = rng.integers(0, histogram.ONE_CODE + 1, size=(h, w)).astype(np.uint16)
+            entropy = codes.view(np.float16)
+            maxprob = np.flip(codes).copy().view(np.float16)
+            writer.write(i, f"im{i}", argmax, entropy, maxprob)
+            images.append((argmax, entropy, maxprob))
+    return images
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_histogram_equals_serial(tmp_path, parallel_small, workers):
+    path = tmp_path / "maps.h5"
+    images = _write_classes(path, n=11, h=16, w=24, c=19)
+    for field, column in (("entropy", 1), ("maxprob", 2)):
+        serial = maps_histogram(path, field, workers=1)
+        direct = sum(class_code_histogram(img[0], img[column], 19) for img in images)
+        parallel = maps_histogram(path, field, workers=workers)
+        assert parallel.dtype == serial.dtype == np.int64 and parallel.shape == (19, N_CODES)
+        np.testing.assert_array_equal(serial, direct)
+        np.testing.assert_array_equal(parallel, serial)
+    hist1, pixels1 = histogram_pass(path, "entropy", "image", workers=1, with_pixels=True)
+    hist2, pixels2 = histogram_pass(path, "entropy", "image", workers=workers, with_pixels=True)
+    np.testing.assert_array_equal(hist2, hist1)
+    np.testing.assert_array_equal(pixels2, pixels1)
+    assert pixels1.sum() == 11 * 16 * 24 and hist1.sum() == sum(len(np.unique(img[0])) for img in images)
+    assert parallel_small == [workers] * 3               # the parallel calls went through a process pool
+
+
+def test_small_files_and_one_worker_stay_in_process(tmp_path, monkeypatch):
+    import concurrent.futures
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("no process pool expected")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
+    path = tmp_path / "maps.h5"
+    images, _ = _write(path, n=4)
+    direct = sum(class_code_histogram(a, e, 3) for a, e, _ in images)
+    for workers in (0, 1, 2, 8):                         # 4 images < PARALLEL_MIN_IMAGES
+        np.testing.assert_array_equal(maps_histogram(path, workers=workers), direct)
+
+
+def test_task_ranges_cover_every_image_once():
+    for n in (1, 2, 5, 31, 32, 120, 2975):
+        for workers in (1, 2, 3, 8):
+            ranges = task_ranges(n, workers)
+            assert ranges[0][0] == 0 and ranges[-1][1] == n
+            assert all(a < b for a, b in ranges) and all(b == a2 for (_, b), (a2, _) in zip(ranges, ranges[1:]))
+            assert len(ranges) <= workers * histogram.TASKS_PER_WORKER
+    assert len(task_ranges(120, 2)) == 2 and len(task_ranges(2975, 2)) == 8   # >= 32 images per task
+
+
+def test_parallel_pass_reports_the_bad_image(tmp_path, parallel_small):
+    path = tmp_path / "maps.h5"
+    _write_classes(path, n=9, h=4, w=6, c=3)
+    with h5py.File(path, "r+") as fh:                    # bypass the writer's checks
+        bad = fh["entropy"][6]
+        bad[1, 2] = np.float16(1.5)
+        fh["entropy"][6] = bad
+        fh["entropy"][7] = -fh["entropy"][7] - np.float16(1.0)
+    for workers in (1, 2):
+        with pytest.raises(UncerdaError, match=r"maps\.h5: image 'im6': .*outside \[0, 1\]"):
+            maps_histogram(path, workers=workers)
+    assert maps_histogram(path, "maxprob", workers=2).sum() == 9 * 24
+    with pytest.raises(UncerdaError, match="field"):
+        maps_histogram(path, "argmax")

@@ -130,3 +130,32 @@ def test_settings_from_config():
         PseudoSettings.from_config({"pseudo": {"nope": 1}})
     with pytest.raises(UncerdaError, match="method"):
         PseudoSettings(method="oracle")
+
+
+@pytest.mark.parametrize("settings", [PseudoSettings(min_pixels=5), PseudoSettings(gmm_unit="image", min_pixels=2),
+                                      PseudoSettings(method="cbst", cbst_portion=0.3, min_pixels=5)],
+                         ids=["gmm-pixel", "gmm-image", "cbst"])
+def test_first_pass_over_worker_processes_gives_the_same_labels(tmp_path, monkeypatch, settings):
+    import concurrent.futures
+
+    from uncerda_core.uncertainty import histogram
+
+    monkeypatch.setattr(histogram, "PARALLEL_MIN_IMAGES", 2)
+    monkeypatch.setattr(histogram, "MIN_IMAGES_PER_TASK", 1)
+    pools = []
+
+    class CountingPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(kwargs["max_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
+    images = _maps(tmp_path / "m.h5", n=7)
+    serial = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "serial", workers=1)
+    assert pools == []
+    parallel = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "parallel", workers=2)
+    assert pools == [2]
+    pd.testing.assert_frame_equal(parallel, serial)
+    assert (tmp_path / "parallel" / "classes.csv").read_bytes() == (tmp_path / "serial" / "classes.csv").read_bytes()
+    for name, *_ in images:
+        np.testing.assert_array_equal(_read(tmp_path / "parallel", name), _read(tmp_path / "serial", name))

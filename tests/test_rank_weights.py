@@ -84,3 +84,16 @@ def test_sampling_weights_bad_stats(tmp_path):
     _stats(tmp_path / "t.csv")
     with pytest.raises(UncerdaError, match="S_k"):
         compute_sampling_weights(tmp_path / "t.csv", [19], 0.9, 80, 0.02)
+
+
+def test_rank_over_worker_processes_equals_serial(tmp_path, monkeypatch):
+    from uncerda_core.uncertainty import histogram
+
+    monkeypatch.setattr(histogram, "PARALLEL_MIN_IMAGES", 2)
+    monkeypatch.setattr(histogram, "MIN_IMAGES_PER_TASK", 1)
+    _maps(tmp_path / "m.h5")
+    serial = rank_classes(tmp_path / "m.h5", 2, ["a", "b", "c", "d"], workers=1)
+    parallel = rank_classes(tmp_path / "m.h5", 2, ["a", "b", "c", "d"], workers=2)
+    pd.testing.assert_frame_equal(parallel, serial)
+    with pytest.raises(UncerdaError, match="classes"):
+        rank_classes(tmp_path / "m.h5", 2, list(CLASS_NAMES), workers=2)

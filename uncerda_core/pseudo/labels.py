@@ -4,8 +4,8 @@ Pass 1 builds the per-class code histogram of the field the method uses
 (entropy for the GMM, max probability for the baselines) and turns it into a
 (C, 15361) selection table. Pass 2 applies it to every image,
 ``label = argmax if table[argmax, code] else 255``, and writes ``<name>.png``
-(mode L, train ids). Memory: one image plus the tables, whatever the number
-of images.
+(mode L, train ids). Pass 1 may split the images over worker processes.
+Memory: one image plus the tables per process, whatever the number of images.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from uncerda_core.artifacts import UncerdaError, atomic_dir, provenance, write_j
 from uncerda_core.data.labels import IGNORE
 from uncerda_core.pseudo.baselines import argmax_table, cbst_table, threshold_table
 from uncerda_core.pseudo.gmm import select_class, selection_intervals
-from uncerda_core.uncertainty.histogram import (N_CODES, class_code_histogram, code_values, image_class_means,
-                                                image_unit_histogram, mean_codes, to_codes)
+from uncerda_core.uncertainty.histogram import (N_CODES, code_values, histogram_pass, image_class_means, mean_codes,
+                                                to_codes)
 from uncerda_core.uncertainty.maps import MapsFile, open_maps
 
 METHODS = ("gmm", "cbst", "threshold", "argmax")
@@ -65,21 +65,12 @@ class PseudoSettings:
         return "entropy" if self.method == "gmm" else "maxprob"
 
 
-def _first_pass(maps: MapsFile, settings: PseudoSettings) -> tuple[np.ndarray, np.ndarray]:
+def _first_pass(maps_path: Path, settings: PseudoSettings, expected_classes: int | None,
+                workers: int) -> tuple[np.ndarray, np.ndarray]:
     """(C, 15361) histogram of the method's statistic and (C,) predicted pixels per class."""
-    c = maps.num_classes
-    hist = np.zeros((c, N_CODES), dtype=np.int64)
-    pixels = np.zeros(c, dtype=np.int64)
     image_unit = settings.method == "gmm" and settings.gmm_unit == "image"
-    for name, arrays in maps.iter_images(fields=("argmax", settings.field)):
-        try:
-            if image_unit:
-                hist += image_unit_histogram(arrays["argmax"], arrays[settings.field], c)
-                pixels += np.bincount(arrays["argmax"].ravel(), minlength=c)
-            else:
-                hist += class_code_histogram(arrays["argmax"], arrays[settings.field], c)
-        except UncerdaError as err:
-            raise UncerdaError(f"{maps.path}: image {name!r}: {err}") from None
+    hist, pixels = histogram_pass(maps_path, settings.field, "image" if image_unit else "pixel",
+                                  expected_classes=expected_classes, workers=workers, with_pixels=image_unit)
     if not image_unit:
         pixels = hist.sum(axis=1)
     return hist, pixels
@@ -152,23 +143,29 @@ def _png_name(name: str, maps_path: Path) -> str:
 def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSettings, out_dir: str | os.PathLike,
                            gt_lookup: Callable[[str], np.ndarray | None] | None = None,
                            record: dict[str, Any] | None = None,
-                           expected_classes: int | None = None) -> pd.DataFrame:
+                           expected_classes: int | None = None, workers: int = 2) -> pd.DataFrame:
     """Write ``<name>.png`` for every image of the maps file, ``classes.csv`` and ``provenance.json``.
 
     With ``gt_lookup`` (name -> ground-truth train ids at the maps' size, or
     None to skip an image) also ``quality.csv`` (per class) and
     ``quality.json`` (overall precision and coverage). The folder appears
-    atomically. Returns the per-class table of ``classes.csv``.
+    atomically. Returns the per-class table of ``classes.csv``. The first pass
+    (GMM and CBST statistics) runs over ``workers`` processes
+    (:func:`~uncerda_core.uncertainty.histogram.histogram_pass`); the result
+    does not depend on ``workers``.
     """
     from PIL import Image
 
     maps_path = Path(maps_path)
+    # pass 1 opens the file itself (in its worker processes); threshold / argmax need no statistics
+    first = _first_pass(maps_path, settings, expected_classes, workers) if settings.method in ("gmm", "cbst") \
+        else None
     with open_maps(maps_path, expected_classes=expected_classes) as maps:
         c = maps.num_classes
-        hist, pixels = (_first_pass(maps, settings) if settings.method in ("gmm", "cbst")
-                        else (np.zeros((c, N_CODES), np.int64), None))
-        if pixels is None:   # threshold / argmax need no statistics; pixels are counted in pass 2
-            pixels = np.zeros(c, dtype=np.int64)
+        if first is None:   # pixels are counted in pass 2
+            hist, pixels = np.zeros((c, N_CODES), np.int64), np.zeros(c, dtype=np.int64)
+        else:
+            hist, pixels = first
         table, rows = selection_from_histogram(hist, pixels, settings, maps.class_names)
         image_unit = settings.method == "gmm" and settings.gmm_unit == "image"
         predicted = np.zeros(c, dtype=np.int64)

@@ -37,9 +37,10 @@ def rank_table(hist: np.ndarray, k: int, class_names: Sequence[str]) -> pd.DataF
     })
 
 
-def rank_classes(maps_path: str | os.PathLike, k: int, class_names: Sequence[str]) -> pd.DataFrame:
-    """One streaming pass over a maps file -> the ranking table (columns ``RANK_COLUMNS``)."""
-    hist = maps_histogram(maps_path, "entropy", expected_classes=len(class_names))
+def rank_classes(maps_path: str | os.PathLike, k: int, class_names: Sequence[str],
+                 workers: int = 2) -> pd.DataFrame:
+    """One streaming pass over a maps file (over ``workers`` processes) -> the ranking table (``RANK_COLUMNS``)."""
+    hist = maps_histogram(maps_path, "entropy", expected_classes=len(class_names), workers=workers)
     return rank_table(hist, k, class_names)
 
 
