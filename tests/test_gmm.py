@@ -99,6 +99,15 @@ def test_high_tail_is_cut_at_the_negative_mean_by_default():
     assert max(hi for _, hi in default) < 0.5
 
 
+def test_selection_reaches_down_to_zero_when_the_positive_component_is_narrower():
+    # Positive N(0.4, 0.02) is narrow; the wide negative N(0.6, 0.2) wins again below ~0.34.
+    fit = GMMFit(np.array([0.5, 0.5]), np.array([0.4, 0.6]), np.array([0.02, 0.2]), 0.0, 1, True)
+    plain = selection_intervals(selection_table(fit, VALUES, high_tail=True), VALUES)
+    assert len(plain) == 1 and plain[0][0] > 0.3  # the posterior rule alone drops the most certain pixels
+    default = selection_intervals(selection_table(fit, VALUES), VALUES)
+    assert default == [(0.0, plain[0][1])]
+
+
 def test_selection_intervals_runs():
     mask = np.array([False, True, True, False, True])
     assert selection_intervals(mask, np.array([0.0, 0.1, 0.2, 0.3, 0.4])) == [(0.1, 0.2), (0.4, 0.4)]

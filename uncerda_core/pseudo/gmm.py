@@ -158,19 +158,22 @@ def single_mode(fit: GMMFit) -> bool:
 def selection_table(fit: GMMFit, values: np.ndarray, high_tail: bool = False) -> np.ndarray:
     """Boolean per value: posterior of the positive component > 0.5 (exact at each code).
 
-    When the positive (low-mean) component is the wider one, its posterior
-    exceeds 0.5 again far above the negative mean: the two Gaussians cross
-    twice. Those high-entropy pixels are the least certain of the class, the
-    opposite of what Eq. 6 selects, so by default (``high_tail=False``) no
-    value above the negative component's mean is selected; ``high_tail=True``
-    keeps the plain posterior rule.
+    The two Gaussians can cross twice. When the positive (low-mean) component
+    is the wider one, its posterior exceeds 0.5 again far above the negative
+    mean; when it is the narrower one, the negative component wins again near
+    0. Both tails contradict Eq. 6's reading (lower entropy, more likely
+    correct), so by default (``high_tail=False``) the selection is one
+    interval from 0 up to the last selected value below the negative mean: a
+    pixel more certain than a selected pixel is selected too.
+    ``high_tail=True`` keeps the plain posterior rule.
     """
     v = np.asarray(values, dtype=np.float64)
     lc = _log_components(v, fit.weights, fit.means, fit.stds ** 2)
     selected = lc[0] > lc[1]
-    if not high_tail:
-        selected &= v <= fit.means[1]
-    return selected
+    if high_tail:
+        return selected
+    below = np.flatnonzero(selected & (v <= fit.means[1]))
+    return v <= v[below[-1]] if len(below) else np.zeros(len(v), dtype=bool)
 
 
 def selection_intervals(mask: np.ndarray, values: np.ndarray) -> list[tuple[float, float]]:
