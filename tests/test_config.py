@@ -199,6 +199,7 @@ def test_command_line_strings_are_parsed_where_the_schema_wants_numbers():
                                                                                         "root": "123"}})
     assert config["train"]["batch_size"] == 4 and config["train"]["flip"] is False
     assert config["source"]["resize"] == [1280, 720]
+    assert validate_config({"ablation": {"seeds": ["0", "2"]}})["ablation"]["seeds"] == [0, 2]
     assert config["source"]["root"] == "123"  # a string where the schema wants a string stays one
     with pytest.raises(UncerdaError, match="'train.batch_size': 'four' is not of type 'integer'"):
         validate_config({"train": {"batch_size": "four"}})

@@ -71,6 +71,8 @@ def _coerce_strings(value, node: dict, root: dict):
     if isinstance(value, dict):
         props = node.get("properties", {})
         return {k: _coerce_strings(v, props[k], root) if k in props else v for k, v in value.items()}
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [_coerce_strings(v, node["items"], root) for v in value]
     if isinstance(value, str):
         wanted = node.get("type")
         wanted = set(wanted) if isinstance(wanted, list) else {wanted}
