@@ -5,9 +5,16 @@ real dump path (low-resolution logits upsampled bilinearly, Eq. 2 via
 ``maps_from_logits``) with spatially smooth class regions and a bimodal mix of
 confident and uncertain regions per class, then times:
 
-(a) one plain read pass (argmax + entropy of every image);
-(b) the GMM stage's fitting pass (histogram + EM) and the full stage (with PNGs),
-    each in a fresh subprocess with its peak RSS;
+(a) one plain read pass (argmax + entropy of every image), in one process and
+    split over ``--workers`` processes (the same image ranges and process pool
+    as the histogram pass, only reading);
+(b) the GMM stage's fitting pass (histogram + EM) with ``workers=1`` and
+    ``workers=--workers``, and the full stage (with PNGs);
+each pass in a fresh subprocess, warm and cold page cache, best of
+``--repeats`` interleaved rounds, with its CPU time (this process and its
+workers) and peak RSS; one more run of each multi-process pass polls the
+workers for their peak RSS and the peak total PSS (forked workers share the
+parent's pages);
 (c) scikit-learn's GaussianMixture on 1e6 pixels of one class, for reference;
 plus the write cost of each maps compression option.
 
@@ -78,34 +85,100 @@ def generate(path: Path, n: int, compression: str = "lzf", compress_floats: bool
 
 
 CHILD = r"""
-import json, sys, time
+import json, os, resource, sys, threading, time
+import h5py   # imported before the timing (a start-up cost; it also runs `uname -p` once, a child process)
 import numpy as np
 from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels, selection_from_histogram
+from uncerda_core.uncertainty import histogram
 from uncerda_core.uncertainty.histogram import maps_histogram
 from uncerda_core.uncertainty.maps import open_maps
 
-def peak_rss_mb():
+def status_kb(pid, key):
     # VmHWM, not getrusage: ru_maxrss survives execve on Linux, so a child would report its parent's peak
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
 
-task, maps, out, cold = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "cold"
+def pss_kb(pid):
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+
+def children(pid):
+    out = set()
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            out.update(int(c) for c in open(f"/proc/{pid}/task/{tid}/children").read().split())
+    except OSError:
+        pass
+    return out
+
+class Sampler(threading.Thread):
+    # polls the worker processes: their peak RSS (VmHWM, exact up to the last poll) and the peak of the
+    # proportional set size summed over this process and its workers (shared copy-on-write pages of the
+    # forked workers are counted once)
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop, self.workers, self.total_pss = threading.Event(), {}, 0
+    def run(self):
+        me = os.getpid()
+        while not self.stop.is_set():
+            total = pss_kb(me) or 0
+            for pid in children(me):
+                hwm, pss = status_kb(pid, "VmHWM"), pss_kb(pid)
+                if hwm is None or pss is None:
+                    continue
+                w = self.workers.setdefault(pid, {"peak_rss_kb": 0, "peak_pss_kb": 0})
+                w["peak_rss_kb"] = max(w["peak_rss_kb"], hwm)
+                w["peak_pss_kb"] = max(w["peak_pss_kb"], pss)
+                total += pss
+            self.total_pss = max(self.total_pss, total)
+            self.stop.wait(0.005)
+
+def read_range(path, start, stop):
+    import h5py
+    total = 0
+    with h5py.File(path, "r") as fh:
+        a, e = fh["argmax"], fh["entropy"]
+        for i in range(start, stop):
+            argmax, entropy = a[i], e[i]
+            total += argmax.size
+    return total
+
+task, maps, out, cold, workers, sample = (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "cold",
+                                          int(sys.argv[5]), sys.argv[6] == "sample")
 if cold:   # drop the file's pages from the page cache (works unprivileged), so reads hit the disk
-    import os
     fd = os.open(maps, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
-rss_before = peak_rss_mb()
+rss_before = status_kb("self", "VmHWM") / 1024
+sampler = Sampler() if sample else None
+if sampler:
+    sampler.start()
+self0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 t = time.perf_counter()
 if task == "read":
-    total = 0
-    with open_maps(maps) as m:
-        for name, arrays in m.iter_images(fields=("argmax", "entropy")):
-            total += arrays["argmax"].size
+    if workers <= 1:
+        total = 0
+        with open_maps(maps) as m:
+            for name, arrays in m.iter_images(fields=("argmax", "entropy")):
+                total += arrays["argmax"].size
+    else:   # the same split and process pool as the histogram pass, only reading
+        from concurrent.futures import ProcessPoolExecutor
+        with open_maps(maps) as m:
+            n = len(m)
+        with ProcessPoolExecutor(workers, mp_context=histogram._pool_context()) as ex:
+            total = sum(f.result() for f in [ex.submit(read_range, maps, a, b)
+                                             for a, b in histogram.task_ranges(n, workers)])
     result = {"pixels": total}
 elif task == "fit":
-    hist = maps_histogram(maps, "entropy")
+    hist = maps_histogram(maps, "entropy", workers=workers)
     t_hist = time.perf_counter() - t
     with open_maps(maps) as m:
         names = m.class_names
@@ -115,20 +188,34 @@ elif task == "fit":
               "iters": {r["class"]: int(r["n_iter"]) for r in rows}}
     np.save(out, hist)
 elif task == "stage":
-    generate_pseudo_labels(maps, PseudoSettings(), out)
+    generate_pseudo_labels(maps, PseudoSettings(), out, workers=workers)
     result = {}
 result["seconds"] = time.perf_counter() - t
+self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+result["cpu_parent_s"] = self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime
+result["cpu_workers_s"] = kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+result["workers"] = workers
 result["rss_after_imports_mb"] = rss_before
-result["peak_rss_mb"] = peak_rss_mb()
+result["peak_rss_mb"] = status_kb("self", "VmHWM") / 1024
+if sampler:
+    sampler.stop.set()
+    sampler.join()
+    peaks = sorted(sampler.workers.values(), key=lambda w: -w["peak_rss_kb"])
+    result["worker_peak_rss_mb"] = [w["peak_rss_kb"] / 1024 for w in peaks]
+    result["worker_peak_pss_mb"] = [w["peak_pss_kb"] / 1024 for w in peaks]
+    result["rss_sum_mb"] = result["peak_rss_mb"] + sum(result["worker_peak_rss_mb"])
+    result["pss_total_peak_mb"] = sampler.total_pss / 1024
+    # the largest reaped worker's peak RSS, exact (fork, no execve): a check on the sampled values
+    result["worker_max_rss_getrusage_mb"] = kids1.ru_maxrss / 1024
 print(json.dumps(result))
 """
 
 
-def child(task: str, maps: Path, out: Path, cold: bool = False) -> dict:
+def child(task: str, maps: Path, out: Path, cold: bool = False, workers: int = 1, sample: bool = False) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", CHILD, task, str(maps), str(out), "cold" if cold else "warm"],
-                          capture_output=True,
-                          text=True, env=env, check=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, task, str(maps), str(out), "cold" if cold else "warm",
+                           str(workers), "sample" if sample else "-"],
+                          capture_output=True, text=True, env=env, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -184,12 +271,39 @@ def sklearn_reference(maps: Path, hist_path: Path, cls: int, n_samples: int) -> 
     return out
 
 
+def summary(r: dict) -> str:
+    """The headline numbers, for people (stderr; stdout is the JSON report)."""
+    w, n = r["workers"], r["n"]
+    mem, ratios = r[f"memory_fit_w{w}"], r["ratios"]
+    lines = [f"{r['date']}, {r['machine']}, load average {r['load_average_start'][0]:.2f} -> "
+             f"{r['load_average_end'][0]:.2f}; {n} maps of {W}x{H}, best of {r['repeats']}"]
+    for cache in ("", "_cold"):
+        for task in ("read", "fit"):
+            one, many = r[task + cache], r[f"{task}_w{w}" + cache]
+            lines.append(f"  {task:4s} {cache[1:] or 'warm':4s}: 1 process {one['seconds']:.3f} s | {w} processes "
+                         f"{many['seconds']:.3f} s (CPU: parent {many['cpu_parent_s']:.2f} s, workers "
+                         f"{many['cpu_workers_s']:.2f} s)")
+    lines.append(f"  stage (with PNGs): 1 process {r['stage']['seconds']:.3f} s | {w} processes "
+                 f"{r[f'stage_w{w}']['seconds']:.3f} s")
+    lines.append(f"  fit / read, {n} images: 1/1 {ratios['fit1_over_read1']:.2f}, "
+                 f"{w}/1 {ratios[f'fit{w}_over_read1']:.2f}, {w}/{w} {ratios[f'fit{w}_over_read{w}']:.2f}; at 2,975 images (histogram x scale + EM): 1/1 "
+                 f"{ratios['full_scale_fit_over_read']:.2f}, {w}/1 {ratios[f'full_scale_fit_w{w}_over_read']:.2f}, "
+                 f"{w}/{w} {ratios[f'full_scale_fit_w{w}_over_read_w{w}']:.2f}")
+    lines.append(f"  memory, fit with {w} processes: parent peak RSS {mem['peak_rss_mb']:.0f} MB, workers "
+                 + ", ".join(f"{x:.0f}" for x in mem["worker_peak_rss_mb"])
+                 + f" MB, sum {mem['rss_sum_mb']:.0f} MB (counts the forked workers' shared pages again); "
+                 f"peak total PSS {mem['pss_total_peak_mb']:.0f} MB; 1 process: {r['fit']['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=120, help="images (Cityscapes train has 2,975)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/uncerda_bench"))
     parser.add_argument("--compression-images", type=int, default=8)
     parser.add_argument("--sklearn-samples", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2, help="processes of the parallel passes")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; each pass reports its best")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()
 
@@ -197,7 +311,9 @@ def main() -> None:
     torch.set_num_threads(1)
     args.workdir.mkdir(parents=True, exist_ok=True)
     report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
-                    "date": dt.date.today().isoformat(), "n": args.n, "size": [W, H]}
+                    "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    "load_average_start": os.getloadavg(), "n": args.n, "size": [W, H],
+                    "workers": args.workers, "repeats": args.repeats}
 
     # compression options: write cost per image (same arrays for every option)
     cache: list = []
@@ -220,29 +336,55 @@ def main() -> None:
     report["generate_s"] = time.perf_counter() - t
     report["maps_mb"] = maps.stat().st_size / 1e6
 
-    def best(task: str, out: Path, cold: bool) -> dict:
-        return min((child(task, maps, out, cold) for _ in range(2)), key=lambda r: r["seconds"])
-
+    # every timed pass in a fresh subprocess; rounds interleaved, best of --repeats per pass
+    w = args.workers
+    passes = {"read": ("read", 1, False), f"read_w{w}": ("read", w, False),
+              "fit": ("fit", 1, False), f"fit_w{w}": ("fit", w, False),
+              "read_cold": ("read", 1, True), f"read_w{w}_cold": ("read", w, True),
+              "fit_cold": ("fit", 1, True), f"fit_w{w}_cold": ("fit", w, True),
+              "stage": ("stage", 1, False), f"stage_w{w}": ("stage", w, False)}
     child("read", maps, args.workdir / "x")                                   # warm the page cache
-    report["read"] = best("read", args.workdir / "x", False)
-    report["fit"] = best("fit", args.workdir / "hist.npy", False)
-    report["read_cold"] = best("read", args.workdir / "x", True)
-    report["fit_cold"] = best("fit", args.workdir / "hist.npy", True)
-    out = args.workdir / "pseudo"
-    report["stage"] = child("stage", maps, out)
-    report["png_kb_per_image"] = sum(p.stat().st_size for p in out.glob("*.png")) / args.n / 1e3
-    report["fit_over_read"] = report["fit"]["seconds"] / report["read"]["seconds"]
-    report["fit_over_read_cold"] = report["fit_cold"]["seconds"] / report["read_cold"]["seconds"]
-    report["hist_over_read"] = report["fit"]["hist_s"] / report["read"]["seconds"]
+    runs: dict = {k: [] for k in passes}
+    pseudo = args.workdir / "pseudo"
+    for _ in range(args.repeats):
+        for key, (task, workers, cold) in passes.items():
+            out = args.workdir / {"fit": "hist.npy", "read": "x", "stage": "pseudo"}[task]
+            shutil.rmtree(pseudo, ignore_errors=True)
+            runs[key].append(child(task, maps, out, cold, workers))
+    for key, results in runs.items():
+        report[key] = min(results, key=lambda r: r["seconds"])
+        report[key]["all_seconds"] = [r["seconds"] for r in results]
+    # memory: one more run of each multi-process pass with the worker processes polled
+    report[f"memory_fit_w{w}"] = child("fit", maps, args.workdir / "hist.npy", False, w, sample=True)
+    report[f"memory_read_w{w}"] = child("read", maps, args.workdir / "x", False, w, sample=True)
+    report["png_kb_per_image"] = sum(p.stat().st_size for p in pseudo.glob("*.png")) / args.n / 1e3
+    ratios = {}
+    for suffix in ("", "_cold"):
+        read1, fit1 = report["read" + suffix]["seconds"], report["fit" + suffix]["seconds"]
+        readw, fitw = report[f"read_w{w}" + suffix]["seconds"], report[f"fit_w{w}" + suffix]["seconds"]
+        ratios["fit1_over_read1" + suffix] = fit1 / read1
+        ratios[f"fit{w}_over_read1" + suffix] = fitw / read1
+        ratios[f"fit{w}_over_read{w}" + suffix] = fitw / readw
+    ratios["hist1_over_read1"] = report["fit"]["hist_s"] / report["read"]["seconds"]
+    ratios[f"hist{w}_over_read1"] = report[f"fit_w{w}"]["hist_s"] / report["read"]["seconds"]
+    # at full scale the EM (a fixed cost) no longer matters: histogram x scale + EM
+    scale = CITYSCAPES_TRAIN / args.n
+    for key, read_key in (("fit", "read"), (f"fit_w{w}", "read"), (f"fit_w{w}", f"read_w{w}")):
+        fit = report[key]
+        ratios[f"full_scale_{key}_over_{read_key}"] = ((fit["hist_s"] * scale + fit["em_s"])
+                                                       / (report[read_key]["seconds"] * scale))
+    report["ratios"] = ratios
 
     hist = np.load(args.workdir / "hist.npy")
     cls = int(np.argmax(hist.sum(axis=1)))
     report["sklearn"] = sklearn_reference(maps, args.workdir / "hist.npy", cls, args.sklearn_samples)
-    scale = CITYSCAPES_TRAIN / args.n
-    report["extrapolated_2975"] = {k: report[k]["seconds"] * scale
-                                   for k in ("read", "fit", "read_cold", "fit_cold", "stage")}
+    report["extrapolated_2975"] = {k: report[k]["seconds"] * scale for k in runs}
+    for key in ("fit", f"fit_w{w}"):
+        report["extrapolated_2975"][key] = report[key]["hist_s"] * scale + report[key]["em_s"]
     report["extrapolated_2975"]["maps_gb"] = report["maps_mb"] * scale / 1e3
+    report["load_average_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))
+    print(summary(report), file=sys.stderr)
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
 
