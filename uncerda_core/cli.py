@@ -273,11 +273,12 @@ def cmd_rank(p=None, args=None):
         p.add_argument("--maps", required=True)
         p.add_argument("--k", type=int, default=7)
         p.add_argument("--out", required=True, help="ranking CSV")
+        p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
         return
     from uncerda_core import artifacts
     from uncerda_core.data.labels import CLASS_NAMES
     from uncerda_core.uncertainty.rank import rank_classes, write_rank
-    table = rank_classes(args.maps, args.k, CLASS_NAMES)
+    table = rank_classes(args.maps, args.k, CLASS_NAMES, workers=args.workers)
     write_rank(table, args.out, artifacts.provenance("rank", inputs={"maps": args.maps}, extra={"k": args.k}))
     print(table.to_string(index=False))
 
@@ -330,6 +331,7 @@ def cmd_pseudo_labels(p=None, args=None):
         p.add_argument("--out-dir", required=True)
         p.add_argument("--gt-root", help="target root with ground truth for the maps' images (diagnosis only)")
         p.add_argument("--gt-split", default="train")
+        p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
         _add_config(p, required=False)
         return
     from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
@@ -349,7 +351,7 @@ def cmd_pseudo_labels(p=None, args=None):
                                   extra={"settings": vars(settings)})
     expected = config["model"]["num_classes"] if config else None
     table = generate_pseudo_labels(args.maps, settings, args.out_dir, gt_lookup=gt_lookup, record=record,
-                                   expected_classes=expected)
+                                   expected_classes=expected, workers=args.workers)
     print(table.to_string(index=False))
 
 

@@ -61,20 +61,6 @@ def _unit_float16(x: Any, what: str) -> np.ndarray:
     return x
 
 
-def _first_argmax(x: Any, top: Any) -> Any:
-    """``x.argmax(dim=1)`` (first maximum) from the known maxima, one class plane at a time.
-
-    On the CPU a reduction across the class dimension with indices is several
-    times slower than these per-class comparisons over contiguous planes.
-    """
-    import torch
-
-    index = torch.full(top.shape, x.shape[1] - 1, dtype=torch.uint8, device=x.device)
-    for c in range(x.shape[1] - 2, -1, -1):
-        index.masked_fill_(x[:, c] == top, c)
-    return index
-
-
 def maps_from_logits(logits: Any, is_prob: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, C, H, W) logits (or probabilities) -> argmax uint8, entropy float16, maxprob float16.
 
@@ -99,12 +85,20 @@ def maps_from_logits(logits: Any, is_prob: bool = False) -> tuple[np.ndarray, np
     else:
         # From logits without a log over every class: with z = x - max(x) and s = sum(exp z),
         # p = exp(z) / s, so H = log s - sum(exp(z) * z) / s and max p = 1 / s.
-        top = x.amax(dim=1, keepdim=True)
-        argmax = _first_argmax(x, top[:, 0])
-        z = x - top
-        e = z.exp()
-        s = e.sum(dim=1)
-        entropy = (s.log() - (e.mul_(z)).sum(dim=1) / s) / float(np.log(num_classes))
+        # One class plane at a time: contiguous (H, W) operations, no (C, H, W) temporaries.
+        top = x.amax(dim=1)
+        argmax = torch.full(top.shape, num_classes - 1, dtype=torch.uint8, device=x.device)
+        s, acc = torch.zeros_like(top), torch.zeros_like(top)
+        z, e = torch.empty_like(top), torch.empty_like(top)
+        at_max = torch.empty(top.shape, dtype=torch.bool, device=x.device)
+        for c in range(num_classes - 1, -1, -1):  # descending: a tie's first class is written last
+            torch.sub(x[:, c], top, out=z)
+            torch.exp(z, out=e)
+            s.add_(e)
+            acc.addcmul_(e, z)
+            torch.eq(z, 0, out=at_max)
+            argmax.masked_fill_(at_max, c)
+        entropy = (s.log() - acc / s) / float(np.log(num_classes))
         maxprob = s.reciprocal()
     entropy = torch.where(entropy > 0, entropy.clamp(max=1.0), torch.zeros_like(entropy))
     maxprob = torch.where(maxprob > 0, maxprob.clamp(max=1.0), torch.zeros_like(maxprob))

@@ -25,6 +25,7 @@ rule pseudo_labels:
     params:
         gt=GT_FLAGS,
         settings=settings("pseudo"),
+    threads: 2  # the histogram pass runs over 2 processes (the command's --workers default)
     resources:
         **res("cpu"),
     log:

@@ -36,6 +36,7 @@ rule rank_classes:
         ),
     params:
         k=config["tgaa"]["k"],
+    threads: 2  # the histogram pass runs over 2 processes (the command's --workers default)
     resources:
         **res("cpu"),
     log:
