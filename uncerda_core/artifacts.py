@@ -203,6 +203,18 @@ def describe_load_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
+
+def torch_load_weights_only(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; any failure names the file.
+
+    Files carrying arbitrary pickled objects are refused, never executed.
+    """
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise UncerdaError(f"{path}: not a loadable {what} ({describe_load_error(exc)}){hint}") from exc
+
 def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
     """The provenance of any artifact: checkpoint, HDF5 maps, JSON, or a file with a sidecar.
 
@@ -231,11 +243,7 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
         except (TypeError, json.JSONDecodeError) as exc:
             raise UncerdaError(f"{path}: the 'provenance' attribute is not JSON ({exc})") from exc
     if path.suffix in (".pt", ".pth"):
-        import torch
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for corrupt or unsafe files
-            raise UncerdaError(f"{path}: not a loadable checkpoint ({describe_load_error(exc)})") from exc
+        state = torch_load_weights_only(path)
         if not isinstance(state, dict) or "provenance" not in state:
             raise UncerdaError(f"{path}: checkpoint without a provenance record (not written by uncerda?)")
         return state["provenance"]

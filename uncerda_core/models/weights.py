@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.artifacts import UncerdaError, torch_load_weights_only
 
 # (foreign prefix, our prefix); the first match wins, so specific entries come first.
 PREFIX_MAP: tuple[tuple[str, str], ...] = (
@@ -101,13 +101,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UncerdaError(f"{path}: weights file not found; check model.init or the checkpoint path")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError, RuntimeError, zip errors, ...
-        raise UncerdaError(
-            f"{path}: not a loadable weights file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Only plain state dicts of tensors are read (torch.load weights_only=True); a file holding "
-            "pickled Python objects is refused: if you trust it, re-save its state_dict() with torch.save") from None
+    obj = torch_load_weights_only(
+        path, "weights file", hint=". Only plain state dicts of tensors are read (torch.load weights_only=True); "
+        "a file holding pickled Python objects is refused: if you trust it, re-save its state_dict() with torch.save")
     return unwrap_state_dict(obj, str(path))
 
 

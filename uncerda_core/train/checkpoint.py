@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uncerda_core.artifacts import UncerdaError, atomic_path, describe_load_error
+from uncerda_core.artifacts import UncerdaError, atomic_path, torch_load_weights_only
 
 
 def resume_path(out: str | Path) -> Path:
@@ -54,10 +54,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UncerdaError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise UncerdaError(f"{path}: not a loadable checkpoint ({describe_load_error(exc)})") from exc
+    state = torch_load_weights_only(path)
     if not isinstance(state, dict) or "model" not in state:
         raise UncerdaError(f"{path}: not an uncerda checkpoint (no 'model' entry)")
     return state
