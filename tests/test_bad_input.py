@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -23,8 +24,10 @@ from fixtures_data import (cityscapes_paths, truncate_file, write_cityscapes_tre
                            write_gta5_tree, write_palette_label, write_synthia_label, write_synthia_tree)
 from uncerda_core.cli import main
 from uncerda_core.config import load_config
+from uncerda_core.data.index import read_index
 from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.models import build_model
+from uncerda_core.train.checkpoint import load_checkpoint
 from uncerda_core.uncertainty.maps import MapsWriter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,6 +241,27 @@ def test_dump_without_config_needs_one_recorded(tmp_path, capsys, small_checkpoi
     code, err = _cli(capsys, "dump", "--checkpoint", bare, "--index", target_val, "--out", out)
     assert code == 2 and "records no config" in _error(err, "dump") and str(bare) in err
     assert not out.exists()
+
+
+def test_dump_without_config_uses_the_recorded_one_and_reads_the_checkpoint_once(
+        tmp_path, capsys, small_checkpoint, target_val, monkeypatch):
+    import uncerda_core.inference as inference
+    import uncerda_core.uncertainty.dump as dump
+
+    loads = []
+
+    def counting_load(path, *args, **kwargs):
+        loads.append(Path(path))
+        return load_checkpoint(path, *args, **kwargs)
+
+    monkeypatch.setattr(dump, "load_checkpoint", counting_load)
+    monkeypatch.setattr(inference, "load_checkpoint", counting_load)
+    out = tmp_path / "m.h5"
+    code, err = _cli(capsys, "dump", "--checkpoint", small_checkpoint, "--index", target_val, "--out", out)
+    assert code == 0, err
+    assert loads == [small_checkpoint]
+    with h5py.File(out, "r") as fh:
+        assert fh["entropy"].shape[0] == len(read_index(target_val))
 
 
 @pytest.mark.parametrize("command", ["evaluate", "dump"])

@@ -101,6 +101,13 @@ def test_top_k_nan_ranks_first_and_ties_by_id():
 
 # --- Eq. 3 ----------------------------------------------------------------------------
 
+def test_balanced_power_hand_values():
+    n = np.array([[4.0, 0.0, 9.0], [1.0, 16.0, 0.0]])
+    np.testing.assert_allclose(eq.balanced_power(n, 0.5), [[2.0, 0.0, 3.0], [1.0, 4.0, 0.0]])
+    np.testing.assert_allclose(eq.balanced_power(n, 1.0), [[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(eq.balanced_power(n, 0.0), n)
+
+
 def test_class_prob_no_balance_every_pixel_equal():
     n = np.array([100.0, 10.0, 0.0, 890.0])
     p = eq.class_sampling_prob(n, balance=0.0)

@@ -226,3 +226,24 @@ def test_stage_settings(data):
 def test_adversarial_stage_needs_the_target_index(data):
     with pytest.raises(UncerdaError, match="needs the target index"):
         _train(data, "aa", data["root"] / "no_target" / "checkpoint.pt")
+
+
+def test_focus_weights_are_eq4_numerators_over_sk(tmp_path):
+    """Crop-level sampling: per image, N_c(x)^(1-balance) for the S_k classes present, 0 elsewhere."""
+    import numpy as np
+    import pandas as pd
+    from uncerda_core.data.labels import CLASS_NAMES
+
+    rows = {"name": ["b", "a"]}
+    for c, cls in enumerate(CLASS_NAMES):
+        rows[cls] = [0, 0]
+    rows[CLASS_NAMES[0]] = [9, 4]
+    rows[CLASS_NAMES[3]] = [0, 16]
+    rows[CLASS_NAMES[5]] = [25, 1]          # not in S_k
+    stats = tmp_path / "class_stats.csv"
+    pd.DataFrame(rows).to_csv(stats, index=False)
+    focus = loop._focus_weights(stats, ["a", "b"], sk=[0, 3], balance=0.5)
+    expected = np.zeros((2, len(CLASS_NAMES)))
+    expected[0, 0], expected[0, 3] = 2.0, 4.0     # image a: sqrt(4), sqrt(16)
+    expected[1, 0] = 3.0                          # image b: sqrt(9); class 3 absent
+    np.testing.assert_allclose(focus, expected)

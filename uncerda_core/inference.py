@@ -13,13 +13,16 @@ from uncerda_core.models import build_model
 from uncerda_core.train.checkpoint import load_checkpoint
 
 
-def load_model(checkpoint: str | Path, device: torch.device, model_config: dict | None = None) -> torch.nn.Module:
+def load_model(checkpoint: str | Path, device: torch.device, model_config: dict | None = None,
+               state: dict | None = None) -> torch.nn.Module:
     """The segmentation network of an uncerda checkpoint, in eval mode on ``device``.
 
     The architecture comes from the checkpoint (``model_config``); passing one
-    that differs from it fails with both named.
+    that differs from it fails with both named. ``state``: the checkpoint
+    already loaded by the caller, so that it is not read twice.
     """
-    state = load_checkpoint(checkpoint)
+    if state is None:
+        state = load_checkpoint(checkpoint)
     if not isinstance(state["model"], dict):
         raise UncerdaError(f"{checkpoint}: its 'model' entry is a {type(state['model']).__name__}, "
                            "not a state dict of tensors")

@@ -35,6 +35,7 @@ from uncerda_core.models import FCDiscriminator, build_model, discriminator_inpu
 from uncerda_core.train import distributed, losses
 from uncerda_core.train.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint,
                                            seed_everything, set_rng_state)
+from uncerda_core.uncertainty.equations import balanced_power
 
 STAGES = ("source_only", "oracle", "aa", "tgaa", "st")
 SOURCE_STREAM, TARGET_STREAM = 1, 2
@@ -132,9 +133,9 @@ def _focus_weights(stats_path: str | Path, names: list[str], sk: list[int], bala
     from uncerda_core.data.labels import CLASS_NAMES
     table = pd.read_csv(stats_path, dtype={"name": str}).set_index("name")
     counts = table.loc[names, list(CLASS_NAMES)].to_numpy(dtype=np.float64)
-    mask = np.zeros(counts.shape[1], dtype=bool)
-    mask[sk] = True
-    return np.where(mask[None, :] & (counts > 0), counts ** (1.0 - balance), 0.0)
+    in_sk = np.zeros(counts.shape[1], dtype=bool)
+    in_sk[sk] = True
+    return np.where(in_sk[None, :], balanced_power(counts, balance), 0.0)
 
 
 def settings_digest(payload: dict) -> str:

@@ -44,13 +44,15 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
     Maps are stored at the network input size (``target.resize``, else the
     image size). ``config`` defaults to the one recorded in the checkpoint.
     """
+    state = None
     if config is None:
-        config = load_checkpoint(checkpoint).get("config")
+        state = load_checkpoint(checkpoint)
+        config = state.get("config")
         if not isinstance(config, dict):
             raise UncerdaError(f"{checkpoint}: the checkpoint records no config; pass one with --config")
     torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
-    model = load_model(checkpoint, device, config["model"])
+    model = load_model(checkpoint, device, config["model"], state=state)
     table = _table(dataset, root, split, index)
     settings = ImageSettings.from_config(config["target"], train=False, flip=False)
     images = SegmentationDataset(dataset, table, settings, label_source=None)

@@ -79,6 +79,17 @@ def top_k_uncertain(class_unc: np.ndarray, k: int) -> list[int]:
     return rank_order(class_unc)[:k]
 
 
+def balanced_power(pixel_counts: np.ndarray, balance: float) -> np.ndarray:
+    """The shared term of Eqs. 3 and 4: ``N^(1-balance)`` for ``N > 0``, 0 where ``N = 0``.
+
+    Eq. 3 applies it to the source pixels of each class, Eq. 4 (its ``w_c(x)``
+    numerator) to the pixels of each class in one image.
+    """
+    n = np.asarray(pixel_counts, dtype=np.float64)
+    present = n > 0
+    return np.where(present, np.where(present, n, 1.0) ** (1.0 - balance), 0.0)
+
+
 def class_sampling_prob(class_pixels: np.ndarray, balance: float) -> np.ndarray:
     """Eq. 3: per-pixel sampling probability of each class over the source set.
 
@@ -97,7 +108,7 @@ def class_sampling_prob(class_pixels: np.ndarray, balance: float) -> np.ndarray:
     if np.any(n < 0):
         raise UncerdaError("class_sampling_prob: negative pixel counts")
     present = n > 0
-    powered = np.where(present, np.where(present, n, 1.0) ** (1.0 - balance), 0.0)
+    powered = balanced_power(n, balance)
     total = powered.sum()
     if total == 0:
         return np.zeros_like(n)
@@ -119,9 +130,7 @@ def image_sampling_prob(image_class_pixels: np.ndarray, p_c: np.ndarray, classes
     if x.ndim != 2 or len(idx) == 0 or idx.min() < 0 or idx.max() >= x.shape[1]:
         raise UncerdaError(f"image_sampling_prob: need an (M, C) count array and class ids in [0, C); "
                            f"got shape {x.shape} and classes {list(classes)}")
-    sub = x[:, idx]
-    present = sub > 0
-    powered = np.where(present, np.where(present, sub, 1.0) ** (1.0 - balance), 0.0)
+    powered = balanced_power(x[:, idx], balance)
     denom = powered.sum(axis=1)
     numer = (powered * np.asarray(p_c, dtype=np.float64)[idx]).sum(axis=1)
     return np.where(denom > 0, numer / np.where(denom > 0, denom, 1.0), 0.0)
