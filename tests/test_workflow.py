@@ -73,6 +73,18 @@ def test_rerun_has_nothing_to_do(smoke):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_more_rounds_or_seeds_do_not_retrain_what_exists(smoke):
+    """selftrain.rounds, tgaa.max_rounds and ablation.seeds say how far to go, not how a model is trained."""
+    proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir, "selftrain={rounds: 2}",
+                                                "ablation={seeds: [0, 1, 2]}", "-n"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "wildcards: seed=0, method=gmm, k=2" in out          # the new round is planned
+    assert "k=1" not in out                                     # round 1 is kept
+    for rule in ("train_source_only", "adapt_round0", "adapt_tgaa"):
+        assert f"rule {rule}:" not in out, rule
+
+
 def test_provenance_of_each_kind_of_artifact(smoke, capsys):
     seed = smoke.seed_dir
     ckpt = seed / "models" / "aa_it" / "checkpoint.pt"
@@ -125,3 +137,17 @@ def test_a_second_run_gives_identical_results(smoke, tmp_path_factory):
         a = torch.load(smoke.seed_dir / "models" / rung / "checkpoint.pt", weights_only=True)["model"]
         b = torch.load(again.seed_dir / "models" / rung / "checkpoint.pt", weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a), rung
+
+
+def test_a_seed_added_to_the_ablation_is_scheduled(tmp_path):
+    """Existing ablation tables must not hide a seed whose chain never ran (its round checkpoint is missing)."""
+    tables = tmp_path / "results" / "smoke" / "ablation"
+    tables.mkdir(parents=True)
+    for name in ("ladder.csv", "ladder.md", "pseudo_methods.csv", "pseudo_methods.md"):
+        (tables / name).write_text("from a run with fewer seeds\n")
+    proc = snakemake(tmp_path, *smoke_args(tmp_path, "ablation={seeds: [3]}"), "-n", "--", "ablation")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    for rule in ("rule train_source_only:", "checkpoint decide_round:", "rule summary:", "rule ablation_tables:"):
+        assert rule in out, rule
+    assert "wildcards: seed=3" in out

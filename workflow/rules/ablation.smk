@@ -74,3 +74,7 @@ rule ablation:
     input:
         rules.ablation_tables.output,
         lambda w: ABLATION_FIGURES,
+        # Each seed's summary as a plain input: a seed added to ablation.seeds after the tables were
+        # built would otherwise go unnoticed (the tables' inputs wait on that seed's round checkpoint,
+        # and Snakemake does not rerun a job with existing outputs for an unfinished checkpoint).
+        [f"{seed_dir(seed)}/summary.md" for seed in ABL_SEEDS],

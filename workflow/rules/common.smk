@@ -44,9 +44,17 @@ wildcard_constraints:
     split=r"[A-Za-z0-9_]+",
 
 
-def settings(*sections):
-    """Canonical JSON of the config sections a stage reads: its params, so a change reruns it."""
-    return dumps({s: config[s] for s in sections})
+def settings(*sections, omit=()):
+    """Canonical JSON of the config sections a stage reads: its params, so a change reruns it.
+
+    ``omit``: ``"section.key"`` entries the stage does not read (how many seeds or rounds the
+    workflow runs), so that changing them does not retrain what is already built.
+    """
+    chosen = {s: dict(config[s]) for s in sections}
+    for entry in omit:
+        section, key = entry.split(".")
+        chosen[section].pop(key)
+    return dumps(chosen)
 
 
 def res(kind):

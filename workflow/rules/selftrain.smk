@@ -46,7 +46,7 @@ rule self_train:
         ckpt=f"{MODELS}/st_{{method}}_r{{k}}/checkpoint.pt",
         losses=f"{MODELS}/st_{{method}}_r{{k}}/losses.csv",
     params:
-        settings=settings("model", "train", "source", "target", "adapt", "selftrain"),
+        settings=settings("model", "train", "source", "target", "adapt", "selftrain", omit=("selftrain.rounds",)),
     threads: threads_of("train")
     resources:
         **res("train"),

@@ -59,7 +59,7 @@ rule train_oracle:
         ckpt=f"{MODELS}/oracle/checkpoint.pt",
         losses=f"{MODELS}/oracle/losses.csv",
     params:
-        settings=settings("model", "train", "target", "ablation"),
+        settings=settings("model", "train", "target", "ablation", omit=("ablation.seeds", "ablation.pseudo_methods")),
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -111,7 +111,7 @@ rule adapt_tgaa:
         ckpt=f"{MODELS}/tgaa_r{{r}}/checkpoint.pt",
         losses=f"{MODELS}/tgaa_r{{r}}/losses.csv",
     params:
-        settings=settings("model", "train", "source", "target", "adapt", "tgaa"),
+        settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -137,7 +137,7 @@ rule adapt_sr:
         ckpt=f"{MODELS}/sr/checkpoint.pt",
         losses=f"{MODELS}/sr/losses.csv",
     params:
-        settings=settings("model", "train", "source", "target", "adapt", "tgaa"),
+        settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
     threads: threads_of("train")
     resources:
         **res("train"),
