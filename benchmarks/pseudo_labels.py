@@ -8,15 +8,18 @@ confident and uncertain regions per class, then times:
 (a) one plain read pass (argmax + entropy of every image), in one process and
     split over ``--workers`` processes (the same image ranges and process pool
     as the histogram pass, only reading);
-(b) the GMM stage's fitting pass (histogram + EM) with ``workers=1`` and
-    ``workers=--workers``, and the full stage (with PNGs);
+(b) the GMM stage's fitting pass counting every pixel again (histogram + EM)
+    with ``workers=1`` and ``workers=--workers``; its fitting step from the
+    histogram the writer stored in the file (read the table + EM); and the
+    full stage (with PNGs), with the stored table and recounting;
 each pass in a fresh subprocess, warm and cold page cache, best of
 ``--repeats`` interleaved rounds, with its CPU time (this process and its
 workers) and peak RSS; one more run of each multi-process pass polls the
 workers for their peak RSS and the peak total PSS (forked workers share the
 parent's pages);
 (c) scikit-learn's GaussianMixture on 1e6 pixels of one class, for reference;
-plus the write cost of each maps compression option.
+plus the write cost of each maps compression option and, within it, of the
+writer's histogram counting (two ``np.bincount`` per image).
 
     python benchmarks/pseudo_labels.py --n 120 --workdir /tmp/uncerda_bench
 """
@@ -177,8 +180,8 @@ if task == "read":
             total = sum(f.result() for f in [ex.submit(read_range, maps, a, b)
                                              for a, b in histogram.task_ranges(n, workers)])
     result = {"pixels": total}
-elif task == "fit":
-    hist = maps_histogram(maps, "entropy", workers=workers)
+elif task in ("fit", "fit_stored"):   # fit: count every pixel again; fit_stored: the dump's stored table
+    hist = maps_histogram(maps, "entropy", workers=workers, stored=task == "fit_stored")
     t_hist = time.perf_counter() - t
     with open_maps(maps) as m:
         names = m.class_names
@@ -187,8 +190,8 @@ elif task == "fit":
               "intervals": {r["class"]: r["intervals"] for r in rows},
               "iters": {r["class"]: int(r["n_iter"]) for r in rows}}
     np.save(out, hist)
-elif task == "stage":
-    generate_pseudo_labels(maps, PseudoSettings(), out, workers=workers)
+elif task in ("stage", "stage_recount"):
+    generate_pseudo_labels(maps, PseudoSettings(), out, workers=workers, stored=task == "stage")
     result = {}
 result["seconds"] = time.perf_counter() - t
 self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -283,8 +286,15 @@ def summary(r: dict) -> str:
             lines.append(f"  {task:4s} {cache[1:] or 'warm':4s}: 1 process {one['seconds']:.3f} s | {w} processes "
                          f"{many['seconds']:.3f} s (CPU: parent {many['cpu_parent_s']:.2f} s, workers "
                          f"{many['cpu_workers_s']:.2f} s)")
+    lines.append(f"  fit from the stored histogram (read table + EM): warm {r['fit_stored']['seconds']:.3f} s "
+                 f"(EM {r['fit_stored']['em_s']:.3f} s), cold {r['fit_stored_cold']['seconds']:.3f} s; / read pass "
+                 f"{ratios['fit_stored_over_read1']:.3f} warm, {ratios['fit_stored_over_read1_cold']:.3f} cold, "
+                 f"{ratios['full_scale_fit_stored_over_read']:.4f} at 2,975 images")
     lines.append(f"  stage (with PNGs): 1 process {r['stage']['seconds']:.3f} s | {w} processes "
-                 f"{r[f'stage_w{w}']['seconds']:.3f} s")
+                 f"{r[f'stage_w{w}']['seconds']:.3f} s | recounting, {w} processes "
+                 f"{r[f'stage_recount_w{w}']['seconds']:.3f} s")
+    lines.append(f"  writer: {r['write_ms_per_image']:.1f} ms per image, of which histogram counting "
+                 f"{r['writer_histograms_ms_per_image']:.1f} ms")
     lines.append(f"  fit / read, {n} images: 1/1 {ratios['fit1_over_read1']:.2f}, "
                  f"{w}/1 {ratios[f'fit{w}_over_read1']:.2f}, {w}/{w} {ratios[f'fit{w}_over_read{w}']:.2f}; at 2,975 images (histogram x scale + EM): 1/1 "
                  f"{ratios['full_scale_fit_over_read']:.2f}, {w}/1 {ratios[f'full_scale_fit_w{w}_over_read']:.2f}, "
@@ -328,6 +338,16 @@ def main() -> None:
         comp[label] = {"write_ms_per_image": ms, "mb_per_image": size / 1e6,
                        "ratio": (H * W * 5) / size}
     report["compression"] = comp
+    from uncerda_core.uncertainty.histogram import N_CODES, pixel_keys
+    keys = np.empty(H * W, dtype=np.intp)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for a, e, m in cache:
+            for values in (e, m):
+                np.bincount(pixel_keys(a, values.view(np.uint16), keys), minlength=C * N_CODES)
+        best = min(best, time.perf_counter() - t)
+    report["writer_histograms_ms_per_image"] = 1e3 * best / len(cache)
     del cache
 
     maps = args.workdir / "maps.h5"
@@ -342,13 +362,16 @@ def main() -> None:
               "fit": ("fit", 1, False), f"fit_w{w}": ("fit", w, False),
               "read_cold": ("read", 1, True), f"read_w{w}_cold": ("read", w, True),
               "fit_cold": ("fit", 1, True), f"fit_w{w}_cold": ("fit", w, True),
-              "stage": ("stage", 1, False), f"stage_w{w}": ("stage", w, False)}
+              "fit_stored": ("fit_stored", 1, False), "fit_stored_cold": ("fit_stored", 1, True),
+              "stage": ("stage", 1, False), f"stage_w{w}": ("stage", w, False),
+              f"stage_recount_w{w}": ("stage_recount", w, False)}
     child("read", maps, args.workdir / "x")                                   # warm the page cache
     runs: dict = {k: [] for k in passes}
     pseudo = args.workdir / "pseudo"
     for _ in range(args.repeats):
         for key, (task, workers, cold) in passes.items():
-            out = args.workdir / {"fit": "hist.npy", "read": "x", "stage": "pseudo"}[task]
+            out = args.workdir / {"fit": "hist.npy", "fit_stored": "hist_stored.npy", "read": "x", "stage": "pseudo",
+                                  "stage_recount": "pseudo"}[task]
             shutil.rmtree(pseudo, ignore_errors=True)
             runs[key].append(child(task, maps, out, cold, workers))
     for key, results in runs.items():
@@ -365,6 +388,13 @@ def main() -> None:
         ratios["fit1_over_read1" + suffix] = fit1 / read1
         ratios[f"fit{w}_over_read1" + suffix] = fitw / read1
         ratios[f"fit{w}_over_read{w}" + suffix] = fitw / readw
+    for suffix in ("", "_cold"):
+        ratios["fit_stored_over_read1" + suffix] = (report["fit_stored" + suffix]["seconds"]
+                                                    / report["read" + suffix]["seconds"])
+    ratios[f"stage_w{w}_over_stage_recount_w{w}"] = (report[f"stage_w{w}"]["seconds"]
+                                                     / report[f"stage_recount_w{w}"]["seconds"])
+    if not np.array_equal(np.load(args.workdir / "hist.npy"), np.load(args.workdir / "hist_stored.npy")):
+        raise SystemExit("the stored histogram differs from the recount")
     ratios["hist1_over_read1"] = report["fit"]["hist_s"] / report["read"]["seconds"]
     ratios[f"hist{w}_over_read1"] = report[f"fit_w{w}"]["hist_s"] / report["read"]["seconds"]
     # at full scale the EM (a fixed cost) no longer matters: histogram x scale + EM
@@ -381,6 +411,9 @@ def main() -> None:
     report["extrapolated_2975"] = {k: report[k]["seconds"] * scale for k in runs}
     for key in ("fit", f"fit_w{w}"):
         report["extrapolated_2975"][key] = report[key]["hist_s"] * scale + report[key]["em_s"]
+    for key in ("fit_stored", "fit_stored_cold"):    # reading the stored table does not grow with the images
+        report["extrapolated_2975"][key] = report[key]["seconds"]
+    ratios["full_scale_fit_stored_over_read"] = report["fit_stored"]["seconds"] / (report["read"]["seconds"] * scale)
     report["extrapolated_2975"]["maps_gb"] = report["maps_mb"] * scale / 1e3
     report["load_average_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))

@@ -243,12 +243,14 @@ def test_parallel_histogram_equals_serial(tmp_path, parallel_small, workers):
     path = tmp_path / "maps.h5"
     images = _write_classes(path, n=11, h=16, w=24, c=19)
     for field, column in (("entropy", 1), ("maxprob", 2)):
-        serial = maps_histogram(path, field, workers=1)
+        serial = maps_histogram(path, field, workers=1, stored=False)
         direct = sum(class_code_histogram(img[0], img[column], 19) for img in images)
-        parallel = maps_histogram(path, field, workers=workers)
-        assert parallel.dtype == serial.dtype == np.int64 and parallel.shape == (19, N_CODES)
+        parallel = maps_histogram(path, field, workers=workers, stored=False)
+        kept = maps_histogram(path, field, workers=workers)    # the writer's table: no pass, no pool
+        assert parallel.dtype == serial.dtype == kept.dtype == np.int64 and parallel.shape == (19, N_CODES)
         np.testing.assert_array_equal(serial, direct)
         np.testing.assert_array_equal(parallel, serial)
+        np.testing.assert_array_equal(kept, serial)
     hist1, pixels1 = histogram_pass(path, "entropy", "image", workers=1, with_pixels=True)
     hist2, pixels2 = histogram_pass(path, "entropy", "image", workers=workers, with_pixels=True)
     np.testing.assert_array_equal(hist2, hist1)
@@ -291,7 +293,39 @@ def test_parallel_pass_reports_the_bad_image(tmp_path, parallel_small):
         fh["entropy"][7] = -fh["entropy"][7] - np.float16(1.0)
     for workers in (1, 2):
         with pytest.raises(UncerdaError, match=r"maps\.h5: image 'im6': .*outside \[0, 1\]"):
-            maps_histogram(path, workers=workers)
-    assert maps_histogram(path, "maxprob", workers=2).sum() == 9 * 24
+            maps_histogram(path, workers=workers, stored=False)
+    assert maps_histogram(path, "maxprob", workers=2, stored=False).sum() == 9 * 24
     with pytest.raises(UncerdaError, match="field"):
         maps_histogram(path, "argmax")
+
+
+def test_stored_histograms_and_files_without_them(tmp_path):
+    """The writer's tables equal a count of the pixels; a file without them is counted; a bad one is refused."""
+    path = tmp_path / "maps.h5"
+    images = _write_classes(path, n=5, h=8, w=12, c=4)
+    with open_maps(path) as maps:
+        assert maps.stored_histograms == ["entropy", "maxprob"]
+        for field, column in (("entropy", 1), ("maxprob", 2)):
+            direct = sum(class_code_histogram(img[0], img[column], 4) for img in images)
+            np.testing.assert_array_equal(maps.stored_histogram(field), direct)
+    old = tmp_path / "old.h5"
+    old.write_bytes(path.read_bytes())
+    with h5py.File(old, "r+") as fh:                     # a file from a writer that stores none
+        del fh["hist_entropy"], fh["hist_maxprob"]
+    with open_maps(old) as maps:
+        assert maps.stored_histograms == [] and maps.stored_histogram("entropy") is None
+    np.testing.assert_array_equal(maps_histogram(old, workers=1), maps_histogram(path))
+    with h5py.File(old, "r+") as fh:
+        fh.create_dataset("hist_entropy", data=np.zeros((3, N_CODES), dtype=np.int64))
+    with pytest.raises(UncerdaError, match=r"old\.h5: hist_entropy must be int64 \(4, 15361\).*re-run the dump"):
+        open_maps(old)
+
+
+def test_writing_an_image_twice_is_refused(tmp_path):
+    path = tmp_path / "maps.h5"
+    zeros = np.zeros((2, 3), dtype=np.float16)
+    with pytest.raises(UncerdaError, match="image index 0 written twice"):
+        with MapsWriter(path, 2, 2, 3, 3, ["a", "b", "c"]) as writer:
+            writer.write(0, "x", np.zeros((2, 3), np.uint8), zeros, zeros)
+            writer.write(0, "x", np.zeros((2, 3), np.uint8), zeros, zeros)
+    assert not path.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -151,11 +152,46 @@ def test_first_pass_over_worker_processes_gives_the_same_labels(tmp_path, monkey
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
     images = _maps(tmp_path / "m.h5", n=7)
-    serial = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "serial", workers=1)
+    serial = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "serial", workers=1, stored=False)
     assert pools == []
-    parallel = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "parallel", workers=2)
+    parallel = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "parallel", workers=2, stored=False)
     assert pools == [2]
-    pd.testing.assert_frame_equal(parallel, serial)
-    assert (tmp_path / "parallel" / "classes.csv").read_bytes() == (tmp_path / "serial" / "classes.csv").read_bytes()
+    kept = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "kept", workers=2)
+    # the stored histogram replaces the first pass; the image-unit GMM still needs one
+    assert pools == ([2, 2] if settings.gmm_unit == "image" and settings.method == "gmm" else [2])
+    for other in (parallel, kept):
+        pd.testing.assert_frame_equal(other, serial)
+    for folder in ("parallel", "kept"):
+        assert (tmp_path / folder / "classes.csv").read_bytes() == (tmp_path / "serial" / "classes.csv").read_bytes()
+        for name, *_ in images:
+            np.testing.assert_array_equal(_read(tmp_path / folder, name), _read(tmp_path / "serial", name))
+
+
+def test_a_stored_histogram_that_disagrees_with_the_maps_is_refused(tmp_path):
+    import h5py
+
+    _maps(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "r+") as fh:        # edited after the dump: class 1 -> 0 in one image
+        fh["argmax"][2] = np.zeros((H, W), np.uint8)
+    for method in ("gmm", "cbst"):
+        with pytest.raises(UncerdaError, match=r"m\.h5: its (entropy|maxprob) histogram counts 128 pixels of "
+                                               r"class 'a', its argmax maps 160.*re-run the dump"):
+            generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(method=method, min_pixels=5), tmp_path / "out")
+        assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == [tmp_path / "m.h5"]
+        recounted = generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(method=method, min_pixels=5),
+                                           tmp_path / "out", stored=False)
+        assert recounted["predicted_pixels"].tolist() == [160, 96, 0]
+        shutil.rmtree(tmp_path / "out")
+
+
+def test_command_with_and_without_recount(tmp_path, capsys):
+    from uncerda_core.cli import main
+
+    images = _maps(tmp_path / "m.h5")
+    for folder, extra in (("kept", []), ("recounted", ["--recount", "--workers", "1"])):
+        assert main(["pseudo-labels", "--maps", str(tmp_path / "m.h5"), "--method", "gmm",
+                     "--out-dir", str(tmp_path / folder), *extra]) == 0
+    csv = [pd.read_csv(tmp_path / folder / "classes.csv") for folder in ("kept", "recounted")]
+    pd.testing.assert_frame_equal(csv[0], csv[1])
     for name, *_ in images:
-        np.testing.assert_array_equal(_read(tmp_path / "parallel", name), _read(tmp_path / "serial", name))
+        np.testing.assert_array_equal(_read(tmp_path / "kept", name), _read(tmp_path / "recounted", name))

@@ -33,6 +33,7 @@ def test_rank_classes_and_sk(tmp_path):
     assert np.isnan(df["mean_entropy"][3])
     assert df["rank"].tolist() == [4, 2, 3, 1]            # never predicted first, tie 1 vs 2 by id
     assert df["in_sk"].tolist() == [False, True, False, True]
+    pd.testing.assert_frame_equal(rank_classes(tmp_path / "m.h5", 2, ["a", "b", "c", "d"], stored=False), df)
     out = tmp_path / "rank.csv"
     write_rank(df, out, {"stage": "rank"})
     text = out.read_text().splitlines()

@@ -274,11 +274,13 @@ def cmd_rank(p=None, args=None):
         p.add_argument("--k", type=int, default=7)
         p.add_argument("--out", required=True, help="ranking CSV")
         p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
+        p.add_argument("--recount", action="store_true",
+                       help="count the pixels again instead of using the histogram stored in the maps file")
         return
     from uncerda_core import artifacts
     from uncerda_core.data.labels import CLASS_NAMES
     from uncerda_core.uncertainty.rank import rank_classes, write_rank
-    table = rank_classes(args.maps, args.k, CLASS_NAMES, workers=args.workers)
+    table = rank_classes(args.maps, args.k, CLASS_NAMES, workers=args.workers, stored=not args.recount)
     write_rank(table, args.out, artifacts.provenance("rank", inputs={"maps": args.maps}, extra={"k": args.k}))
     print(table.to_string(index=False))
 
@@ -332,6 +334,8 @@ def cmd_pseudo_labels(p=None, args=None):
         p.add_argument("--gt-root", help="target root with ground truth for the maps' images (diagnosis only)")
         p.add_argument("--gt-split", default="train")
         p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
+        p.add_argument("--recount", action="store_true",
+                       help="count the pixels again instead of using the histogram stored in the maps file")
         _add_config(p, required=False)
         return
     from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
@@ -351,7 +355,7 @@ def cmd_pseudo_labels(p=None, args=None):
                                   extra={"settings": vars(settings)})
     expected = config["model"]["num_classes"] if config else None
     table = generate_pseudo_labels(args.maps, settings, args.out_dir, gt_lookup=gt_lookup, record=record,
-                                   expected_classes=expected, workers=args.workers)
+                                   expected_classes=expected, workers=args.workers, stored=not args.recount)
     print(table.to_string(index=False))
 
 

@@ -1,11 +1,15 @@
-"""Maps file -> pseudo-label PNGs, in two streaming passes.
+"""Maps file -> pseudo-label PNGs, in one streaming pass.
 
-Pass 1 builds the per-class code histogram of the field the method uses
+Step 1 takes the per-class code histogram of the field the method uses
 (entropy for the GMM, max probability for the baselines) and turns it into a
-(C, 15361) selection table. Pass 2 applies it to every image,
-``label = argmax if table[argmax, code] else 255``, and writes ``<name>.png``
-(mode L, train ids). Pass 1 may split the images over worker processes.
-Memory: one image plus the tables per process, whatever the number of images.
+(C, 15361) selection table. The histogram is the one the dump stored in the
+maps file; for files without it, and for the image-unit GMM, step 1 is a
+streaming pass of its own, which may split the images over worker processes.
+The pass applies the table to every image,
+``label = argmax if table[argmax, code] else 255``, writes ``<name>.png``
+(mode L, train ids) and checks the stored histogram's class totals against
+the argmax maps it reads. Memory: one image plus the tables per process,
+whatever the number of images.
 """
 
 from __future__ import annotations
@@ -66,11 +70,12 @@ class PseudoSettings:
 
 
 def _first_pass(maps_path: Path, settings: PseudoSettings, expected_classes: int | None,
-                workers: int) -> tuple[np.ndarray, np.ndarray]:
+                workers: int, stored: bool) -> tuple[np.ndarray, np.ndarray]:
     """(C, 15361) histogram of the method's statistic and (C,) predicted pixels per class."""
     image_unit = settings.method == "gmm" and settings.gmm_unit == "image"
     hist, pixels = histogram_pass(maps_path, settings.field, "image" if image_unit else "pixel",
-                                  expected_classes=expected_classes, workers=workers, with_pixels=image_unit)
+                                  expected_classes=expected_classes, workers=workers, with_pixels=image_unit,
+                                  stored=stored)
     if not image_unit:
         pixels = hist.sum(axis=1)
     return hist, pixels
@@ -143,23 +148,25 @@ def _png_name(name: str, maps_path: Path) -> str:
 def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSettings, out_dir: str | os.PathLike,
                            gt_lookup: Callable[[str], np.ndarray | None] | None = None,
                            record: dict[str, Any] | None = None,
-                           expected_classes: int | None = None, workers: int = 2) -> pd.DataFrame:
+                           expected_classes: int | None = None, workers: int = 2,
+                           stored: bool = True) -> pd.DataFrame:
     """Write ``<name>.png`` for every image of the maps file, ``classes.csv`` and ``provenance.json``.
 
     With ``gt_lookup`` (name -> ground-truth train ids at the maps' size, or
     None to skip an image) also ``quality.csv`` (per class) and
     ``quality.json`` (overall precision and coverage). The folder appears
-    atomically. Returns the per-class table of ``classes.csv``. The first pass
-    (GMM and CBST statistics) runs over ``workers`` processes
-    (:func:`~uncerda_core.uncertainty.histogram.histogram_pass`); the result
-    does not depend on ``workers``.
+    atomically. Returns the per-class table of ``classes.csv``. The GMM and
+    CBST statistics come from the histogram stored in the maps file, or
+    (``stored=False``, or none stored) from a first pass over ``workers``
+    processes (:func:`~uncerda_core.uncertainty.histogram.histogram_pass`);
+    the result depends on neither.
     """
     from PIL import Image
 
     maps_path = Path(maps_path)
     # pass 1 opens the file itself (in its worker processes); threshold / argmax need no statistics
-    first = _first_pass(maps_path, settings, expected_classes, workers) if settings.method in ("gmm", "cbst") \
-        else None
+    first = _first_pass(maps_path, settings, expected_classes, workers, stored) \
+        if settings.method in ("gmm", "cbst") else None
     with open_maps(maps_path, expected_classes=expected_classes) as maps:
         c = maps.num_classes
         if first is None:   # pixels are counted in pass 2
@@ -206,6 +213,11 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
                     correct += np.bincount(argmax[sel & (gt == argmax)], minlength=c)
                     valid = gt[gt < c]
                     gt_pixels += np.bincount(valid.ravel().astype(np.intp), minlength=c)
+            if first is not None and not np.array_equal(pixels, predicted):
+                k = int(np.flatnonzero(pixels != predicted)[0])
+                raise UncerdaError(f"{maps_path}: its {settings.field} histogram counts {int(pixels[k])} pixels of "
+                                   f"class {maps.class_names[k]!r}, its argmax maps {int(predicted[k])}; the file "
+                                   "was changed after it was written: re-run the dump")
             for k, row in enumerate(rows):
                 if not row["degenerate"] and predicted[k] == 0:
                     row["degenerate"] = "never predicted"

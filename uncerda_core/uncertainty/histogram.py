@@ -46,7 +46,7 @@ def _check_argmax(argmax: np.ndarray, num_classes: int, what: str) -> np.ndarray
     return argmax
 
 
-def _pixel_keys(argmax: np.ndarray, codes: np.ndarray, out: np.ndarray) -> np.ndarray:
+def pixel_keys(argmax: np.ndarray, codes: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``argmax * N_CODES + codes`` as intp into ``out`` (one buffer, reused across images)."""
     np.copyto(out, argmax.ravel())
     np.multiply(out, N_CODES, out=out)
@@ -65,7 +65,7 @@ def class_code_histogram(argmax: np.ndarray, values_f16: np.ndarray, num_classes
                            f"{np.shape(values_f16)} differ in shape")
     argmax = _check_argmax(argmax, num_classes, "class_code_histogram")
     codes = to_codes(values_f16, "class_code_histogram")
-    keys = _pixel_keys(argmax, codes, np.empty(argmax.size, dtype=np.intp))
+    keys = pixel_keys(argmax, codes, np.empty(argmax.size, dtype=np.intp))
     return np.bincount(keys, minlength=num_classes * N_CODES).reshape(num_classes, N_CODES)
 
 
@@ -113,6 +113,7 @@ PARALLEL_MIN_IMAGES = 32
 TASKS_PER_WORKER = 4
 MIN_IMAGES_PER_TASK = 32
 FIELDS = ("entropy", "maxprob")
+STORED_FIELDS = FIELDS     # the pixel histograms a maps file may carry (``hist_<field>``, see maps.py)
 
 
 def _image_name(fh, index: int) -> str:
@@ -154,7 +155,7 @@ def _range_histogram(path: str, field: str, unit: str, start: int, stop: int, nu
                     codes = to_codes(values, "class_code_histogram")
                     if keys is None or keys.size != argmax.size:
                         keys = np.empty(argmax.size, dtype=np.intp)
-                    hist += np.bincount(_pixel_keys(argmax, codes, keys), minlength=c * N_CODES)
+                    hist += np.bincount(pixel_keys(argmax, codes, keys), minlength=c * N_CODES)
                 else:
                     hist += image_unit_histogram(argmax, values, c).ravel()
                 if pixels is not None:
@@ -188,10 +189,12 @@ def _pool_context():
 
 def histogram_pass(maps_path: str | os.PathLike, field: str = "entropy", unit: str = "pixel",
                    expected_classes: int | None = None, workers: int = 2,
-                   with_pixels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                   with_pixels: bool = False, stored: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(C, 15361) histogram of ``field`` over a maps file and, with ``with_pixels``, (C,) pixels per class.
 
-    One streaming pass. With ``workers > 1`` (and at least
+    For ``unit="pixel"`` the histogram the writer stored in the file is used
+    when there is one (``stored=False`` counts again). Otherwise one
+    streaming pass. With ``workers > 1`` (and at least
     ``PARALLEL_MIN_IMAGES`` images) the images are split into contiguous
     ranges over ``workers`` processes; each opens the file read-only and
     returns its int64 table, which this process sums. Integer sums do not
@@ -210,6 +213,9 @@ def histogram_pass(maps_path: str | os.PathLike, field: str = "entropy", unit: s
     # validate, then close: no HDF5 file is open here while workers start
     with open_maps(maps_path, expected_classes=expected_classes) as maps:
         n, c, path = len(maps), maps.num_classes, str(maps.path)
+        kept = maps.stored_histogram(field) if stored and unit == "pixel" else None
+    if kept is not None:
+        return kept, (kept.sum(axis=1) if with_pixels else None)
     workers = max(1, min(int(workers), n))
     if workers == 1 or n < PARALLEL_MIN_IMAGES:
         return _range_histogram(path, field, unit, 0, n, c, with_pixels)
@@ -235,11 +241,12 @@ def histogram_pass(maps_path: str | os.PathLike, field: str = "entropy", unit: s
 
 
 def maps_histogram(maps_path: str | os.PathLike, field: str = "entropy", unit: str = "pixel",
-                   expected_classes: int | None = None, workers: int = 2) -> np.ndarray:
+                   expected_classes: int | None = None, workers: int = 2, stored: bool = True) -> np.ndarray:
     """(C, 15361) histogram of ``field`` (``entropy`` or ``maxprob``) over a maps file.
 
-    One streaming pass, one image in memory at a time per process, over
-    ``workers`` processes (see :func:`histogram_pass`). ``unit="image"``
-    counts images at the code of each class's per-image mean instead of pixels.
+    The one stored in the file, or one streaming pass, one image in memory at a
+    time per process, over ``workers`` processes (see :func:`histogram_pass`).
+    ``unit="image"`` counts images at the code of each class's per-image mean
+    instead of pixels.
     """
-    return histogram_pass(maps_path, field, unit, expected_classes, workers)[0]
+    return histogram_pass(maps_path, field, unit, expected_classes, workers, stored=stored)[0]

@@ -7,12 +7,20 @@ One file per (model, split)::
     entropy  (N, H, W)   float16 in [0, 1] (Eq. 2; never -0.0), chunks (1, H, W)
     maxprob  (N, H, W)   float16 in [0, 1], chunks (1, H, W)
     prob     (N, C, h, w) float16, optional, at a reduced size, chunks (1, C, h, w)
+    hist_entropy, hist_maxprob  (C, 15361) int64, optional: pixels per (argmax class,
+             float16 code) of the field over the whole file (METHOD.md section 7)
+
+The writer counts the histograms while it writes (one ``np.bincount`` per
+field and image, ~1.4 ms per 1024x512 image), so that Eq. 1 (rank) and the
+first pass of the pseudo labels read a 2.3 MB table instead of every pixel
+again. Files without them (older files, other writers) are counted by a
+streaming pass; both give the same table.
 
 Attributes: ``layout_version`` (1), ``num_classes``, ``class_names`` (JSON
 list), ``checkpoint``, ``checkpoint_sha256``, ``config`` (JSON), ``provenance``
 (JSON). Readers need nothing but h5py: only built-in filters are used.
 
-Compression (measured, BENCHMARKS_pseudo.md): argmax maps are piecewise
+Compression (measured, BENCHMARKS.md): argmax maps are piecewise
 constant and compress ~3.5x with lzf for ~1 ms per 1024x512 image; float16
 entropies and probabilities compress only 1.0-1.4x (lzf, lzf+shuffle) at
 6-7 ms per field per image, so by default only ``argmax`` is compressed and
@@ -30,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from uncerda_core.artifacts import UncerdaError, atomic_path
-from uncerda_core.uncertainty.histogram import ONE_CODE
+from uncerda_core.uncertainty.histogram import N_CODES, ONE_CODE, STORED_FIELDS, pixel_keys
 
 LAYOUT_VERSION = 1
 MAP_FIELDS = ("argmax", "entropy", "maxprob")
@@ -137,6 +145,8 @@ class MapsWriter:
         self._float_filter = _filter_kwargs(compression if compress_floats else "none", shuffle=True)
         self.attrs = dict(attrs or {})
         self._written = np.zeros(n_images, dtype=bool)
+        self._hist = {field: np.zeros(num_classes * N_CODES, dtype=np.int64) for field in STORED_FIELDS}
+        self._keys = np.empty(height * width, dtype=np.intp)
         self._ctx = None
         self._file = None
 
@@ -178,6 +188,8 @@ class MapsWriter:
             raise UncerdaError(f"{self.path}: MapsWriter.write called outside its 'with' block")
         if not 0 <= index < self.n_images:
             raise UncerdaError(f"{self.path}: image index {index} outside [0, {self.n_images})")
+        if self._written[index]:
+            raise UncerdaError(f"{self.path}: image index {index} written twice ({name!r})")
         shape = (self.height, self.width)
         argmax = np.asarray(argmax.cpu() if hasattr(argmax, "cpu") else argmax)
         if argmax.shape != shape or argmax.dtype.kind not in "ui":
@@ -203,12 +215,21 @@ class MapsWriter:
             if prob.shape != expected:
                 raise UncerdaError(f"{self.path}: prob of {name!r} must be {expected}, got {prob.shape}")
             fh["prob"][index] = prob
+        for field, values in (("entropy", entropy), ("maxprob", maxprob)):
+            self._hist[field] += np.bincount(pixel_keys(argmax, values.view(np.uint16), self._keys),
+                                             minlength=self._hist[field].size)
         self._written[index] = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
         fh, self._file = self._file, None
         if fh is not None:
-            fh.close()
+            try:
+                if exc_type is None and self._written.all():
+                    for field, hist in self._hist.items():
+                        fh.create_dataset(f"hist_{field}", data=hist.reshape(self.num_classes, N_CODES),
+                                          compression="gzip", compression_opts=1)
+            finally:
+                fh.close()
         if exc_type is None and not self._written.all():
             missing = np.flatnonzero(~self._written)
             exc = UncerdaError(f"{self.path}: {len(missing)} of {self.n_images} images never written "
@@ -232,6 +253,7 @@ class MapsFile:
                                  for n in handle["names"][()]]
         self.attrs: dict[str, Any] = dict(handle.attrs)
         self.has_prob = "prob" in handle
+        self.stored_histograms = [f for f in STORED_FIELDS if f"hist_{f}" in handle]
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -239,6 +261,10 @@ class MapsFile:
     def json_attr(self, key: str) -> Any:
         """An attribute stored as JSON (``config``, ``provenance``, ``class_names``)."""
         return json.loads(self.attrs[key])
+
+    def stored_histogram(self, field: str) -> np.ndarray | None:
+        """The (C, 15361) histogram of ``field`` the writer stored, or None if the file has none."""
+        return self._fh[f"hist_{field}"][()] if field in self.stored_histograms else None
 
     def read(self, index: int, fields: Sequence[str] = ("argmax", "entropy")) -> dict[str, np.ndarray]:
         """The arrays of one image."""
@@ -317,6 +343,11 @@ def _validate(path: Path, fh: Any, expected_classes: int | None) -> None:
         raise UncerdaError(f"{path}: class_names does not list num_classes={num_classes} names")
     if "prob" in fh and (fh["prob"].ndim != 4 or fh["prob"].shape[:2] != (shape[0], num_classes)):
         raise UncerdaError(f"{path}: prob must be (N, {num_classes}, h, w), got {fh['prob'].shape}")
+    for field in STORED_FIELDS:
+        name = f"hist_{field}"
+        if name in fh and (fh[name].shape != (num_classes, N_CODES) or fh[name].dtype != np.int64):
+            raise UncerdaError(f"{path}: {name} must be int64 ({num_classes}, {N_CODES}), got {fh[name].dtype} "
+                               f"{fh[name].shape}; re-run the dump")
     if expected_classes is not None and num_classes != expected_classes:
         raise UncerdaError(f"{path}: maps have {num_classes} classes, the config expects {expected_classes}; "
                            "re-run the dump with this config's model")

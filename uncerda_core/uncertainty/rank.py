@@ -38,9 +38,13 @@ def rank_table(hist: np.ndarray, k: int, class_names: Sequence[str]) -> pd.DataF
 
 
 def rank_classes(maps_path: str | os.PathLike, k: int, class_names: Sequence[str],
-                 workers: int = 2) -> pd.DataFrame:
-    """One streaming pass over a maps file (over ``workers`` processes) -> the ranking table (``RANK_COLUMNS``)."""
-    hist = maps_histogram(maps_path, "entropy", expected_classes=len(class_names), workers=workers)
+                 workers: int = 2, stored: bool = True) -> pd.DataFrame:
+    """The ranking table (``RANK_COLUMNS``) of a maps file.
+
+    From the entropy histogram stored in the file, or (``stored=False``, or none
+    stored) one streaming pass over it on ``workers`` processes.
+    """
+    hist = maps_histogram(maps_path, "entropy", expected_classes=len(class_names), workers=workers, stored=stored)
     return rank_table(hist, k, class_names)
 
 
