@@ -54,6 +54,14 @@ def pixel_keys(argmax: np.ndarray, codes: np.ndarray, out: np.ndarray) -> np.nda
     return out
 
 
+def add_pixel_counts(hist_flat: np.ndarray, argmax: np.ndarray, codes: np.ndarray, keys: np.ndarray) -> None:
+    """Add one image's (class, code) pixel counts to a flat (C * 15361,) int64 table, in place.
+
+    ``keys`` is a reusable intp buffer of the image's size (see :func:`pixel_keys`).
+    """
+    hist_flat += np.bincount(pixel_keys(argmax, codes, keys), minlength=hist_flat.size)
+
+
 def class_code_histogram(argmax: np.ndarray, values_f16: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, 15361) int64 counts of pixels per (predicted class, float16 code).
 
@@ -112,8 +120,7 @@ PARALLEL_MIN_IMAGES = 32
 # for 19 classes, ~5 ms to pickle, send and unpickle here).
 TASKS_PER_WORKER = 4
 MIN_IMAGES_PER_TASK = 32
-FIELDS = ("entropy", "maxprob")
-STORED_FIELDS = FIELDS     # the pixel histograms a maps file may carry (``hist_<field>``, see maps.py)
+FIELDS = ("entropy", "maxprob")   # also the pixel histograms a maps file carries (``hist_<field>``, maps.py)
 
 
 def _image_name(fh, index: int) -> str:
@@ -155,7 +162,7 @@ def _range_histogram(path: str, field: str, unit: str, start: int, stop: int, nu
                     codes = to_codes(values, "class_code_histogram")
                     if keys is None or keys.size != argmax.size:
                         keys = np.empty(argmax.size, dtype=np.intp)
-                    hist += np.bincount(pixel_keys(argmax, codes, keys), minlength=c * N_CODES)
+                    add_pixel_counts(hist, argmax, codes, keys)
                 else:
                     hist += image_unit_histogram(argmax, values, c).ravel()
                 if pixels is not None:

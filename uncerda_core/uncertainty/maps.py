@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from uncerda_core.artifacts import UncerdaError, atomic_path
-from uncerda_core.uncertainty.histogram import N_CODES, ONE_CODE, STORED_FIELDS, pixel_keys
+from uncerda_core.uncertainty.histogram import FIELDS, N_CODES, ONE_CODE, add_pixel_counts
 
 LAYOUT_VERSION = 1
 MAP_FIELDS = ("argmax", "entropy", "maxprob")
@@ -145,7 +145,7 @@ class MapsWriter:
         self._float_filter = _filter_kwargs(compression if compress_floats else "none", shuffle=True)
         self.attrs = dict(attrs or {})
         self._written = np.zeros(n_images, dtype=bool)
-        self._hist = {field: np.zeros(num_classes * N_CODES, dtype=np.int64) for field in STORED_FIELDS}
+        self._hist = {field: np.zeros(num_classes * N_CODES, dtype=np.int64) for field in FIELDS}
         self._keys = np.empty(height * width, dtype=np.intp)
         self._ctx = None
         self._file = None
@@ -216,8 +216,7 @@ class MapsWriter:
                 raise UncerdaError(f"{self.path}: prob of {name!r} must be {expected}, got {prob.shape}")
             fh["prob"][index] = prob
         for field, values in (("entropy", entropy), ("maxprob", maxprob)):
-            self._hist[field] += np.bincount(pixel_keys(argmax, values.view(np.uint16), self._keys),
-                                             minlength=self._hist[field].size)
+            add_pixel_counts(self._hist[field], argmax, values.view(np.uint16), self._keys)
         self._written[index] = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -253,7 +252,7 @@ class MapsFile:
                                  for n in handle["names"][()]]
         self.attrs: dict[str, Any] = dict(handle.attrs)
         self.has_prob = "prob" in handle
-        self.stored_histograms = [f for f in STORED_FIELDS if f"hist_{f}" in handle]
+        self.stored_histograms = [f for f in FIELDS if f"hist_{f}" in handle]
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -343,7 +342,7 @@ def _validate(path: Path, fh: Any, expected_classes: int | None) -> None:
         raise UncerdaError(f"{path}: class_names does not list num_classes={num_classes} names")
     if "prob" in fh and (fh["prob"].ndim != 4 or fh["prob"].shape[:2] != (shape[0], num_classes)):
         raise UncerdaError(f"{path}: prob must be (N, {num_classes}, h, w), got {fh['prob'].shape}")
-    for field in STORED_FIELDS:
+    for field in FIELDS:
         name = f"hist_{field}"
         if name in fh and (fh[name].shape != (num_classes, N_CODES) or fh[name].dtype != np.int64):
             raise UncerdaError(f"{path}: {name} must be int64 ({num_classes}, {N_CODES}), got {fh[name].dtype} "
