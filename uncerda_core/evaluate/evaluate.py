@@ -22,7 +22,7 @@ from uncerda_core.data.index import read_index
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
 from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES, eval_class_ids
 from uncerda_core.evaluate.metrics import confusion_matrix, summarize
-from uncerda_core.inference import load_model, predict_probabilities
+from uncerda_core.inference import load_model, predict_logits
 from uncerda_core.train.loop import resolve_device
 
 SHORT_NAMES = ("road", "side.", "build.", "wall", "fence", "pole", "light", "sign", "vege.", "terr.",
@@ -45,8 +45,9 @@ def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | P
     for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, file=sys.stderr, mininterval=2.0):
         item = dataset[i]
         label = item["label"].numpy()
-        prob = predict_probabilities(model, item["image"][None], config["train"]["normalize"], size=label.shape)
-        pred = prob.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+        # softmax keeps the order of the logits: the argmax needs no probabilities
+        logits = predict_logits(model, item["image"][None], config["train"]["normalize"], size=label.shape)
+        pred = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
         c, m = confusion_matrix(pred, label, NUM_CLASSES)
         cm += c
         misses += m

@@ -26,7 +26,8 @@ def adapt_batchnorm(config: dict, checkpoint: str | Path, target_index: str | Pa
     """One pass over the target train images with cumulative BatchNorm averages."""
     torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
-    model = load_model(checkpoint, device, config["model"])
+    state = load_checkpoint(checkpoint)
+    model = load_model(checkpoint, device, config["model"], state=state)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for bn in norms:
         bn.reset_running_stats()
@@ -38,9 +39,6 @@ def adapt_batchnorm(config: dict, checkpoint: str | Path, target_index: str | Pa
     loader = torch.utils.data.DataLoader(images, batch_size=config["train"]["batch_size"], shuffle=False)
     for batch in tqdm(loader, desc="adabn", disable=not progress, file=sys.stderr, mininterval=2.0):
         model(normalize(batch["image"].to(device), config["train"]["normalize"]))
-    for bn in norms:
-        bn.momentum = 0.1
-    state = load_checkpoint(checkpoint)
     state["model"] = {k: v.cpu() for k, v in model.state_dict().items()}
     state["stage"] = "adabn"
     state["provenance"] = artifacts.provenance("adabn", config=config, inputs={

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from uncerda_core import artifacts
@@ -36,6 +35,7 @@ from uncerda_core.train import distributed, losses
 from uncerda_core.train.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint,
                                            seed_everything, set_rng_state)
 from uncerda_core.uncertainty.equations import balanced_power
+from uncerda_core.uncertainty.weights import read_class_stats
 
 STAGES = ("source_only", "oracle", "aa", "tgaa", "st")
 SOURCE_STREAM, TARGET_STREAM = 1, 2
@@ -130,9 +130,13 @@ def _load_weights_table(path: str | Path, names: list[str]) -> np.ndarray:
 
 def _focus_weights(stats_path: str | Path, names: list[str], sk: list[int], balance: float) -> np.ndarray:
     """Per image, the weight of each class for crop-level sampling: Eq. 4's w_c(x) over S_k."""
-    from uncerda_core.data.labels import CLASS_NAMES
-    table = pd.read_csv(stats_path, dtype={"name": str}).set_index("name")
-    counts = table.loc[names, list(CLASS_NAMES)].to_numpy(dtype=np.float64)
+    stats_names, stats_counts = read_class_stats(stats_path)
+    row = {name: i for i, name in enumerate(stats_names)}
+    missing = [n for n in names if n not in row]
+    if missing:
+        raise UncerdaError(f"{stats_path}: no class statistics for {len(missing)} source images, e.g. "
+                           f"{missing[0]} (computed for another source set?)")
+    counts = stats_counts[[row[n] for n in names]].astype(np.float64)
     in_sk = np.zeros(counts.shape[1], dtype=bool)
     in_sk[sk] = True
     return np.where(in_sk[None, :], balanced_power(counts, balance), 0.0)
@@ -304,9 +308,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         tgt = next(target_batches) if target_batches is not None else None
         x_s = src["image"]
         if settings.image_translation:
-            x_t_raw = tgt["image"]
-            if x_t_raw.shape[-2:] != x_s.shape[-2:]:
-                x_t_raw = F.interpolate(x_t_raw, size=x_s.shape[-2:], mode="bilinear", align_corners=False)
+            x_t_raw = losses.upsample(tgt["image"], x_s.shape[-2:])
             x_s = fda_translate(x_s, x_t_raw, settings.fda_beta).clamp(0, 255)
         x_s = prepare(x_s)
         y_s = src["label"].to(device)
