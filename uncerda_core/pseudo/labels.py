@@ -68,12 +68,17 @@ class PseudoSettings:
     def field(self) -> str:
         return "entropy" if self.method == "gmm" else "maxprob"
 
+    @property
+    def unit(self) -> str:
+        """What the statistic is counted over: ``image`` only for the image-level GMM."""
+        return self.gmm_unit if self.method == "gmm" else "pixel"
+
 
 def _first_pass(maps_path: Path, settings: PseudoSettings, expected_classes: int | None,
                 workers: int, stored: bool) -> tuple[np.ndarray, np.ndarray]:
     """(C, 15361) histogram of the method's statistic and (C,) predicted pixels per class."""
-    image_unit = settings.method == "gmm" and settings.gmm_unit == "image"
-    hist, pixels = histogram_pass(maps_path, settings.field, "image" if image_unit else "pixel",
+    image_unit = settings.unit == "image"
+    hist, pixels = histogram_pass(maps_path, settings.field, settings.unit,
                                   expected_classes=expected_classes, workers=workers, with_pixels=image_unit,
                                   stored=stored)
     if not image_unit:
@@ -115,14 +120,12 @@ def selection_from_histogram(hist: np.ndarray, pixels: np.ndarray, settings: Pse
         else:
             table = argmax_table(c)
             thresholds, reasons = np.full(c, np.nan), [""] * c
+        # cbst_table marks never-predicted classes; for threshold and argmax the labelling pass does
         for k in range(c):
-            # threshold and argmax count pixels only in the second pass, which marks never-predicted classes
-            counted = settings.method == "cbst"
-            reason = reasons[k] or ("never predicted" if counted and pixels[k] == 0 else "")
-            rows.append({"degenerate": reason, "notes": "", "threshold": thresholds[k]})
+            rows.append({"degenerate": reasons[k], "notes": "", "threshold": thresholds[k]})
     for k, row in enumerate(rows):
         row.update({"class_id": k, "class": class_names[k], "method": settings.method,
-                    "unit": settings.gmm_unit if settings.method == "gmm" else "pixel",
+                    "unit": settings.unit,
                     "statistic": settings.field, "intervals": _fmt_intervals(selection_intervals(table[k], values))})
     return table, rows
 
@@ -174,7 +177,7 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
         else:
             hist, pixels = first
         table, rows = selection_from_histogram(hist, pixels, settings, maps.class_names)
-        image_unit = settings.method == "gmm" and settings.gmm_unit == "image"
+        image_unit = settings.unit == "image"
         predicted = np.zeros(c, dtype=np.int64)
         selected = np.zeros(c, dtype=np.int64)
         correct = np.zeros(c, dtype=np.int64)

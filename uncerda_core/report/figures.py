@@ -34,6 +34,8 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from uncerda_core.artifacts import UncerdaError, atomic_path  # noqa: E402
 from uncerda_core.data.labels import CLASS_NAMES, IGNORE, TRAIN_ID_COLORS, colorize  # noqa: E402
+from uncerda_core.uncertainty.equations import logistic_weight  # noqa: E402
+from uncerda_core.uncertainty.rank import sk_flags  # noqa: E402
 
 DPI = 110
 FIRST_COLOR = "#9e9e9e"   # the baseline stage (source only)
@@ -156,7 +158,7 @@ def rank_figure(rankings: Mapping[str, pd.DataFrame], out: str | os.PathLike,
             raise UncerdaError(f"rank figure: round {label!r} lists other classes than round {rounds[0]!r}")
         ent[:, j] = pd.to_numeric(df["mean_entropy"], errors="coerce").to_numpy()
         rank[:, j] = df["rank"].to_numpy()
-        in_sk[:, j] = df["in_sk"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+        in_sk[:, j] = sk_flags(df)
     finite = ent[np.isfinite(ent)]
     vmax = max(float(finite.max()) if finite.size else 1.0, 1e-3)
     cmap = plt.get_cmap("YlOrRd").with_extremes(bad=MISSING_COLOR)
@@ -197,9 +199,7 @@ def rank_figure(rankings: Mapping[str, pd.DataFrame], out: str | os.PathLike,
 
 # --- source sampling weights per round (Eqs. 3-5) ----------------------------------------------------
 
-def eq5(p_norm: np.ndarray, alpha: float, mu: float) -> np.ndarray:
-    """Eq. 5: 0.1 + sigmoid(alpha (p - mu))."""
-    return 0.1 + 1.0 / (1.0 + np.exp(-alpha * (np.asarray(p_norm, dtype=np.float64) - mu)))
+eq5 = logistic_weight    # the curve drawn is the function the sampling weights come from
 
 
 def weights_figure(weights: Mapping[str, pd.DataFrame], out: str | os.PathLike,
@@ -837,8 +837,8 @@ def read_pseudo_dir(pseudo_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.Dat
 
 def load_gmm_inputs(maps_path: str | os.PathLike, pseudo_dir: str | os.PathLike
                     ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """(histogram, bin values, classes.csv) for :func:`gmm_figure`: one streaming pass over the maps
-    file, of the statistic and unit the pseudo labels were made with."""
+    """(histogram, bin values, classes.csv) for :func:`gmm_figure`: the maps file's histogram (the
+    stored one, or one streaming pass) of the statistic and unit the pseudo labels were made with."""
     from uncerda_core.uncertainty.histogram import code_values, maps_histogram
 
     classes, _, _ = read_pseudo_dir(pseudo_dir)

@@ -71,7 +71,6 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
                                          num_workers=config["train"]["num_workers"])
     with MapsWriter(out, len(images), height, width, num_classes, CLASS_NAMES[:num_classes],
                     prob_size=prob_size, compression=dump_cfg["compression"], attrs=attrs) as writer:
-        done = 0
         for batch in tqdm(loader, desc="dump", disable=not progress, file=sys.stderr, mininterval=2.0):
             logits = predict_logits(model, batch["image"], config["train"]["normalize"],
                                     fuse_aux=dump_cfg["fuse_aux"])
@@ -83,4 +82,3 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
             for j, i in enumerate(batch["index"].tolist()):
                 writer.write(i, images.names[i], argmax[j], entropy[j], maxprob[j],
                              None if small is None else small[j])
-            done += len(batch["index"])

@@ -143,6 +143,13 @@ def normalize_by_max(p_i: np.ndarray) -> np.ndarray:
     return p / top if top > 0 else np.zeros_like(p)
 
 
+def logistic_weight(p_norm: np.ndarray, alpha: float, mu: float) -> np.ndarray:
+    """Eq. 5 on normalised probabilities: ``0.1 + 1 / (1 + exp(-alpha (p_norm - mu)))``."""
+    z = alpha * (np.asarray(p_norm, dtype=np.float64) - mu)
+    # 0.5 (1 + tanh(z/2)) is the logistic function without overflow for large |z|.
+    return 0.1 + 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
 def smooth_probability(p_i: np.ndarray, alpha: float, mu: float) -> np.ndarray:
     """Eq. 5: ``p_hat = 0.1 + 1 / (1 + exp(-alpha (p - mu)))`` with ``p = p_i / max p_i``.
 
@@ -152,10 +159,7 @@ def smooth_probability(p_i: np.ndarray, alpha: float, mu: float) -> np.ndarray:
     S_k class weigh about 0.27 and the richest about 1.1. If every p_i is 0,
     every image gets the same weight.
     """
-    p = normalize_by_max(p_i)
-    z = alpha * (p - mu)
-    # 0.5 (1 + tanh(z/2)) is the logistic function without overflow for large |z|.
-    return 0.1 + 0.5 * (1.0 + np.tanh(0.5 * z))
+    return logistic_weight(normalize_by_max(p_i), alpha, mu)
 
 
 def sampling_weights(image_class_pixels: np.ndarray, classes: Sequence[int], balance: float,
@@ -171,6 +175,7 @@ def sampling_weights(image_class_pixels: np.ndarray, classes: Sequence[int], bal
         raise UncerdaError(f"sampling_weights: need a non-empty (M, C) count array, got shape {x.shape}")
     p_c = class_sampling_prob(x.sum(axis=0), balance)
     p_i = image_sampling_prob(x, p_c, classes, balance)
-    weight = smooth_probability(p_i, alpha, mu)
-    return {"p_i": p_i, "p_norm": normalize_by_max(p_i), "weight": weight,
+    p_norm = normalize_by_max(p_i)
+    weight = logistic_weight(p_norm, alpha, mu)
+    return {"p_i": p_i, "p_norm": p_norm, "weight": weight,
             "probability": weight / weight.sum()}

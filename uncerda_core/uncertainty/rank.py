@@ -55,6 +55,11 @@ def write_rank(df: pd.DataFrame, path: str | os.PathLike, record: dict[str, Any]
     write_sidecar(path, record)
 
 
+def sk_flags(df: pd.DataFrame) -> np.ndarray:
+    """The ``in_sk`` column of a ranking table read back from CSV, as booleans (``True``/``1``)."""
+    return df["in_sk"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+
+
 def read_sk(rank_csv: str | os.PathLike) -> list[int]:
     """The class ids of S_k from a ranking CSV, most uncertain first."""
     path = Path(rank_csv)
@@ -65,7 +70,7 @@ def read_sk(rank_csv: str | os.PathLike) -> list[int]:
     missing = [c for c in ("class_id", "rank", "in_sk") if c not in df.columns]
     if missing:
         raise UncerdaError(f"{path}: ranking table lacks columns {missing}; expected {RANK_COLUMNS}")
-    sk = df[df["in_sk"].astype(str).str.lower().isin(["true", "1"])].sort_values("rank")
+    sk = df[sk_flags(df)].sort_values("rank")
     if sk.empty:
         raise UncerdaError(f"{path}: no class marked in_sk; re-run the rank stage")
     return [int(c) for c in sk["class_id"]]
