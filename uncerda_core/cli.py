@@ -135,12 +135,11 @@ def _add_train_io(p: argparse.ArgumentParser, target: bool = True, init: bool = 
     p.add_argument("--seed", type=int, help="default: the config's seed")
 
 
-def _train(args, stage: str, **kwargs):
+def _train(args, stage: str, image_translation: bool | None = None, adversarial_weight: float = 1.0, **extra):
     from uncerda_core.train.loop import run_training, stage_settings
     config = _config(args)
-    settings = stage_settings(config, stage, **{k: v for k, v in kwargs.items()
-                                               if k in ("image_translation", "adversarial_weight")})
-    extra = {k: v for k, v in kwargs.items() if k not in ("image_translation", "adversarial_weight")}
+    settings = stage_settings(config, stage, image_translation=image_translation,
+                              adversarial_weight=adversarial_weight)
     source_dataset = config["target"]["dataset"] if stage == "oracle" else config["source"]["dataset"]
     init = getattr(args, "init", None)
     if init is None and stage in ("source_only", "oracle"):

@@ -152,10 +152,6 @@ def dumps(config: dict) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
-def experiment_dir(config: dict) -> Path:
-    return Path(config["results_dir"]) / config["experiment"]
-
-
 def write_resolved_config(config: dict, path: str | Path) -> str:
     """Write ``config`` as YAML to ``path`` unless the file already holds exactly it; return the path."""
     from uncerda_core.artifacts import write_text

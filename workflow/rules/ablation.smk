@@ -9,17 +9,13 @@ def _eval(seed, model):
     return f"{seed_dir(seed)}/eval/{model}.json"
 
 
-def _final_aa_of(seed):
-    return f"tgaa_r{final_round_of(seed)}"
-
-
 def ablation_evals(wildcards):
     """(label, kind, seed, metrics JSON) for every rung and control of every seed."""
     items = []
     for seed in ABL_SEEDS:
-        final = _final_aa_of(seed)
+        final = final_aa_of(seed)
         rungs = [("Source only", "source_only"), ("+AA", "aa"), ("+IT", "aa_it"), ("+SR", "sr"),
-                 ("+TGAA", final), ("+UPST", f"st_gmm_{ST_FINAL}")]
+                 ("+TGAA", final), ("+UPST", ST_LAST)]
         controls = [("Source only + AdaBN", "source_only_adabn"),
                     ("AA with lambda_adv = 0 (target batches seen)", "aa_noadv"),
                     ("Target oracle (trained on target labels)", "oracle")]
@@ -32,7 +28,7 @@ def ablation_pseudo(wildcards):
     """(method, seed, quality JSON or '', self-trained model's metrics) for Table 5."""
     items = []
     for seed in ABL_SEEDS:
-        final = _final_aa_of(seed)
+        final = final_aa_of(seed)
         for method in ABL_METHODS:
             quality = f"{seed_dir(seed)}/pseudo/{final}/{method}/quality.json" if GT_FLAGS else ""
             items.append((method, seed, quality, _eval(seed, f"st_{method}_{ST_FINAL}")))

@@ -3,19 +3,17 @@ import json
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import check_data_roots, dumps, validate_config, write_resolved_config
 
-# Our validator first: it names every offending key. Snakemake's then fills the
-# same schema's defaults. Missing data roots fail here, before any job runs.
+# The schema check names every offending key and fills the defaults in place.
+# Missing data roots fail here, before any job runs.
 try:
     validate_config(config, source="config")
     check_data_roots(config)
 except UncerdaError as err:
     raise WorkflowError(str(err))
-validate(config, "../schemas/config.schema.yaml")
 
 EXP = f"{config['results_dir']}/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
@@ -32,6 +30,10 @@ TRAIN = (UNCERDA if PROCESSES == 1 else
 SEED = config["seed"]
 # Round 0 of adaptation: with image translation when the config enables it.
 R0 = "aa_it" if config["adapt"]["image_translation"] else "aa"
+R0_LABEL = "+IT" if R0 == "aa_it" else "+AA"
+# The last self-training round, and its model trained on GMM pseudo labels (+UPST).
+ST_FINAL = f"r{config['selftrain']['rounds']}"
+ST_LAST = f"st_gmm_{ST_FINAL}"
 TRAIN_SPLIT = config["target"]["train_split"]
 VAL_SPLIT = config["target"]["val_split"]
 
@@ -96,8 +98,13 @@ def final_round(wildcards):
     return final_round_of(wildcards.seed)
 
 
+def final_aa_of(seed):
+    """The final target-guided model of a seed, ``tgaa_r<last round>``."""
+    return f"tgaa_r{final_round_of(seed)}"
+
+
 def final_aa(wildcards):
-    return f"tgaa_r{final_round(wildcards)}"
+    return final_aa_of(wildcards.seed)
 
 
 def main_targets():

@@ -1,9 +1,5 @@
 # Evaluation of every model on the target val set, and the main chain's summary table.
 
-ST_ROUNDS = config["selftrain"]["rounds"]
-ST_FINAL = f"r{ST_ROUNDS}"
-
-
 rule evaluate:
     """Per-class IoU and mIoU on target val, at the labels' full resolution."""
     input:
@@ -31,9 +27,9 @@ def chain_rungs(wildcards):
     base = f"{seed_dir(wildcards.seed)}/eval"
     return {
         "Source only": f"{base}/source_only.json",
-        "+IT" if R0 == "aa_it" else "+AA": f"{base}/{R0}.json",
+        R0_LABEL: f"{base}/{R0}.json",
         "+TGAA": f"{base}/{final_aa(wildcards)}.json",
-        "+UPST": f"{base}/st_gmm_{ST_FINAL}.json",
+        "+UPST": f"{base}/{ST_LAST}.json",
     }
 
 

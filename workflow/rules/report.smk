@@ -6,11 +6,9 @@ import os
 
 REPORT = f"{EXP}/report"
 REPORT_SEED = f"{EXP}/report/seed{{seed}}"
-ST_LAST = f"st_gmm_r{config['selftrain']['rounds']}"
-R0_LABEL = "+IT" if R0 == "aa_it" else "+AA"
 # Target val images in the examples grid, spread evenly over the val index.
 EXAMPLE_IMAGES = 4
-ABLATION_TABLES = [f"{EXP}/ablation/ladder.csv", f"{EXP}/ablation/pseudo_methods.csv"]
+ABLATION_TABLES = rules.ablation_tables.output
 REPORT_FIGURES = ["summary.html", "iou_per_class.png", "examples.png", "rank.png", "weights.png",
                   "entropy_gmm.png", "pseudo_quality.png"]
 ABLATION_FIGURES = [f"{REPORT}/ablation/{name}" for name in
@@ -220,10 +218,7 @@ rule report_pseudo_quality:
 rule report_ablation:
     """The ablation's ladder (Table 3) and pseudo-label comparison (Table 5) as HTML tables and figures."""
     input:
-        ladder=f"{EXP}/ablation/ladder.csv",
-        ladder_md=f"{EXP}/ablation/ladder.md",
-        methods=f"{EXP}/ablation/pseudo_methods.csv",
-        methods_md=f"{EXP}/ablation/pseudo_methods.md",
+        **ABLATION_TABLES,
     output:
         ladder_html=report(
             ABLATION_FIGURES[0],
