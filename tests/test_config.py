@@ -203,3 +203,10 @@ def test_command_line_strings_are_parsed_where_the_schema_wants_numbers():
     assert config["source"]["root"] == "123"  # a string where the schema wants a string stays one
     with pytest.raises(UncerdaError, match="'train.batch_size': 'four' is not of type 'integer'"):
         validate_config({"train": {"batch_size": "four"}})
+
+
+def test_adapting_from_model_init_needs_one():
+    with pytest.raises(UncerdaError, match="adapt.init is model_init but model.init is not set"):
+        validate_config({"adapt": {"init": "model_init"}})
+    config = validate_config({"adapt": {"init": "model_init"}, "model": {"init": "/weights/init.pth"}})
+    assert config["model"]["init"] == "/weights/init.pth"

@@ -129,7 +129,7 @@ def _add_train_io(p: argparse.ArgumentParser, target: bool = True, init: bool = 
     if target:
         p.add_argument("--target-index", required=True, help="target train index CSV")
     if init:
-        p.add_argument("--init", help="checkpoint to start from")
+        p.add_argument("--init", help="checkpoint to start from (default: the config's model.init)")
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.add_argument("--losses", help="losses CSV to write")
     p.add_argument("--seed", type=int, help="default: the config's seed")
@@ -141,9 +141,7 @@ def _train(args, stage: str, image_translation: bool | None = None, adversarial_
     settings = stage_settings(config, stage, image_translation=image_translation,
                               adversarial_weight=adversarial_weight)
     source_dataset = config["target"]["dataset"] if stage == "oracle" else config["source"]["dataset"]
-    init = getattr(args, "init", None)
-    if init is None and stage in ("source_only", "oracle"):
-        init = config["model"]["init"]
+    init = getattr(args, "init", None) or config["model"]["init"]
     run_training(config, settings, args.out, seed=_seed(args, config), source_dataset=source_dataset,
                  source_index=args.source_index, target_index=getattr(args, "target_index", None),
                  init=init, losses_csv=args.losses, **extra)

@@ -98,6 +98,9 @@ def validate_config(config: dict, source: str = "config") -> dict:
     if errors:
         lines = "\n  ".join(_describe(e) for e in errors)
         raise UncerdaError(f"{source}: invalid configuration (schema workflow/schemas/config.schema.yaml):\n  {lines}")
+    if config["adapt"]["init"] == "model_init" and config["model"]["init"] is None:
+        raise UncerdaError(f"{source}: adapt.init is model_init but model.init is not set; point model.init "
+                           "at a state dict, or use adapt.init: source_only")
     return config
 
 

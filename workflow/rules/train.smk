@@ -22,7 +22,8 @@ def adapt_init():
 
 
 def init_flag(wildcards, input):
-    return f"--init {input.init}" if "init" in input.keys() else f"--init {config['model']['init']}"
+    """The source-only model when adaptation starts from it; else the command falls back to model.init."""
+    return f"--init {input.init}" if "init" in input.keys() else ""
 
 
 def previous_model(wildcards):
