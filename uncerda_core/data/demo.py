@@ -35,6 +35,7 @@ from PIL import Image
 
 from uncerda_core.artifacts import UncerdaError, atomic_dir
 from uncerda_core.data import labels as L
+from uncerda_core.data.class_stats import native_to_train_counts
 
 # Internal void codes in the drawn label map (never train ids 0..18).
 VOID_STATIC = 250   # small street furniture that is not evaluated (Cityscapes "static", id 4)
@@ -795,12 +796,6 @@ def _save_png(path: Path, array: np.ndarray, mode: str, palette: list[int] | Non
     img.save(path, format="PNG", optimize=False, compress_level=6)
 
 
-def _class_counts(label_ids: np.ndarray) -> np.ndarray:
-    """Pixels per train id (19) of a label-id map."""
-    train = L.CITYSCAPES_LUT[label_ids]
-    return np.bincount(train.ravel(), minlength=256)[: L.NUM_CLASSES].astype(np.int64)
-
-
 def _progress(enabled: bool, what: str, done: int, total: int, start: float) -> None:
     if enabled and (done == total or done % max(1, total // 10) == 0):
         print(f"demo: {what} {done}/{total} ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
@@ -814,7 +809,7 @@ class _Stats:
     count: int = 0
 
     def add(self, label_ids: np.ndarray) -> None:
-        c = _class_counts(label_ids)
+        c = native_to_train_counts("cityscapes", np.bincount(label_ids.ravel(), minlength=256))
         self.pixels += c
         self.images += c > 0
         self.total_pixels += label_ids.size

@@ -77,7 +77,7 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise UncerdaError(f"{pred_dir}: prediction folder not found")
-    samples = readers.list_samples(dataset, root, split, require_labels=True, require_images=False)
+    samples = readers.list_label_samples(dataset, root, split)
     missing = [s.name for s in samples if not (pred_dir / f"{s.name}.png").is_file()]
     if missing:
         raise UncerdaError(f"{pred_dir}: no prediction for {len(missing)} of {len(samples)} {dataset} {split} "

@@ -209,14 +209,6 @@ class DeepLabV2(nn.Module):
                     m.requires_grad_(False)
         self.train()
 
-    @property
-    def freeze_bn(self) -> bool:
-        return self.settings.freeze_bn
-
-    @property
-    def num_classes(self) -> int:
-        return self.settings.num_classes
-
     def train(self, mode: bool = True) -> DeepLabV2:
         """Like ``nn.Module.train``, but keeps BatchNorm in eval mode under ``freeze_bn``."""
         super().train(mode)
