@@ -63,6 +63,18 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+def remove_stale_temporaries(*paths: str | os.PathLike | None) -> None:
+    """Remove the temporary files :func:`atomic_path` left beside ``paths`` when a run was killed.
+
+    They are never complete (a finished write renames its file), so a rerun may drop them.
+    """
+    for path in paths:
+        if path is not None:
+            path = Path(path)
+            for stale in path.parent.glob(f".{path.name}.*.tmp*"):
+                stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` on success."""

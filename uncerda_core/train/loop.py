@@ -150,15 +150,6 @@ class NonFiniteLoss(UncerdaError):
     pass
 
 
-def _remove_stale_temporaries(*paths: str | Path | None) -> None:
-    """Temporary files a killed run of this stage left beside its outputs (never complete)."""
-    for path in paths:
-        if path is not None:
-            path = Path(path)
-            for stale in path.parent.glob(f".{path.name}.*.tmp*"):
-                stale.unlink(missing_ok=True)
-
-
 def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed: int,
                  source_dataset: str, source_index: str | Path, target_index: str | Path | None = None,
                  init: str | Path | None = None, weights: str | Path | None = None,
@@ -171,7 +162,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     kill would: used to test resuming.
     """
     out = Path(out)
-    _remove_stale_temporaries(out, resume_path(out), losses_csv)
+    artifacts.remove_stale_temporaries(out, resume_path(out), losses_csv)
     train_cfg = config["train"]
     torch.set_num_threads(config["threads"])
     dist_info, device = distributed.setup(resolve_device(config["device"]))
