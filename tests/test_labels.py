@@ -1,4 +1,4 @@
-"""Every native id of every label mapping, against METHOD.md section 5 written out here."""
+"""Every native id of every label mapping, against the tables of docs/method.md#data-sets written out here."""
 
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 The target-guided sampling weights need, for every source image, how many
 pixels of each of the 19 classes it holds. The counts come from the label PNG
 alone (never the RGB image): for 8-bit label-id PNGs ``Image.histogram()`` on
-the palette indices, then a sum of native ids into train ids (METHOD.md
-section 7 measured the histogram faster than ``np.bincount`` on the decoded
-array); SYNTHIA through OpenCV's 16-bit reader. Counts are at the label's
+the palette indices, then a sum of native ids into train ids (the histogram
+is faster than ``np.bincount`` on the decoded array: docs/method.md#design-measurements);
+SYNTHIA through OpenCV's 16-bit reader. Counts are at the label's
 native size (a GTA5 label whose size differs from its image is not resized).
 
 The table (``source_class_stats.csv``): ``name`` then one int64 column per

@@ -5,7 +5,7 @@ written in the GTA5 layout; the target domain looks photographed (another
 palette, lighting, texture, shadows, blur, sensor noise, other object
 frequencies and scales) and is written in the Cityscapes layout.
 
-The gap is built the way METHOD.md section 8 found to survive FDA and
+The gap is built the way the design prototype (docs/method.md#the-demo) found to survive FDA and
 BatchNorm statistics: several target classes take a colour close to *another*
 class's source colour, cars and people get random per-object colours in the
 target, and a photographic shift (cast, exposure, texture, noise, blur) sits

@@ -35,7 +35,7 @@ from uncerda_core.data.readers import (Sample, check_dataset, format_problems, l
 INDEX_COLUMNS: tuple[str, ...] = ("name", "image", "label", "width", "height", "label_width",
                                   "label_height", "label_resized", "blank")
 _INT_COLUMNS = ("width", "height", "label_width", "label_height")
-# Data sets whose image/label pairs may legitimately differ in size (METHOD.md section 5).
+# Data sets whose image/label pairs may legitimately differ in size (docs/method.md#data-sets).
 RESIZE_ALLOWED = frozenset({"gta5"})
 
 T = TypeVar("T")

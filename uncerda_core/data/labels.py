@@ -1,4 +1,4 @@
-"""Class names and label-id mappings of the data sets (METHOD.md section 5).
+"""Class names and label-id mappings of the data sets (docs/method.md#data-sets).
 
 Every reader maps its native label ids to the 19 Cityscapes *train ids*
 (0..18) with :data:`IGNORE` (255) for everything that is not evaluated.

@@ -1,6 +1,6 @@
 """Listing and reading the data sets in their native layouts.
 
-Layouts (METHOD.md section 5):
+Layouts (docs/method.md#data-sets):
 
 - ``gta5``: ``<root>/images/NNNNN.png`` and ``<root>/labels/NNNNN.png``; labels
   are palette ("P") PNGs whose *index values* are Cityscapes label ids. They are

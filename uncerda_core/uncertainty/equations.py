@@ -1,7 +1,7 @@
 """The paper's uncertainty and sampling equations (Eqs. 1-5), as pure functions.
 
 Every function takes arrays and returns arrays; nothing here reads or writes
-files. METHOD.md section 2 explains the reading of each equation where the
+files. docs/method.md explains the reading of each equation where the
 paper leaves a choice open.
 """
 
@@ -60,7 +60,7 @@ def rank_order(class_unc: np.ndarray) -> list[int]:
     """All class ids ordered from most to least uncertain (Eq. 1 value descending).
 
     A class never predicted (NaN) ranks as *most* uncertain: no prediction at all
-    is the extreme of "hard to transfer" (METHOD.md section 2). Ties, and NaNs
+    is the extreme of "hard to transfer" (docs/method.md#class-ranking-eq-1). Ties, and NaNs
     among themselves, are broken by the smaller class id first.
     """
     unc = np.asarray(class_unc, dtype=np.float64)
@@ -153,7 +153,7 @@ def logistic_weight(p_norm: np.ndarray, alpha: float, mu: float) -> np.ndarray:
 def smooth_probability(p_i: np.ndarray, alpha: float, mu: float) -> np.ndarray:
     """Eq. 5: ``p_hat = 0.1 + 1 / (1 + exp(-alpha (p - mu)))`` with ``p = p_i / max p_i``.
 
-    The normalisation is ours (METHOD.md section 2): alpha = 80 and mu = 0.02
+    The normalisation is ours (docs/method.md#normalising-before-eq-5): alpha = 80 and mu = 0.02
     only make sense for p in [0, 1] with most mass near 0, whereas the raw
     Eq. 4 values are of order 1 / (source pixels). With it, images with no
     S_k class weigh about 0.27 and the richest about 1.1. If every p_i is 0,

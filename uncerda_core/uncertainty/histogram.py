@@ -1,4 +1,4 @@
-"""Exact per-class histograms of float16 values in [0, 1] (METHOD.md section 7).
+"""Exact per-class histograms of float16 values in [0, 1] (docs/method.md#exact-float16-histograms).
 
 A float16 in [0, 1] is one of 15,361 bit patterns (codes 0x0000..0x3C00,
 ascending in value). Entropy and max probability are stored as float16, so a

@@ -8,7 +8,7 @@ One file per (model, split)::
     maxprob  (N, H, W)   float16 in [0, 1], chunks (1, H, W)
     prob     (N, C, h, w) float16, optional, at a reduced size, chunks (1, C, h, w)
     hist_entropy, hist_maxprob  (C, 15361) int64, optional: pixels per (argmax class,
-             float16 code) of the field over the whole file (METHOD.md section 7)
+             float16 code) of the field over the whole file (docs/method.md#exact-float16-histograms)
 
 The writer counts the histograms while it writes (one ``np.bincount`` per
 field and image, ~1.4 ms per 1024x512 image), so that Eq. 1 (rank) and the
