@@ -171,7 +171,8 @@ def cmd_adapt(p=None, args=None):
         p.add_argument("--class-stats", help="source class statistics CSV (crop-level sampling)")
         p.add_argument("--rank", help="ranking CSV whose S_k centres the crops (crop-level sampling)")
         p.add_argument("--image-translation", choices=["config", "on", "off"], default="config",
-                       help="FDA on source images (default: adapt.image_translation)")
+                       help="image translation of the source images: FDA, or source.translated_root when set "
+                            "(default: adapt.image_translation)")
         p.add_argument("--adversarial-weight", type=float, default=1.0,
                        help="scale of the adversarial losses (0: the no-adversarial control)")
         return
