@@ -144,19 +144,10 @@ def test_protocol_from_config_and_its_record():
 
 
 def _demo_checkpoint(tmp_path: Path, overrides: dict) -> tuple[dict, Path, Path]:
-    from uncerda_core.config import load_config
-    from uncerda_core.data.demo import generate_demo
-    from uncerda_core.data.index import build_index, write_index
+    from fixtures_data import demo_val_setup
     from uncerda_core.models import build_model
     from uncerda_core.train.checkpoint import save_checkpoint
-    src, tgt = tmp_path / "src", tmp_path / "tgt"
-    generate_demo(src, tgt, seed=0, size=(64, 32), n_source=1, n_target_train=1, n_target_val=2, progress=False)
-    index = tmp_path / "target_val_index.csv"
-    write_index(build_index("cityscapes", tgt, "val", workers=1, progress=False), index, {})
-    config = load_config(REPO / "config.yaml", REPO / "workflow/presets/smoke.yaml",
-                         overrides={"device": "cpu", "threads": 1, "source": {"root": str(src)},
-                                    "target": {"root": str(tgt), "resize": [48, 24]}, **overrides},
-                         check_paths=False)
+    config, index = demo_val_setup(tmp_path, 2, {"target": {"resize": [48, 24]}, **overrides})
     torch.manual_seed(0)
     model = build_model(config["model"])
     ckpt = tmp_path / "checkpoint.pt"
