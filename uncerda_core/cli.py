@@ -220,11 +220,12 @@ def cmd_evaluate(p=None, args=None):
         p.add_argument("--name", help="row name in the printed table")
         return
     from uncerda_core.data.labels import eval_class_ids
-    from uncerda_core.evaluate.evaluate import evaluate_checkpoint, format_table
+    from uncerda_core.evaluate.evaluate import evaluate_checkpoint, format_table, protocol_of
     config = _config(args)
     result = evaluate_checkpoint(config, args.checkpoint, args.index, args.out, args.csv, args.pred_dir)
     print(format_table({args.name or Path(args.checkpoint).parent.name: result},
                        eval_class_ids(config["source"]["dataset"])))
+    print(f"evaluation protocol: {protocol_of(result)}")
 
 
 @command("score", "score a folder of predicted label PNGs against a data set's ground truth")
