@@ -166,6 +166,9 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
     result = summarize(cm, misses, subsets or eval_class_ids("gta5"))
     result["images"] = len(samples)
     result["resized_predictions"] = resized
+    # made by another program: how its predictions were computed is not known here
+    result["protocol"] = {"name": "png_predictions", "scales": None, "aux_weight": None,
+                          "description": "PNG predictions, scored as given"}
     result["provenance"] = artifacts.provenance("score", extra={"pred_dir": str(pred_dir), "dataset": dataset,
                                                                "root": str(root), "split": split})
     _write_result(result, out_json, out_csv)
