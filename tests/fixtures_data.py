@@ -170,3 +170,22 @@ def write_cityscapes_tree(root: str | Path, splits: dict[str, int] | None = None
             stems.append(stem)
         out[split] = sorted(stems)
     return out
+
+
+def demo_val_setup(tmp_path: Path, n_target_val: int, overrides: dict | None = None) -> tuple[dict, Path]:
+    """Generated demo data (one source and one target train image, ``n_target_val`` val images) under
+    ``tmp_path``, the target val index, and the smoke config on the CPU pointing at them, ``overrides``
+    merged last. Returns ``(config, val_index)``."""
+    from uncerda_core.config import deep_merge, load_config
+    from uncerda_core.data.demo import generate_demo
+    from uncerda_core.data.index import build_index, write_index
+    repo = Path(__file__).resolve().parent.parent
+    src, tgt = tmp_path / "src", tmp_path / "tgt"
+    generate_demo(src, tgt, seed=0, size=(64, 32), n_source=1, n_target_train=1, n_target_val=n_target_val,
+                  progress=False)
+    index = tmp_path / "target_val_index.csv"
+    write_index(build_index("cityscapes", tgt, "val", workers=1, progress=False), index, {})
+    base = {"device": "cpu", "threads": 1, "source": {"root": str(src)}, "target": {"root": str(tgt)}}
+    config = load_config(repo / "config.yaml", repo / "workflow/presets/smoke.yaml",
+                         overrides=deep_merge(base, overrides or {}), check_paths=False)
+    return config, index

@@ -332,19 +332,11 @@ def test_examples_from_checkpoints(tmp_path):
     """load_examples runs each checkpoint on the val images and keeps the entropy of the asked stages."""
     import torch
 
-    from uncerda_core.config import load_config
-    from uncerda_core.data.demo import generate_demo
-    from uncerda_core.data.index import build_index, write_index
+    from fixtures_data import demo_val_setup
     from uncerda_core.models import build_model
     from uncerda_core.train.checkpoint import save_checkpoint
 
-    src, tgt = tmp_path / "src", tmp_path / "tgt"
-    generate_demo(src, tgt, seed=0, size=(64, 32), n_source=1, n_target_train=1, n_target_val=3, progress=False)
-    index = tmp_path / "target_val_index.csv"
-    write_index(build_index("cityscapes", tgt, "val", workers=1, progress=False), index, {})
-    config = load_config(REPO / "config.yaml", REPO / "workflow/presets/smoke.yaml",
-                         overrides={"device": "cpu", "threads": 1, "source": {"root": str(src)},
-                                    "target": {"root": str(tgt)}}, check_paths=False)
+    config, index = demo_val_setup(tmp_path, 3)
     checkpoints = {}
     for i, model_name in enumerate(("source_only", "aa_it")):
         torch.manual_seed(i)

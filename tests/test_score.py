@@ -16,6 +16,7 @@ from fixtures_data import cityscapes_paths, write_gray_label, write_rgb
 from uncerda_core.cli import main
 from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.data.readers import list_label_samples, read_label
+from uncerda_core.evaluate.evaluate import protocol_of
 
 # Two 4x2 val images. Ground truth in Cityscapes label ids, predictions in train ids.
 # 7 road (0), 8 sidewalk (1), 21 vegetation (8), 24 person (11), 26 car (13), 0/1 void (255).
@@ -72,6 +73,8 @@ def test_score_command_against_a_hand_count(tmp_path):
                            "--out", str(out), "--csv", str(csv)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     _check_hand_count(json.loads(out.read_text()))
+    # the tables must not credit these numbers to an evaluation protocol of ours
+    assert protocol_of(json.loads(out.read_text())) == "PNG predictions, scored as given"
     table = pd.read_csv(csv)
     assert list(table.columns) == ["class_id", "class", "iou"]
     assert table.loc[table["class"] == "sidewalk", "iou"].item() == pytest.approx(2 / 3)

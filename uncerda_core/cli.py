@@ -171,7 +171,8 @@ def cmd_adapt(p=None, args=None):
         p.add_argument("--class-stats", help="source class statistics CSV (crop-level sampling)")
         p.add_argument("--rank", help="ranking CSV whose S_k centres the crops (crop-level sampling)")
         p.add_argument("--image-translation", choices=["config", "on", "off"], default="config",
-                       help="FDA on source images (default: adapt.image_translation)")
+                       help="image translation of the source images: FDA, or source.translated_root when set "
+                            "(default: adapt.image_translation)")
         p.add_argument("--adversarial-weight", type=float, default=1.0,
                        help="scale of the adversarial losses (0: the no-adversarial control)")
         return
@@ -219,11 +220,12 @@ def cmd_evaluate(p=None, args=None):
         p.add_argument("--name", help="row name in the printed table")
         return
     from uncerda_core.data.labels import eval_class_ids
-    from uncerda_core.evaluate.evaluate import evaluate_checkpoint, format_table
+    from uncerda_core.evaluate.evaluate import evaluate_checkpoint, format_table, protocol_of
     config = _config(args)
     result = evaluate_checkpoint(config, args.checkpoint, args.index, args.out, args.csv, args.pred_dir)
     print(format_table({args.name or Path(args.checkpoint).parent.name: result},
                        eval_class_ids(config["source"]["dataset"])))
+    print(f"evaluation protocol: {protocol_of(result)}")
 
 
 @command("score", "score a folder of predicted label PNGs against a data set's ground truth")

@@ -137,6 +137,7 @@ def load_config(*paths: str | Path, overrides: dict | None = None, check_paths: 
 def check_data_roots(config: dict) -> None:
     """A missing data root fails here, before any job runs (unless the demo generates it)."""
     if config["demo"]["enabled"]:
+        _check_translated_root(config, source_exists=False)   # the demo's source is generated later
         return
     for role in ("source", "target"):
         root = Path(config[role]["root"])
@@ -148,6 +149,18 @@ def check_data_roots(config: dict) -> None:
     init = config["model"]["init"]
     if init is not None and not Path(init).is_file():
         raise UncerdaError(f"model.init: checkpoint '{init}' not found")
+    _check_translated_root(config, source_exists=True)
+
+
+def _check_translated_root(config: dict, source_exists: bool) -> None:
+    """source.translated_root: the folder exists and, once the source does, holds every source image."""
+    source = config["source"]
+    if source["translated_root"] is None:
+        return
+    from uncerda_core.data.readers import list_samples, translated_images
+    samples = (list_samples(source["dataset"], source["root"], source["split"], require_labels=False)
+               if source_exists else [])
+    translated_images([sample.image for sample in samples], source["translated_root"])
 
 
 def dumps(config: dict) -> str:

@@ -45,9 +45,9 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
-                   size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
-    """Logits (B, C, H, W) of 0-255 RGB ``images``, upsampled bilinearly to ``size`` (default: the input's).
+def network_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
+                   fuse_aux: float = 0.0) -> torch.Tensor:
+    """Logits (B, C, h, w) at the network's output resolution of 0-255 RGB ``images``.
 
     Main head only, or ``main + fuse_aux * aux`` when ``fuse_aux`` > 0.
     """
@@ -55,8 +55,19 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode:
     x = normalize(images.to(device, dtype=torch.float32), normalize_mode)
     aux, main = model(x)
     logits = main if fuse_aux == 0 else main + fuse_aux * aux
+    return logits.float()
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
+                   size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
+    """Logits (B, C, H, W) of 0-255 RGB ``images``, upsampled bilinearly to ``size`` (default: the input's).
+
+    Main head only, or ``main + fuse_aux * aux`` when ``fuse_aux`` > 0.
+    """
+    logits = network_logits(model, images, normalize_mode, fuse_aux)
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
-    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 @torch.no_grad()
@@ -64,3 +75,28 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, normaliz
                           size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
     """Softmax of :func:`predict_logits`: probabilities (B, C, H, W)."""
     return torch.softmax(predict_logits(model, images, normalize_mode, size, fuse_aux), dim=1)
+
+
+@torch.no_grad()
+def predict_multiscale_flip(model: torch.nn.Module, views: list[torch.Tensor], normalize_mode: str,
+                            size: tuple[int, int], aux_weight: float) -> torch.Tensor:
+    """Mean class probabilities (B, C, H, W) over every view and its mirror image.
+
+    ``views``: the same 0-255 RGB images at each test scale (any sizes). For
+    each view and for its horizontal mirror, the softmax of
+    ``main + aux_weight * aux`` is taken at the network's output resolution
+    (the mirror's flipped back), upsampled bilinearly to ``size`` and
+    averaged: 2 x len(views) terms of equal weight. Averaging instead of
+    summing does not change the argmax and keeps the result a distribution.
+    """
+    if not views:
+        raise UncerdaError("multi-scale evaluation needs at least one scale")
+    total = None
+    for view in views:
+        for mirrored in (False, True):
+            images = view.flip(-1) if mirrored else view
+            probs = torch.softmax(network_logits(model, images, normalize_mode, aux_weight), dim=1)
+            probs = probs.flip(-1) if mirrored else probs
+            probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
+            total = probs if total is None else total + probs
+    return total / (2 * len(views))

@@ -32,12 +32,24 @@ class ImageSettings:
     resize: tuple[int, int] | None = None   # (width, height) before cropping
     crop: tuple[int, int] | None = None     # (width, height) random crop, training only
     flip: bool = False
+    scale: float = 1.0                      # factor on the resized (or decoded) size: multi-scale testing
 
     @classmethod
-    def from_config(cls, section: dict, train: bool, flip: bool) -> "ImageSettings":
+    def from_config(cls, section: dict, train: bool, flip: bool, scale: float = 1.0) -> "ImageSettings":
         resize = tuple(section["resize"]) if section.get("resize") else None
         crop = tuple(section["crop"]) if (train and section.get("crop")) else None
-        return cls(resize=resize, crop=crop, flip=flip and train)
+        return cls(resize=resize, crop=crop, flip=flip and train, scale=scale)
+
+    def input_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """(width, height) an image decoded at ``width`` x ``height`` is resized to; None keeps it.
+
+        ``resize`` (or the decoded size) times ``scale``, rounded: scale 1.25 of
+        1024x512 is 1280x640. One resampling from the decoded image, never two.
+        """
+        if self.scale == 1.0:
+            return tuple(self.resize) if self.resize is not None else None
+        base_w, base_h = self.resize if self.resize is not None else (width, height)
+        return int(round(base_w * self.scale)), int(round(base_h * self.scale))
 
 
 def normalize(images: torch.Tensor, mode: str) -> torch.Tensor:
@@ -97,10 +109,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
             if self.settings.resize is None and label.shape != (height, width):
                 raise UncerdaError(f"{path}: label is {label.shape[1]}x{label.shape[0]} but its image "
                                    f"{self.images[index]} is {width}x{height}; expected equal sizes")
-        if self.settings.resize is not None:
-            image = _resize(image, self.settings.resize, Image.BICUBIC)
-            if label is not None and not self.native_label_size and label.shape[::-1] != tuple(self.settings.resize):
-                label = _resize(label, self.settings.resize, Image.NEAREST)
+        size = self.settings.input_size(width, height)
+        if size is not None:
+            image = _resize(image, size, Image.BICUBIC)
+            if label is not None and not self.native_label_size and label.shape[::-1] != size:
+                label = _resize(label, size, Image.NEAREST)
         if self.cache is not None:
             self.cache[index] = (image, label)
         return image, label

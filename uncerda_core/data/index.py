@@ -30,7 +30,7 @@ from tqdm import tqdm
 from uncerda_core.artifacts import UncerdaError, atomic_path, write_sidecar
 from uncerda_core.data import labels
 from uncerda_core.data.readers import (Sample, check_dataset, format_problems, label_lut, list_samples,
-                                       native_label_histogram, open_decoded)
+                                       native_label_histogram, open_decoded, translated_images)
 
 INDEX_COLUMNS: tuple[str, ...] = ("name", "image", "label", "width", "height", "label_width",
                                   "label_height", "label_resized", "blank")
@@ -215,3 +215,12 @@ def index_samples(df: pd.DataFrame) -> list[Sample]:
     """The rows of an index as :class:`Sample` s (label None where the table has none)."""
     return [Sample(str(n), str(i), None if (lab is None or (isinstance(lab, float) and np.isnan(lab))) else str(lab))
             for n, i, lab in zip(df["name"], df["image"], df["label"])]
+
+
+def with_translated_images(table: pd.DataFrame, translated_root: str | Path) -> pd.DataFrame:
+    """``table`` (a source index) reading each image from ``translated_root`` instead; labels unchanged.
+
+    See :func:`readers.translated_images`: every image must have its
+    translated file of the same name, checked before anything is read.
+    """
+    return table.assign(image=translated_images(list(table["image"]), translated_root))

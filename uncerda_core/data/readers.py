@@ -90,6 +90,33 @@ def format_problems(header: str, problems: list[str], limit: int = MAX_LISTED) -
     return "\n".join(lines)
 
 
+TRANSLATED_KEY = "source.translated_root"
+
+
+def translated_images(images: list[str], translated_root: str | Path) -> list[str]:
+    """For each source image path, the file of the same name in ``translated_root``.
+
+    Pre-translated source images (an image-to-image translation of the source
+    towards the target made elsewhere, e.g. CycleGAN-style GTA5 -> Cityscapes)
+    replace the originals file by file; the labels stay the originals'. A
+    missing folder, or any image without its translated file, is one error
+    listing them (one directory listing, no file is opened).
+    """
+    root = Path(translated_root)
+    if not root.is_dir():
+        raise UncerdaError(f"{TRANSLATED_KEY}: folder '{root}' does not exist. Point it at the folder of "
+                           "pre-translated source images (the same file names as the source images), "
+                           "or set it to null to translate with FDA.")
+    present = set(os.listdir(root))
+    names = [Path(image).name for image in images]
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise UncerdaError(format_problems(
+            f"{TRANSLATED_KEY}: {len(missing)} of {len(names)} source images have no file of the same name "
+            f"in {root} (it must hold a translation of every source image):", missing))
+    return [str(root / name) for name in names]
+
+
 # --------------------------------------------------------------------------- listing
 
 def _layout(dataset: str) -> str:

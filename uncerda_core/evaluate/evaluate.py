@@ -7,6 +7,7 @@ at the ground truth's full resolution.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,56 @@ from uncerda_core.data.index import read_index
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
 from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES, eval_class_ids
 from uncerda_core.evaluate.metrics import confusion_matrix, summarize
-from uncerda_core.inference import load_model, predict_logits
+from uncerda_core.inference import load_model, predict_logits, predict_multiscale_flip
 from uncerda_core.train.loop import resolve_device
 
 SHORT_NAMES = ("road", "side.", "build.", "wall", "fence", "pole", "light", "sign", "vege.", "terr.",
                "sky", "person", "rider", "car", "truck", "bus", "train", "motor.", "bike")
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How predictions on target val are made (the config's ``evaluate`` section).
+
+    ``single``: the main head on the image at the network input size, its
+    logits upsampled to the label (ADVENT's protocol). ``multiscale_flip``: the
+    softmax of ``main + aux_weight * aux`` averaged over ``scales`` times
+    {image, mirror image} (Seg-Uncertainty's protocol: scales 1.0 and 1.25,
+    aux weight 0.5).
+    """
+
+    name: str
+    scales: tuple[float, ...]
+    aux_weight: float
+
+    @classmethod
+    def from_config(cls, section: dict) -> "EvalProtocol":
+        if section["protocol"] == "single":
+            return cls("single", (1.0,), 0.0)
+        return cls(section["protocol"], tuple(float(s) for s in section["scales"]), float(section["aux_weight"]))
+
+    def record(self) -> dict:
+        """The metrics JSON's ``protocol`` entry."""
+        return {"name": self.name, "scales": list(self.scales), "aux_weight": self.aux_weight,
+                "description": self.describe()}
+
+    def describe(self) -> str:
+        if self.name == "single":
+            return "single scale, main head"
+        scales = ", ".join(f"{s:g}" for s in self.scales)
+        return f"scales {scales} + flip, main + {self.aux_weight:g} aux"
+
+
+def protocol_of(result: dict) -> str:
+    """The protocol a metrics JSON was made with, in words.
+
+    Metrics written before the protocol was recorded came from the only
+    protocol there was then: single scale, main head.
+    """
+    protocol = result.get("protocol")
+    if protocol is None:
+        return "single scale, main head"
+    return protocol["description"]
 
 
 def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | Path, out_json: str | Path,
@@ -37,17 +83,29 @@ def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | P
     device = resolve_device(config["device"])
     model = load_model(checkpoint, device, config["model"])
     table = read_index(val_index)
+    protocol = EvalProtocol.from_config(config["evaluate"])
+    dataset_name = config["target"]["dataset"]
     settings = ImageSettings.from_config(config["target"], train=False, flip=False)
-    dataset = SegmentationDataset(config["target"]["dataset"], table, settings, native_label_size=True)
+    dataset = SegmentationDataset(dataset_name, table, settings, native_label_size=True)
+    # multiscale_flip: each scale's images are resampled once from the decoded file
+    views = [dataset if scale == 1.0 else SegmentationDataset(
+        dataset_name, table, ImageSettings.from_config(config["target"], train=False, flip=False, scale=scale),
+        label_source=None) for scale in protocol.scales]
+    normalize_mode = config["train"]["normalize"]
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     misses = np.zeros(NUM_CLASSES, dtype=np.int64)
     predictions = {}
     for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, file=sys.stderr, mininterval=2.0):
         item = dataset[i]
         label = item["label"].numpy()
-        # softmax keeps the order of the logits: the argmax needs no probabilities
-        logits = predict_logits(model, item["image"][None], config["train"]["normalize"], size=label.shape)
-        pred = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+        # scores: logits (single) or mean probabilities (multiscale_flip); the prediction is their argmax,
+        # so the single protocol needs no softmax
+        if protocol.name == "single":
+            scores = predict_logits(model, item["image"][None], normalize_mode, size=label.shape)
+        else:
+            images = [(item if view is dataset else view[i])["image"][None] for view in views]
+            scores = predict_multiscale_flip(model, images, normalize_mode, label.shape, protocol.aux_weight)
+        pred = scores.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
         c, m = confusion_matrix(pred, label, NUM_CLASSES)
         cm += c
         misses += m
@@ -56,6 +114,7 @@ def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | P
     subsets = eval_class_ids(config["source"]["dataset"])
     result = summarize(cm, misses, subsets)
     result["images"] = len(dataset)
+    result["protocol"] = protocol.record()
     result["provenance"] = artifacts.provenance("evaluate", config=config, inputs={
         "checkpoint": checkpoint, "val_index": val_index})
     _write_result(result, out_json, out_csv)
@@ -107,6 +166,9 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
     result = summarize(cm, misses, subsets or eval_class_ids("gta5"))
     result["images"] = len(samples)
     result["resized_predictions"] = resized
+    # made by another program: how its predictions were computed is not known here
+    result["protocol"] = {"name": "png_predictions", "scales": None, "aux_weight": None,
+                          "description": "PNG predictions, scored as given"}
     result["provenance"] = artifacts.provenance("score", extra={"pred_dir": str(pred_dir), "dataset": dataset,
                                                                "root": str(root), "split": split})
     _write_result(result, out_json, out_csv)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.labels import CLASS_NAMES, eval_class_ids
-from uncerda_core.evaluate.evaluate import format_table
+from uncerda_core.evaluate.evaluate import format_table, protocol_of
 
 
 def load_metrics(path: str | Path) -> dict:
@@ -20,12 +20,13 @@ def load_metrics(path: str | Path) -> dict:
 
 
 def metrics_frame(results: dict[str, dict]) -> pd.DataFrame:
-    """One row per model: mIoU subsets and per-class IoU (fractions)."""
+    """One row per model: mIoU subsets, the evaluation protocol and per-class IoU (fractions)."""
     rows = []
     for name, res in results.items():
         row = {"model": name, "miou": res["miou"]}
         if "miou13" in res:
             row["miou13"] = res["miou13"]
+        row["protocol"] = protocol_of(res)
         row.update({c: res["per_class_iou"][c] for c in CLASS_NAMES})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -37,6 +38,12 @@ def chain_summary(evals: dict[str, str | Path], source_dataset: str,
     results = {label: load_metrics(path) for label, path in evals.items()}
     subsets = eval_class_ids(source_dataset)
     lines = ["# Results on target val", "", format_table(results, subsets), ""]
+    protocols = {label: protocol_of(res) for label, res in results.items()}
+    if len(set(protocols.values())) == 1:
+        lines += [f"Evaluation protocol: {next(iter(protocols.values()))}.", ""]
+    else:
+        lines += ["Evaluation protocols (they differ between rungs):", ""]
+        lines += [f"- {label}: {protocol}" for label, protocol in protocols.items()] + [""]
     if rounds_dir is not None and Path(rounds_dir).is_dir():
         lines += ["## Target-guided rounds", ""]
         for path in sorted(Path(rounds_dir).glob("r*.json"), key=lambda p: int(p.stem[1:])):
@@ -61,9 +68,12 @@ def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str =
     """
     by_label: dict[str, dict[int, float]] = {}
     kinds: dict[str, str] = {}
+    protocols: dict[str, list[str]] = {}
     for label, kind, seed, path in evals:
-        by_label.setdefault(label, {})[seed] = load_metrics(path)[metric]
+        metrics = load_metrics(path)
+        by_label.setdefault(label, {})[seed] = metrics[metric]
         kinds[label] = kind
+        _add_protocol(protocols.setdefault(label, []), metrics)
     rows, previous = [], None
     for label, per_seed in by_label.items():
         values = [per_seed[s] for s in sorted(per_seed)]
@@ -82,8 +92,16 @@ def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str =
                                       else "no difference" if len(diffs) > 1 else "one seed")
         if kinds[label] == "rung":
             previous = per_seed
+        row["protocol"] = "; ".join(protocols[label])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _add_protocol(seen: list[str], metrics: dict) -> None:
+    """Collect the evaluation protocols of one row's metrics, each once, in order of appearance."""
+    protocol = protocol_of(metrics)
+    if protocol not in seen:
+        seen.append(protocol)
 
 
 def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]) -> pd.DataFrame:
@@ -93,18 +111,21 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
     """
     per_method: dict[str, dict[str, list[float]]] = {}
     for method, seed, quality, st_eval in items:
-        entry = per_method.setdefault(method, {"precision": [], "coverage": [], "miou": []})
+        entry = per_method.setdefault(method, {"precision": [], "coverage": [], "miou": [], "protocol": []})
         if quality and Path(quality).is_file():
             q = json.loads(Path(quality).read_text())
             for key in ("precision", "coverage"):
                 value = q.get(key)
                 entry[key].append(float("nan") if value is None else float(value))
-        entry["miou"].append(load_metrics(st_eval)["miou"])
+        metrics = load_metrics(st_eval)
+        entry["miou"].append(metrics["miou"])
+        _add_protocol(entry["protocol"], metrics)
     rows = []
     for method, e in per_method.items():
         mean = lambda v: float(pd.Series(v).mean()) if v else float("nan")  # noqa: E731
         rows.append({"method": method, "precision_mean": mean(e["precision"]), "coverage_mean": mean(e["coverage"]),
-                     "miou_mean": mean(e["miou"]), "miou_std": _spread(e["miou"]), "n_seeds": len(e["miou"])})
+                     "miou_mean": mean(e["miou"]), "miou_std": _spread(e["miou"]), "n_seeds": len(e["miou"]),
+                     "protocol": "; ".join(e["protocol"])})
     return pd.DataFrame(rows)
 
 

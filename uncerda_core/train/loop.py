@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from uncerda_core import artifacts
 from uncerda_core.artifacts import UncerdaError
-from uncerda_core.data.index import read_index
+from uncerda_core.data.index import read_index, with_translated_images
 from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBatches, SegmentationDataset,
                                         normalize)
 from uncerda_core.data.fda import fda_translate
@@ -54,6 +54,7 @@ class StageSettings:
     disc_ndf: int = 64
     image_translation: bool = False
     fda_beta: float = 0.01
+    translated_root: str | None = None   # image translation from pre-translated source images, not FDA
     self_training: bool = False
     st_loss: str = "rectified"
     st_lambda_aux: float = 0.1
@@ -72,9 +73,11 @@ def stage_settings(config: dict, stage: str, image_translation: bool | None = No
     """
     adapt = config["adapt"]
     it = adapt["image_translation"] if image_translation is None else image_translation
+    translated = config["source"]["translated_root"] if it else None
     adv = dict(adversarial=True, lambda_adv_main=adapt["lambda_adv_main"] * adversarial_weight,
                lambda_adv_aux=adapt["lambda_adv_aux"] * adversarial_weight, disc_input=adapt["disc_input"],
-               disc_ndf=adapt["disc_ndf"], image_translation=it, fda_beta=adapt["fda_beta"])
+               disc_ndf=adapt["disc_ndf"], image_translation=it, fda_beta=adapt["fda_beta"],
+               translated_root=translated)
     if stage == "source_only":
         return StageSettings(stage, config["source_only"]["iterations"])
     if stage == "oracle":
@@ -87,7 +90,7 @@ def stage_settings(config: dict, stage: str, image_translation: bool | None = No
         st = config["selftrain"]
         return StageSettings(stage, st["iterations"], self_training=True, st_loss=st["loss"],
                              st_lambda_aux=st["lambda_aux"], source_weight=st["source_weight"],
-                             image_translation=it, fda_beta=adapt["fda_beta"])
+                             image_translation=it, fda_beta=adapt["fda_beta"], translated_root=translated)
     raise UncerdaError(f"unknown training stage {stage!r}; expected one of {', '.join(STAGES)}")
 
 
@@ -202,6 +205,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
 
     # --- data ---------------------------------------------------------------
     source_table = read_index(source_index)
+    if settings.translated_root is not None:
+        source_table = with_translated_images(source_table, settings.translated_root)
     source_settings = ImageSettings.from_config(config["source"] if settings.stage != "oracle" else config["target"],
                                                 train=True, flip=train_cfg["flip"])
     source_set = SegmentationDataset(source_dataset, source_table, source_settings, label_source="index",
@@ -298,7 +303,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         src = next(source_batches)
         tgt = next(target_batches) if target_batches is not None else None
         x_s = src["image"]
-        if settings.image_translation:
+        if settings.image_translation and settings.translated_root is None:   # FDA, in the loop
             x_t_raw = losses.upsample(tgt["image"], x_s.shape[-2:])
             x_s = fda_translate(x_s, x_t_raw, settings.fda_beta).clamp(0, 255)
         x_s = prepare(x_s)

@@ -9,7 +9,7 @@ rule evaluate:
         json=f"{EXP}/seed{{seed}}/eval/{{model}}.json",
         csv=f"{EXP}/seed{{seed}}/eval/{{model}}.csv",
     params:
-        settings=settings("model", "target", "source"),
+        settings=settings("model", "target", "source", "evaluate", omit=("source.translated_root",)),
     threads: threads_of("infer")
     resources:
         **res("infer"),

@@ -6,7 +6,8 @@ TRAIN_INPUT = dict(
     source_index=rules.index_source.output[0],
     target_index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
 )
-# Round-0 variants: "+AA" (no image translation), "+IT" (FDA), and the control with the
+# Round-0 variants: "+AA" (no image translation), "+IT" (FDA, or the pre-translated images of
+# source.translated_root when set), and the control with the
 # adversarial losses switched off but target batches still passed through the network.
 AA_VARIANTS = {
     "aa": "--image-translation off",
@@ -39,7 +40,7 @@ rule train_source_only:
         ckpt=f"{MODELS}/source_only/checkpoint.pt",
         losses=f"{MODELS}/source_only/losses.csv",
     params:
-        settings=settings("model", "train", "source", "source_only"),
+        settings=settings("model", "train", "source", "source_only", omit=("source.translated_root",)),
     threads: threads_of("train")
     resources:
         **res("train"),
