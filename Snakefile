@@ -1,7 +1,7 @@
 # uncerda: uncertainty-aware pseudo label refinery as a reproducible workflow.
 #   snakemake --cores 2                      the main chain on the configured data (default: the demo)
 #   snakemake ablation --cores 2             Table 3 ladder and Table 5 comparison, every seed
-#   snakemake -n --configfile workflow/presets/gta5_cityscapes.yaml --config source='{root: ...}'
+#   snakemake -n --configfile workflow/presets/gta5_cityscapes.yaml --config source='{root: ...}' ... model='{init: ...}'
 import os
 
 from snakemake.utils import min_version
@@ -9,8 +9,14 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-# Found beside this Snakefile, so the workflow also runs with --directory elsewhere.
-configfile: os.path.join(workflow.basedir, "config.yaml")
+# A preset is a complete experiment: the config is the schema's defaults, then EITHER the files
+# given with --configfile OR (when none is given) the demo config.yaml beside this Snakefile, then
+# the --config overrides. Snakemake would merge a `configfile:` under the --configfile ones, so
+# demo keys (output stride, network width) would leak into a paper run; it is read only when no
+# --configfile was given. Found beside this Snakefile, so --directory elsewhere works too.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

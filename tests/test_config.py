@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures_data import write_cityscapes_tree, write_gta5_tree, write_synthia_tree
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.cli import main
 from uncerda_core.config import deep_merge, load_config, validate_config
@@ -83,8 +82,8 @@ def test_unreadable_config_files(tmp_path):
         load_config(tmp_path / "none.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {lr: [0.1\n")
-    with pytest.raises(UncerdaError, match=r"bad\.yaml: not valid YAML"):
-        load_config(bad)
+    with pytest.raises(UncerdaError, match=r"bad\.yaml: not valid YAML(.|\n)*line 2, column 1"):
+        load_config(bad)  # file, line and column: what the README points users to
     with pytest.raises(UncerdaError, match="must be a mapping, got list"):
         validate_config([1, 2])
 
@@ -161,36 +160,12 @@ def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
 def test_snakemake_refuses_a_missing_data_root_before_any_job(tmp_path):
     work = tmp_path / "run"
     proc = snakemake(work, "-n", "--configfile", str(PRESETS / "gta5_cityscapes.yaml"), "--config",
-                     f"source={{root: {tmp_path / 'no_gta5'}}}", f"target={{root: {tmp_path}}}", timeout=300)
+                     f"source={{root: {tmp_path / 'no_gta5'}}}", f"target={{root: {tmp_path}}}",
+                     f"model={{init: {tmp_path / 'init.pth'}}}", timeout=300)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert f"source.root: data root '{tmp_path / 'no_gta5'}' does not exist" in out
     assert not (work / "results").exists()
-
-
-@pytest.mark.parametrize("preset, dataset", [("gta5_cityscapes", "gta5"), ("synthia_cityscapes", "synthia")])
-def test_paper_presets_dry_run_on_fixture_trees(tmp_path, preset, dataset):
-    source, target = tmp_path / dataset, tmp_path / "cityscapes"
-    if dataset == "gta5":
-        write_gta5_tree(source, 2, size=(16, 8))
-    else:
-        write_synthia_tree(source, 2, size=(16, 8))
-    write_cityscapes_tree(target, {"train": 2, "val": 1}, size=(16, 8))
-    work = tmp_path / "run"
-    proc = snakemake(work, "-n", "-p", "--configfile", str(PRESETS / f"{preset}.yaml"), "--config",
-                     f"source={{root: {source}}}", f"target={{root: {target}}}", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
-    for rule in ("index_source", "train_source_only", "adapt_round0"):
-        assert f"rule {rule}:" in out, rule
-    assert "This was a dry-run" in out
-    # The preset's data set and the given roots reach the jobs; nothing was trained.
-    assert f"index --dataset {dataset} --root {source} --split all" in out
-    assert f"index --dataset cityscapes --root {target} --split train --no-labels" in out
-    resolved = yaml.safe_load((work / "results" / preset / "config.yaml").read_text())
-    assert resolved["source"] == {**resolved["source"], "dataset": dataset, "root": str(source)}
-    assert resolved["target"]["root"] == str(target) and resolved["model"]["arch"] == "deeplabv2_resnet101"
-    assert not (work / "results" / preset / "seed0").exists()
 
 
 def test_command_line_strings_are_parsed_where_the_schema_wants_numbers():
@@ -203,6 +178,82 @@ def test_command_line_strings_are_parsed_where_the_schema_wants_numbers():
     assert config["source"]["root"] == "123"  # a string where the schema wants a string stays one
     with pytest.raises(UncerdaError, match="'train.batch_size': 'four' is not of type 'integer'"):
         validate_config({"train": {"batch_size": "four"}})
+
+
+def test_command_line_values_reach_every_kind_of_schema_node():
+    # What snakemake --config source='{root: /data/gta5, resize: [1280, 720], crop: [1024, 512]}'
+    # model='{output_stride: 4, init: null}' ... hands over: every nested scalar a string.
+    config = validate_config({
+        "source": {"root": "/data/gta5", "resize": ["1280", "720"], "crop": ["1024", "512"]},  # oneOf: null | size
+        "target": {"resize": "null", "train_split": 7},                    # null through oneOf; int -> string
+        "model": {"output_stride": "4", "init": "null", "blocks": ["2", "1", "1", "1"]},  # enum of ints
+        "train": {"lr": "1e-3", "weight_decay": "5.0e-4", "bf16": "False"},   # YAML 1.1 keeps 1e-3 a string
+        "resources": {"train": {"threads": "3", "gpu": "1"}},              # through $ref, keeps other defaults
+        "ablation": {"pseudo_methods": ["gmm", "cbst"], "seeds": "[0, 1]"},  # list given as one string
+        "dump": {"prob_size": "[64, 32]"},
+        "experiment": 2024,                                                 # snakemake: experiment=2024 is an int
+    })
+    assert config["source"]["resize"] == [1280, 720] and config["source"]["crop"] == [1024, 512]
+    assert config["target"]["resize"] is None and config["target"]["train_split"] == "7"
+    assert config["model"]["output_stride"] == 4 and config["model"]["init"] is None
+    assert config["model"]["blocks"] == [2, 1, 1, 1]
+    assert config["train"]["lr"] == 1e-3 and config["train"]["weight_decay"] == 5e-4
+    assert config["train"]["bf16"] is False
+    assert config["resources"]["train"] == {"threads": 3, "gpu": 1, "mem_mb": 8000, "runtime": 720}
+    assert config["ablation"]["seeds"] == [0, 1] and config["dump"]["prob_size"] == [64, 32]
+    assert config["experiment"] == "2024"
+    # A value that fits nowhere is named in its typed form.
+    with pytest.raises(UncerdaError, match=r"'model.output_stride': 16 is not one of \[4, 8\]"):
+        validate_config({"model": {"output_stride": "16"}})
+    with pytest.raises(UncerdaError, match="'source.resize'"):
+        validate_config({"source": {"resize": ["1280", "wide"]}})
+    # Strings the schema wants as strings stay strings, even when YAML would read them otherwise.
+    assert validate_config({"experiment": "yes", "model": {"init": "/w/1.pth"}})["experiment"] == "yes"
+
+
+RESNET = {"arch": "deeplabv2_resnet101", "init": "/weights/DeepLab_resnet_pretrained_imagenet.pth"}
+
+
+@pytest.mark.parametrize("model, expected", [
+    ({**RESNET, "output_stride": 4}, "model.output_stride: deeplabv2_resnet101 is built at output stride 8 only"),
+    ({**RESNET, "width": 16}, "model.width: deeplabv2_resnet101 has a fixed shape"),
+    ({**RESNET, "blocks": [1, 1, 1, 1]}, "model.blocks: deeplabv2_resnet101 has a fixed shape"),
+    ({**RESNET, "width": 16, "blocks": [1, 1, 1, 1]}, "model.width and model.blocks"),
+])
+def test_model_keys_the_architecture_does_not_take_are_refused(model, expected):
+    with pytest.raises(UncerdaError) as info:
+        validate_config({"model": model})
+    assert expected in str(info.value)
+
+
+def test_width_and_blocks_default_only_for_the_small_network(tmp_path):
+    resnet = validate_config({"model": dict(RESNET)})["model"]
+    assert "width" not in resnet and "blocks" not in resnet and resnet["output_stride"] == 8
+    small = validate_config({})["model"]
+    assert small["width"] == 16 and small["blocks"] == [1, 1, 1, 1]
+    # The resolved config of a ResNet-101 run validates again (every stage re-reads it).
+    resolved = _yaml(tmp_path / "resolved.yaml", validate_config({"model": dict(RESNET)}))
+    assert load_config(resolved, check_paths=False)["model"] == resnet
+
+
+def test_resnet101_without_init_is_refused_naming_the_files():
+    with pytest.raises(UncerdaError) as info:
+        validate_config({"model": {"arch": "deeplabv2_resnet101"}})
+    msg = str(info.value)
+    assert "model.init" in msg
+    for name in ("DeepLab_resnet_pretrained_imagenet.pth", "DeepLab_resnet_pretrained_init-f81d91e8.pth",
+                 "AdaptSegNet", "ADVENT"):
+        assert name in msg
+    # The small network may start from scratch (the demo does).
+    assert validate_config({"model": {"arch": "deeplabv2_small"}})["model"]["init"] is None
+
+
+def test_tgaa_k_above_the_class_count_is_refused():
+    with pytest.raises(UncerdaError, match=r"tgaa.k: 20 is more than the 19 classes"):
+        validate_config({"tgaa": {"k": 20}})
+    with pytest.raises(UncerdaError, match=r"tgaa.k: 6 is more than the 5 classes"):
+        validate_config({"tgaa": {"k": 6}, "model": {"num_classes": 5}})
+    assert validate_config({"tgaa": {"k": 19}})["tgaa"]["k"] == 19
 
 
 def test_adapting_from_model_init_needs_one():

@@ -59,48 +59,138 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"'{where}': {error.message}"
 
 
-def _coerce_strings(value, node: dict, root: dict):
-    """Parse string leaves where the schema wants a number, boolean, array or null.
-
-    Snakemake hands nested ``--config key='{sub: 4}'`` values over as strings;
-    a value a user typed on the command line should mean what it says.
-    """
-    if "$ref" in node:
+def _resolve(node: dict, root: dict) -> dict:
+    """The schema node behind a ``$ref`` (local ``#/definitions/...`` references only)."""
+    while "$ref" in node:
         node = root["definitions"][node["$ref"].split("/")[-1]]
+    return node
+
+
+def _fits(value, node: dict, root: dict) -> bool:
+    """Whether ``value`` is valid against the schema ``node`` (no defaults filled, nothing changed)."""
+    return jsonschema.Draft7Validator({**node, "definitions": root.get("definitions", {})}).is_valid(value)
+
+
+def _wants(node: dict, kind: str) -> bool:
+    wanted = node.get("type")
+    return kind in (wanted if isinstance(wanted, list) else [wanted])
+
+
+def _parse_scalar(text: str):
+    """A command-line string read as YAML, with ``1e-3`` (YAML 1.1 keeps it a string) as a number."""
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(parsed, str):
+        for number in (int, float):
+            try:
+                return number(parsed)
+            except ValueError:
+                pass
+    return parsed
+
+
+def _coerce_strings(value, node: dict, root: dict):
+    """Give values typed on the command line the type the schema asks for.
+
+    ``snakemake --config source='{resize: [1280, 720]}'`` hands every nested value
+    over as a string (``['1280', '720']``), ``model='{init: null}'`` as ``'null'``,
+    and a top-level ``experiment=2024`` as an integer. A value the schema accepts as
+    it is stays as it is unless it is a string whose YAML reading (number, boolean,
+    null, list, mapping) the schema accepts too; alternatives (``oneOf``, ``anyOf``)
+    are tried in order. A value that fits nowhere is returned in its most typed form,
+    so that the schema's message shows what was meant (``16 is not one of [4, 8]``).
+    """
+    node = _resolve(node, root)
+    alternatives = node.get("oneOf") or node.get("anyOf")
+    if alternatives:
+        for alt in alternatives:
+            coerced = _coerce_strings(value, alt, root)
+            if _fits(coerced, alt, root):
+                return coerced
+        return value
+    if isinstance(value, str):
+        parsed = _parse_scalar(value)
+        if isinstance(parsed, str):
+            return value
+        parsed = _coerce_strings(parsed, node, root)
+        if _fits(parsed, node, root) or not _fits(value, node, root):
+            return parsed
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and _wants(node, "string") and not _fits(value, node, root):
+        return str(value)
     if isinstance(value, dict):
-        props = node.get("properties", {})
+        props = dict(node.get("properties", {}))
+        # Keys that only conditional branches describe (``then``) are still the node's keys.
+        for branch in (node.get("then"), node.get("else")):
+            for key, sub in (branch or {}).get("properties", {}).items():
+                props.setdefault(key, sub)
         return {k: _coerce_strings(v, props[k], root) if k in props else v for k, v in value.items()}
     if isinstance(value, list) and isinstance(node.get("items"), dict):
         return [_coerce_strings(v, node["items"], root) for v in value]
-    if isinstance(value, str):
-        wanted = node.get("type")
-        wanted = set(wanted) if isinstance(wanted, list) else {wanted}
-        for alt in node.get("oneOf", []):
-            alt = root["definitions"][alt["$ref"].split("/")[-1]] if "$ref" in alt else alt
-            wanted.add(alt.get("type"))
-        if "string" not in wanted and wanted & {"integer", "number", "boolean", "array", "null"}:
-            try:
-                return yaml.safe_load(value)
-            except yaml.YAMLError:
-                return value
     return value
+
+
+# Files a ResNet-101 can start from; named in the error when model.init is missing.
+RESNET101_INITS = ("DeepLab_resnet_pretrained_imagenet.pth (ImageNet)",
+                   "DeepLab_resnet_pretrained_init-f81d91e8.pth (COCO)",
+                   "a trained AdaptSegNet or ADVENT model")
+
+
+def check_model(config: dict, given_model: dict) -> list[str]:
+    """Problems of the ``model`` section that the schema alone cannot express.
+
+    ``given_model``: the section as the user wrote it, before defaults were filled,
+    so that keys the ResNet-101 has no use for are refused only when someone set them.
+    """
+    model = config["model"]
+    problems = []
+    if model["arch"] == "deeplabv2_resnet101":
+        if model["output_stride"] != 8:
+            problems.append(f"model.output_stride: deeplabv2_resnet101 is built at output stride 8 only, "
+                            f"got {model['output_stride']}; set output_stride: 8 (4 exists for deeplabv2_small)")
+        unused = [key for key in ("width", "blocks") if key in given_model]
+        if unused:
+            problems.append(f"model.{' and model.'.join(unused)}: deeplabv2_resnet101 has a fixed shape "
+                            f"(width 64, blocks 3-4-23-3); remove {' and '.join(unused)}, which only "
+                            "deeplabv2_small reads")
+        if model["init"] is None:
+            problems.append(
+                "model.init: deeplabv2_resnet101 needs initial weights; from random ones, with frozen "
+                "BatchNorm and Caffe-normalised inputs, the first loss is ~5e7 and every output is NaN "
+                f"after one step. Set model.init to {', '.join(RESNET101_INITS[:-1])} or {RESNET101_INITS[-1]}, "
+                "e.g. --config model='{init: /weights/DeepLab_resnet_pretrained_imagenet.pth}'")
+    return problems
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place against the schema and fill its defaults.
 
-    Raises :class:`UncerdaError` naming every offending key.
+    Then check what the schema cannot: the model section against its architecture
+    (:func:`check_model`), ``tgaa.k`` against the number of classes, and that
+    ``adapt.init: model_init`` has a ``model.init``. Raises :class:`UncerdaError`
+    naming every offending key.
     """
     if not isinstance(config, dict):
         raise UncerdaError(f"{source}: the config must be a mapping, got {type(config).__name__}")
     config.update(_coerce_strings(config, schema(), schema()))
+    given_model = copy.deepcopy(config.get("model") or {})
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = "\n  ".join(_describe(e) for e in errors)
         raise UncerdaError(f"{source}: invalid configuration (schema workflow/schemas/config.schema.yaml):\n  {lines}")
+    problems = check_model(config, given_model)
+    if config["tgaa"]["k"] > config["model"]["num_classes"]:
+        problems.append(f"tgaa.k: {config['tgaa']['k']} is more than the {config['model']['num_classes']} classes "
+                        "(model.num_classes); S_k takes the k most uncertain of them")
     if config["adapt"]["init"] == "model_init" and config["model"]["init"] is None:
-        raise UncerdaError(f"{source}: adapt.init is model_init but model.init is not set; point model.init "
-                           "at a state dict, or use adapt.init: source_only")
+        problems.append("adapt.init is model_init but model.init is not set; point model.init "
+                        "at a state dict, or use adapt.init: source_only")
+    if problems:
+        lines = "\n  ".join(problems)
+        raise UncerdaError(f"{source}: invalid configuration:\n  {lines}")
     return config
 
 
