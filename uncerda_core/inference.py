@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from uncerda_core.artifacts import UncerdaError
+from uncerda_core.config import validate_config
 from uncerda_core.data.datasets import normalize
 from uncerda_core.models import build_model
 from uncerda_core.train.checkpoint import load_checkpoint
@@ -44,6 +46,17 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
     return model.to(device).eval()
 
 
+def checkpoint_config(checkpoint: str | Path, config: dict | None, state: dict) -> dict:
+    """The config to infer with: the given one, else the one the checkpoint records (with the
+    schema's defaults filled in for keys added since it was trained)."""
+    if config is not None:
+        return config
+    recorded = state.get("config")
+    if not isinstance(recorded, dict):
+        raise UncerdaError(f"{checkpoint}: the checkpoint records no config; pass one with --config")
+    return validate_config(copy.deepcopy(recorded), source=f"{checkpoint} (its recorded config)")
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
                    size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
@@ -64,3 +77,41 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, normaliz
                           size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
     """Softmax of :func:`predict_logits`: probabilities (B, C, H, W)."""
     return torch.softmax(predict_logits(model, images, normalize_mode, size, fuse_aux), dim=1)
+
+
+# Evaluation protocols: how one image becomes class probabilities.
+#   single           the network input once, main head only (as `uncerda evaluate` scores a model)
+#   multiscale_flip  the input at scales 1.0 and 1.25, each also mirrored; main + 0.5 x aux logits per
+#                    pass, softmax per pass, the four probability maps averaged
+PROTOCOLS: tuple[str, ...] = ("single", "multiscale_flip")
+MULTISCALE_SCALES: tuple[float, ...] = (1.0, 1.25)
+MULTISCALE_AUX_WEIGHT = 0.5
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise UncerdaError(f"unknown evaluation protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+@torch.no_grad()
+def protocol_probabilities(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
+                           protocol: str, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Class probabilities (B, C, H, W) of 0-255 RGB ``images`` under an evaluation ``protocol``,
+    upsampled bilinearly to ``size`` (default: the input's) before the softmax of each pass."""
+    check_protocol(protocol)
+    size = tuple(size) if size is not None else tuple(images.shape[-2:])
+    if protocol == "single":
+        return torch.softmax(predict_logits(model, images, normalize_mode, size), dim=1)
+    height, width = images.shape[-2:]
+    total = None
+    for scale in MULTISCALE_SCALES:
+        scaled = images if scale == 1.0 else F.interpolate(
+            images.float(), size=(round(height * scale), round(width * scale)), mode="bilinear",
+            align_corners=False)
+        for flip in (False, True):
+            x = scaled.flip(-1) if flip else scaled
+            logits = predict_logits(model, x, normalize_mode, size, fuse_aux=MULTISCALE_AUX_WEIGHT)
+            prob = torch.softmax(logits.flip(-1) if flip else logits, dim=1)
+            total = prob if total is None else total + prob
+    return total / (2 * len(MULTISCALE_SCALES))
