@@ -417,7 +417,7 @@ def test_examples_from_checkpoints(tmp_path):
 # --- the whole report (slow) ----------------------------------------------------------------------------
 
 REPORT_PNGS = ["iou_per_class.png", "examples.png", "rank.png", "weights.png", "entropy_gmm.png",
-               "pseudo_quality.png"]
+               "pseudo_quality.png", "training_curves.png"]
 
 
 def _snakemake(work: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -442,7 +442,7 @@ def test_smoke_report(tmp_path):
     # No ablation tables, so no ablation figures were asked for.
     assert not (work / "results" / "smoke" / "report" / "ablation").exists()
     for name in ("report_iou", "report_examples", "report_rank", "report_weights", "report_gmm",
-                 "report_pseudo_quality", "report_summary_table"):
+                 "report_pseudo_quality", "report_summary_table", "report_curves"):
         assert (work / "results" / "smoke" / "benchmarks" / "seed0" / f"{name}.tsv").is_file(), name
         assert (work / "logs" / "smoke" / "seed0" / f"{name}.log").is_file(), name
 
