@@ -28,7 +28,7 @@ from uncerda_core.data.index import build_index, write_index
 from uncerda_core.data.labels import CITYSCAPES_LUT, TRAIN_ID_COLORS, TRAIN_TO_CITYSCAPES_ID
 from uncerda_core.evaluate.evaluate import evaluate_checkpoint, score_predictions
 from uncerda_core.evaluate.predictions import find_predictions, split_name
-from uncerda_core.inference import load_model, protocol_probabilities
+from uncerda_core.inference import load_model, protocol_logits
 from uncerda_core.predict import TRAIN_TO_LABEL_LUT, output_path, prediction_stem
 from uncerda_core.train.loop import run_training, stage_settings
 from uncerda_core.uncertainty.equations import normalized_entropy
@@ -248,8 +248,9 @@ def test_predict_formats_entropy_jpeg_and_own_sizes(trained, tmp_path):
         # The same image through the model by hand (no target.resize in this config).
         with Image.open(inp / rel) as im:
             image = torch.from_numpy(np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy()).float()[None]
-        prob = protocol_probabilities(model, image, config["train"]["normalize"], "single")
-        np.testing.assert_array_equal(train, prob.argmax(1)[0].numpy())
+        logits = protocol_logits(model, image, config["train"]["normalize"], "single")
+        prob = torch.softmax(logits, dim=1)
+        np.testing.assert_array_equal(train, logits.argmax(1)[0].numpy())
         np.testing.assert_allclose(ent, normalized_entropy(prob[0].numpy(), axis=0), atol=1 / 65535)
     record = json.loads((out / "provenance.json").read_text())
     assert record["stage"] == "predict" and record["images"] == 3 and record["protocol"] == "single"
@@ -257,6 +258,50 @@ def test_predict_formats_entropy_jpeg_and_own_sizes(trained, tmp_path):
     assert main(["predict", "--checkpoint", str(trained["ckpt"]), "--input", str(inp), "--out-dir", str(out),
                  "--formats", "color"]) == 0
     assert sorted(p.name for p in out.rglob("*.png")) == ["one_color.png", "three_color.png", "two_color.png"]
+
+
+def test_predict_with_a_config_whose_data_roots_are_elsewhere(trained, tmp_path, capsys):
+    """--config replaces the checkpoint's config; its data roots need not exist (inference reads none)."""
+    import yaml
+    config = {k: v for k, v in trained["config"].items()}
+    config = {**config, "demo": {**config["demo"], "enabled": False},
+              "source": {**config["source"], "root": str(tmp_path / "nowhere")},
+              "target": {**config["target"], "root": str(tmp_path / "nowhere"), "resize": [32, 16]}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(trained["ckpt"]), "--input", str(trained["images"]),
+                 "--out-dir", str(out), "--formats", "trainIds", "--config", str(path)]) == 0, capsys.readouterr().err
+    pngs = sorted(out.rglob("*_trainIds.png"))
+    assert len(pngs) == 5
+    with Image.open(pngs[0]) as im:
+        assert im.size == (64, 32)        # inferred at 32x16, written at the image's own size
+
+
+def test_real_cityscapes_frames_round_trip(real_samples, trained, tmp_path):
+    """Real 2048x1024 frames in their city folder: label ids predicted at full size score exactly
+    as the evaluation of the same checkpoint on the same frames (network input 256x128)."""
+    root = real_samples / "cityscapes"
+    if not (root / "leftImg8bit" / "train").is_dir():
+        pytest.skip("no real Cityscapes frames with labels")
+    index = tmp_path / "real_index.csv"
+    write_index(build_index("cityscapes", root, "train", workers=1, progress=False), index, {})
+    # One image per forward pass as evaluation does: a batch of two may round a near-tie of two
+    # classes the other way (one pixel in these 16.8 million did).
+    config = {**trained["config"], "target": {**trained["config"]["target"], "root": str(root),
+                                              "resize": [256, 128]}, "predict": {"batch_size": 1}}
+    metrics = evaluate_checkpoint(config, trained["ckpt"], index, tmp_path / "eval.json", progress=False)
+    from uncerda_core.predict import predict_folder
+    out = tmp_path / "pred"
+    summary = predict_folder(trained["ckpt"], root / "leftImg8bit" / "train", out, formats=("labelIds",),
+                             config=config, progress=False)
+    assert summary["images"] == metrics["images"] >= 1
+    labels = sorted(out.rglob("*_labelIds.png"))
+    assert all(p.parent.name == "aachen" and "_leftImg8bit" not in p.name for p in labels)
+    with Image.open(labels[0]) as im:
+        assert im.size == (2048, 1024)
+    scored = score_predictions(out, "cityscapes", root, "train", tmp_path / "score.json", progress=False)
+    assert scored["confusion_matrix"] == metrics["confusion_matrix"] and scored["miou"] == metrics["miou"]
 
 
 @pytest.mark.parametrize("problem", ["overlap", "foreign_out", "no_images", "clash", "zip_without_label_ids"])
@@ -315,7 +360,7 @@ def test_multiscale_flip_protocol_by_hand():
     from uncerda_core.data.datasets import normalize
     model = _PixelModel()
     images = torch.rand(1, 3, 8, 12) * 255
-    got = protocol_probabilities(model, images, "imagenet", "multiscale_flip", size=(8, 12))
+    got = protocol_logits(model, images, "imagenet", "multiscale_flip", size=(8, 12)).exp()
     expected = torch.zeros(1, 3, 8, 12)
     for size in ((8, 12), (10, 15)):
         x = images if size == (8, 12) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
@@ -325,10 +370,10 @@ def test_multiscale_flip_protocol_by_hand():
             logits = F.interpolate(logits, size=(8, 12), mode="bilinear", align_corners=False)
             expected += torch.softmax(logits.flip(-1) if flip else logits, dim=1) / 4
     torch.testing.assert_close(got, expected)
-    single = protocol_probabilities(model, images, "imagenet", "single")
-    torch.testing.assert_close(single, torch.softmax(model(normalize(images, "imagenet"))[1], dim=1))
+    single = protocol_logits(model, images, "imagenet", "single")
+    torch.testing.assert_close(single, model(normalize(images, "imagenet"))[1])
     with pytest.raises(UncerdaError, match="unknown evaluation protocol"):
-        protocol_probabilities(model, images, "imagenet", "ten_crop")
+        protocol_logits(model, images, "imagenet", "ten_crop")
 
 
 def test_predict_multiscale_flip(trained, tmp_path):

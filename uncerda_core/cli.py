@@ -430,6 +430,7 @@ def cmd_predict(p=None, args=None):
     from uncerda_core.predict import predict_folder, write_submission_zip
     if args.zip and "labelIds" not in args.formats:
         raise UncerdaError("--zip packs the *_labelIds.png files: add labelIds to --formats")
+    args.check_paths = False   # inference reads no data set root
     config = _config(args) if args.config else None
     summary = predict_folder(args.checkpoint, args.input, args.out_dir, formats=tuple(args.formats),
                              protocol=args.evaluation_protocol, entropy=args.entropy, config=config)
@@ -448,6 +449,7 @@ def cmd_export(p=None, args=None):
         _add_config(p, required=False)
         return
     from uncerda_core.export import export_model
+    args.check_paths = False   # exporting reads no data set root
     config = _config(args) if args.config else None
     info = export_model(args.checkpoint, args.out, config=config)
     print(f"wrote {args.out}: input {info['input']}, output {info['output']}")

@@ -95,14 +95,19 @@ def check_protocol(protocol: str) -> str:
 
 
 @torch.no_grad()
-def protocol_probabilities(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
-                           protocol: str, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Class probabilities (B, C, H, W) of 0-255 RGB ``images`` under an evaluation ``protocol``,
-    upsampled bilinearly to ``size`` (default: the input's) before the softmax of each pass."""
+def protocol_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
+                    protocol: str, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Class scores (B, C, H, W) of 0-255 RGB ``images`` under an evaluation ``protocol``, at ``size``
+    (default: the input's): their argmax is the prediction, their softmax the class probabilities.
+
+    ``single``: the main head's logits, upsampled bilinearly (exactly what ``uncerda evaluate``
+    takes the argmax of). ``multiscale_flip``: the log of the four passes' averaged probabilities
+    (each pass's logits upsampled to ``size`` before its softmax).
+    """
     check_protocol(protocol)
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
     if protocol == "single":
-        return torch.softmax(predict_logits(model, images, normalize_mode, size), dim=1)
+        return predict_logits(model, images, normalize_mode, size)
     height, width = images.shape[-2:]
     total = None
     for scale in MULTISCALE_SCALES:
@@ -114,4 +119,4 @@ def protocol_probabilities(model: torch.nn.Module, images: torch.Tensor, normali
             logits = predict_logits(model, x, normalize_mode, size, fuse_aux=MULTISCALE_AUX_WEIGHT)
             prob = torch.softmax(logits.flip(-1) if flip else logits, dim=1)
             total = prob if total is None else total + prob
-    return total / (2 * len(MULTISCALE_SCALES))
+    return torch.log(total / (2 * len(MULTISCALE_SCALES)))

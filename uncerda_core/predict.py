@@ -2,8 +2,8 @@
 
 Every PNG or JPEG under the input folder (recursively) is resized as the
 checkpoint's config resizes target images (``target.resize``), run through the
-network under an evaluation protocol (:func:`uncerda_core.inference.protocol_probabilities`),
-and its probabilities are upsampled to the image's own size. The outputs mirror
+network under an evaluation protocol (:func:`uncerda_core.inference.protocol_logits`),
+and its class scores are upsampled to the image's own size. The outputs mirror
 the input's sub-folders:
 
 - ``<stem>_trainIds.png``: train ids 0..18 (never 255: every pixel gets a class);
@@ -37,7 +37,7 @@ from uncerda_core import artifacts
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
 from uncerda_core.data.labels import NUM_CLASSES, TRAIN_TO_CITYSCAPES_ID, colorize, lookup_table
-from uncerda_core.inference import check_protocol, checkpoint_config, load_model, protocol_probabilities
+from uncerda_core.inference import check_protocol, checkpoint_config, load_model, protocol_logits
 from uncerda_core.train.checkpoint import load_checkpoint
 from uncerda_core.train.loop import resolve_device
 from uncerda_core.uncertainty.equations import normalized_entropy
@@ -136,14 +136,16 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, compress_level=1)
 
 
-def _write_outputs(root: Path, relative: Path, prob: torch.Tensor, settings: PredictSettings) -> None:
-    train_ids = prob.argmax(dim=0).to(torch.uint8).numpy()
+def _write_outputs(root: Path, relative: Path, scores: torch.Tensor, settings: PredictSettings) -> None:
+    """The files of one image from its (C, H, W) class scores (:func:`protocol_logits`)."""
+    train_ids = scores.argmax(dim=0).to(torch.uint8).numpy()
     arrays = {"trainIds": lambda: train_ids, "labelIds": lambda: TRAIN_TO_LABEL_LUT[train_ids],
               "color": lambda: colorize(train_ids)}
     for fmt in settings.formats:
         _write_png(root / output_path(relative, fmt), arrays[fmt]())
     if settings.entropy:
-        entropy = normalized_entropy(prob.numpy(), axis=0)   # float64: the 16 bits are all kept
+        prob = torch.softmax(scores, dim=0).numpy()
+        entropy = normalized_entropy(prob, axis=0)   # float64: the 16 bits are all kept
         scaled = np.rint(entropy * 65535.0).astype(np.uint16)
         _write_png(root / output_path(relative, ENTROPY_TAG), scaled)
 
@@ -192,9 +194,9 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str |
                 groups[(tuple(item["image"].shape), size)].append(item)
             for (_, size), items in groups.items():
                 stack = torch.stack([item["image"] for item in items])
-                prob = protocol_probabilities(model, stack, normalize_mode, settings.protocol, size=size).cpu()
-                for item, p in zip(items, prob):
-                    _write_outputs(tmp, images[item["index"]], p, settings)
+                scores = protocol_logits(model, stack, normalize_mode, settings.protocol, size=size).cpu()
+                for item, s in zip(items, scores):
+                    _write_outputs(tmp, images[item["index"]], s, settings)
         record = artifacts.provenance("predict", config=config, inputs={"checkpoint": checkpoint}, extra={
             "input": str(input_dir), "images": len(images), "formats": list(settings.formats),
             "protocol": settings.protocol, "entropy": settings.entropy})
