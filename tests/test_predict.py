@@ -304,8 +304,9 @@ def test_real_cityscapes_frames_round_trip(real_samples, trained, tmp_path):
     assert scored["confusion_matrix"] == metrics["confusion_matrix"] and scored["miou"] == metrics["miou"]
 
 
-@pytest.mark.parametrize("problem", ["overlap", "foreign_out", "no_images", "clash", "zip_without_label_ids"])
-def test_predict_refuses_before_any_work(trained, tmp_path, capsys, problem):
+@pytest.mark.parametrize("problem", ["overlap", "foreign_out", "no_images", "clash", "zip_without_label_ids",
+                                     "not_an_image", "truncated"])
+def test_predict_refuses_bad_input_and_leaves_nothing(trained, tmp_path, capsys, problem):
     inp = tmp_path / "in"
     inp.mkdir()
     Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(inp / "x.png")
@@ -323,6 +324,14 @@ def test_predict_refuses_before_any_work(trained, tmp_path, capsys, problem):
     elif problem == "clash":
         Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(inp / "x_leftImg8bit.jpg")
         expect = "would write the same predictions"
+    elif problem == "not_an_image":
+        (inp / "sub").mkdir()
+        (inp / "sub" / "notes.png").write_text("not a PNG")
+        expect = "notes.png: cannot read the image"
+    elif problem == "truncated":          # the header reads, the pixels do not: fails during the run
+        data = (inp / "x.png").read_bytes()
+        (inp / "y.png").write_bytes(data[: len(data) // 2])
+        expect = "y.png: cannot decode"
     else:
         extra = ["--formats", "trainIds", "--zip", str(tmp_path / "s.zip")]
         expect = "add labelIds to --formats"
@@ -334,7 +343,7 @@ def test_predict_refuses_before_any_work(trained, tmp_path, capsys, problem):
         assert (out / "notes.txt").read_text() == "mine"
     else:
         assert not out.exists()
-    assert not (tmp_path / "s.zip").exists()
+    assert not (tmp_path / "s.zip").exists() and not list(tmp_path.glob(".*tmp*"))
 
 
 # --- evaluation protocols ---------------------------------------------------------------------------------

@@ -120,8 +120,9 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             width, height = im.size
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UncerdaError(f"{path}: cannot read the image ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UncerdaError(f"{path}: cannot read the image ({exc}); remove it from the input folder "
+                           "or replace it") from exc
     return height, width
 
 
@@ -167,6 +168,7 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str |
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     images = find_images(input_dir)
     _check_targets(input_dir, out_dir, images)
+    sizes = [_image_size(input_dir / rel) for rel in images]   # a file that is no image fails here
     state = load_checkpoint(checkpoint)
     config = checkpoint_config(checkpoint, config, state)
     settings = PredictSettings(formats, protocol or default_protocol(config), entropy,
@@ -190,8 +192,7 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str |
             # Images of one batch share a forward pass when their input and output sizes agree.
             groups: dict[tuple, list[dict]] = defaultdict(list)
             for item in batch:
-                size = _image_size(input_dir / images[item["index"]])
-                groups[(tuple(item["image"].shape), size)].append(item)
+                groups[(tuple(item["image"].shape), sizes[item["index"]])].append(item)
             for (_, size), items in groups.items():
                 stack = torch.stack([item["image"] for item in items])
                 scores = protocol_logits(model, stack, normalize_mode, settings.protocol, size=size).cpu()
