@@ -202,6 +202,44 @@ def test_examples_figure(tmp_path):
     assert_png(figures.examples_figure(examples, tmp_path / "ex.png"))
 
 
+def _losses(rng, n=30, adversarial=True, self_training=False, diverge=False) -> pd.DataFrame:
+    """A losses.csv as train/loop.py writes it: falling segmentation loss, poly learning rate."""
+    it = np.arange(1, n + 1) * 10
+    seg = 2.5 * np.exp(-it / 150) + 0.05 * rng.random(n)
+    if diverge:
+        seg = seg[::-1] * 3
+    df = pd.DataFrame({"iteration": it, "lr": 0.01 * (1 - it / (it[-1] + 1)) ** 0.9, "seg": seg,
+                       "seg_aux": seg * 1.2})
+    if adversarial:
+        df = df.assign(adv_main=0.7 + 0.1 * rng.random(n), adv_aux=0.7, d_main=np.linspace(0.69, 0.05, n),
+                       d_aux=0.69)
+    if self_training:
+        df = df.assign(st=seg * 0.8)
+    return df.assign(total=df.drop(columns=["iteration", "lr"]).sum(axis=1))
+
+
+def test_loss_change():
+    assert figures.loss_change([2.0] * 10 + [1.0] * 10 + [1.0] * 80, 0.1) == pytest.approx(-0.5)
+    assert figures.loss_change([1.0, 3.0]) == pytest.approx(2.0)
+    assert np.isnan(figures.loss_change([1.0])) and np.isnan(figures.loss_change([np.nan, 1.0]))
+
+
+def test_training_curves_figure(tmp_path):
+    rng = np.random.default_rng(5)
+    losses = {"Source only": _losses(rng, adversarial=False), "+IT": _losses(rng),
+              "+TGAA r1": _losses(rng, diverge=True), "+UPST": _losses(rng, self_training=True)}
+    miou = {"Source only": 0.2, "+IT": 0.25, "+TGAA r1": None, "+UPST": 0.31}
+    pixels = assert_png(figures.training_curves_figure(losses, tmp_path / "curves.png", miou=miou))
+    # One row of panels per stage plus the mIoU row: a tall figure.
+    assert pixels.shape[0] > pixels.shape[1] * 0.8
+    assert_png(figures.training_curves_figure({"+IT": _losses(rng)}, tmp_path / "one.png"))
+    with pytest.raises(UncerdaError, match="no losses"):
+        figures.training_curves_figure({}, tmp_path / "none.png")
+    with pytest.raises(UncerdaError, match="iteration"):
+        figures.training_curves_figure({"x": pd.DataFrame({"seg": [1.0]})}, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
 LADDER = pd.DataFrame({
     "rung": ["Source only", "+AA", "+IT", "+TGAA", "+UPST", "Target oracle (trained on target labels)"],
     "kind": ["rung"] * 5 + ["control"],
@@ -290,6 +328,12 @@ def test_figure_commands(tmp_path, pseudo_dir):
     METHODS.to_csv(methods, index=False)
     md = tmp_path / "summary.md"
     md.write_text("# Results\n\n| model | mIoU |\n|---|---|\n| +UPST | 5.9 |\n")
+    losses = []
+    for model, adversarial in (("source_only", False), ("aa_it", True), ("tgaa_r1", True)):
+        path = tmp_path / "models" / model / "losses.csv"
+        path.parent.mkdir(parents=True)
+        _losses(rng, adversarial=adversarial).to_csv(path, index=False)
+        losses.append(str(path))
     out = tmp_path / "out"
     calls = {
         "iou.png": ["figure-iou", *evals, "--highlight-rank", str(rank_dir / "aa_it.csv")],
@@ -301,6 +345,7 @@ def test_figure_commands(tmp_path, pseudo_dir):
         "ladder.png": ["figure-ladder", "--csv", str(ladder)],
         "methods.png": ["figure-pseudo-methods", "--csv", str(methods)],
         "summary.html": ["table-html", "--md", str(md)],
+        "curves.png": ["figure-curves", *losses, "--evals", *evals[:3]],
     }
     for name, argv in calls.items():
         assert main([*argv, "--out", str(out / name)]) == 0, name
@@ -310,6 +355,9 @@ def test_figure_commands(tmp_path, pseudo_dir):
     assert "<table>" in (out / "summary.html").read_text()
     record = json.loads((out / "iou.png.provenance.json").read_text())
     assert record["stage"] == "figure-iou" and set(record["inputs"]) >= {"Source only", "+IT", "+TGAA r1", "+UPST"}
+    record = json.loads((out / "curves.png.provenance.json").read_text())
+    assert set(record["inputs"]) == {"losses Source only", "losses +IT", "losses +TGAA r1", "eval Source only",
+                                     "eval +IT", "eval +TGAA r1"}
     # LABEL=PATH overrides the name read from the path.
     assert main(["figure-iou", f"first={evals[0]}", f"second={evals[1]}", "--out", str(out / "named.png")]) == 0
 
@@ -325,7 +373,10 @@ def test_figure_command_errors(tmp_path, capsys):
     pd.DataFrame({"name": ["a"], "p_i": [1.0]}).to_csv(bad, index=False)
     assert main(["figure-weights", str(bad), "--out", str(tmp_path / "w.png")]) == 2
     assert "columns" in capsys.readouterr().err
+    assert main(["figure-curves", str(bad), "--out", str(tmp_path / "c.png")]) == 2
+    assert "'iteration'" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "w.png").exists()
+    assert not (tmp_path / "c.png").exists()
 
 
 def test_examples_from_checkpoints(tmp_path):
@@ -358,7 +409,7 @@ def test_examples_from_checkpoints(tmp_path):
 # --- the whole report (slow) ----------------------------------------------------------------------------
 
 REPORT_PNGS = ["iou_per_class.png", "examples.png", "rank.png", "weights.png", "entropy_gmm.png",
-               "pseudo_quality.png"]
+               "pseudo_quality.png", "training_curves.png"]
 
 
 def _snakemake(work: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -383,7 +434,7 @@ def test_smoke_report(tmp_path):
     # No ablation tables, so no ablation figures were asked for.
     assert not (work / "results" / "smoke" / "report" / "ablation").exists()
     for name in ("report_iou", "report_examples", "report_rank", "report_weights", "report_gmm",
-                 "report_pseudo_quality", "report_summary_table"):
+                 "report_pseudo_quality", "report_summary_table", "report_curves"):
         assert (work / "results" / "smoke" / "benchmarks" / "seed0" / f"{name}.tsv").is_file(), name
         assert (work / "logs" / "smoke" / "seed0" / f"{name}.log").is_file(), name
 

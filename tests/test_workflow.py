@@ -151,3 +151,21 @@ def test_a_seed_added_to_the_ablation_is_scheduled(tmp_path):
     for rule in ("rule train_source_only:", "checkpoint decide_round:", "rule summary:", "rule ablation_tables:"):
         assert rule in out, rule
     assert "wildcards: seed=3" in out
+
+
+def test_predict_target_writes_the_submission_that_scores_like_the_evaluation(smoke, tmp_path):
+    import zipfile
+    proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir), "--", "predict", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    preds = smoke.seed_dir / "predictions" / "st_gmm_r1" / "val"
+    names = pd.read_csv(smoke.results / "data" / "target_val_index.csv", dtype={"name": str})["name"]
+    with zipfile.ZipFile(smoke.seed_dir / "submission" / "st_gmm_r1_val.zip") as archive:
+        zipped = sorted(name.rsplit("/", 1)[-1] for name in archive.namelist())
+    assert zipped == sorted(f"{n}_labelIds.png" for n in names)
+    out = tmp_path / "score.json"
+    assert main(["score", "--pred-dir", str(preds), "--dataset", "cityscapes", "--id-type", "label",
+                 "--root", str(smoke.workdir / "results" / "data" / "smoke" / "target"), "--split", "val",
+                 "--out", str(out)]) == 0
+    scored = json.loads(out.read_text())
+    evaluated = json.loads((smoke.seed_dir / "eval" / "st_gmm_r1.json").read_text())
+    assert scored["confusion_matrix"] == evaluated["confusion_matrix"] and scored["miou"] == evaluated["miou"]

@@ -231,7 +231,9 @@ def cmd_evaluate(p=None, args=None):
 @command("score", "score a folder of predicted label PNGs against a data set's ground truth")
 def cmd_score(p=None, args=None):
     if args is None:
-        p.add_argument("--pred-dir", required=True, help="<stem>.png files of train ids, 255 = no prediction")
+        p.add_argument("--pred-dir", required=True,
+                       help="prediction PNGs, in city sub-folders or not, named <stem>.png, <stem>_leftImg8bit.png, "
+                            "<stem>_trainIds.png or <stem>_labelIds.png (train ids: 255 = no prediction)")
         p.add_argument("--dataset", required=True, choices=["cityscapes", "gta5", "synthia"])
         p.add_argument("--root", required=True)
         p.add_argument("--split", required=True)
@@ -239,11 +241,15 @@ def cmd_score(p=None, args=None):
         p.add_argument("--csv", help="per-class IoU CSV")
         p.add_argument("--classes", choices=["19", "synthia"], default="19",
                        help="'synthia': report mIoU over 16 classes and mIoU* over 13")
+        p.add_argument("--id-type", choices=["auto", "train", "label"], default="auto",
+                       help="what the PNGs hold: train ids, Cityscapes label ids, or 'auto' by name "
+                            "(*_labelIds.png label ids, any other name train ids)")
         return
     from uncerda_core.data.labels import eval_class_ids
     from uncerda_core.evaluate.evaluate import format_table, score_predictions
     subsets = eval_class_ids("synthia" if args.classes == "synthia" else "gta5")
-    result = score_predictions(args.pred_dir, args.dataset, args.root, args.split, args.out, args.csv, subsets)
+    result = score_predictions(args.pred_dir, args.dataset, args.root, args.split, args.out, args.csv, subsets,
+                               id_type=args.id_type)
     print(format_table({Path(args.pred_dir).name: result}, subsets))
 
 
@@ -404,6 +410,51 @@ def cmd_ablation_tables(p=None, args=None):
         artifacts.write_sidecar(out / f"{name}.csv", record)
         artifacts.write_text(out / f"{name}.md", frame_to_markdown(df, pct) + "\n")
         print(frame_to_markdown(df, pct), end="\n\n")
+
+
+# --- using the adapted model (predict, export) ---------------------------------------------------
+
+@command("predict", "predictions for every image in a folder: train ids, Cityscapes label ids, colours")
+def cmd_predict(p=None, args=None):
+    if args is None:
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--input", required=True, help="folder of PNG/JPEG images, searched recursively")
+        p.add_argument("--out-dir", required=True, help="written mirroring the input's sub-folders")
+        p.add_argument("--formats", nargs="+", choices=["trainIds", "labelIds", "color"],
+                       default=["trainIds", "labelIds", "color"], help="which files to write per image")
+        p.add_argument("--evaluation-protocol", metavar="{single,multiscale_flip}",
+                       help="single pass, or the config's evaluate.scales with flips (default: evaluate.protocol)")
+        p.add_argument("--entropy", action="store_true",
+                       help="also write the normalised entropy as a 16-bit PNG (<stem>_entropy.png)")
+        p.add_argument("--zip", help="also zip the *_labelIds.png files here (a benchmark submission)")
+        _add_config(p, required=False)
+        return
+    from uncerda_core.predict import predict_folder, write_submission_zip
+    if args.zip and "labelIds" not in args.formats:
+        raise UncerdaError("--zip packs the *_labelIds.png files: add labelIds to --formats")
+    args.check_paths = False   # inference reads no data set root
+    config = _config(args) if args.config else None
+    summary = predict_folder(args.checkpoint, args.input, args.out_dir, formats=tuple(args.formats),
+                             protocol=args.evaluation_protocol, entropy=args.entropy, config=config)
+    print(f"{summary['images']} images -> {args.out_dir} ({', '.join(summary['formats'])}, "
+          f"protocol {summary['protocol']})")
+    if args.zip:
+        count = write_submission_zip(args.out_dir, args.zip)
+        print(f"{count} label-id PNGs -> {args.zip}")
+
+
+@command("export", "the segmentation network alone, for deployment (torch.export .pt2, or .onnx)")
+def cmd_export(p=None, args=None):
+    if args is None:
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--out", required=True, help="model.pt2 (torch.export) or model.onnx")
+        _add_config(p, required=False)
+        return
+    from uncerda_core.export import export_model
+    args.check_paths = False   # exporting reads no data set root
+    config = _config(args) if args.config else None
+    info = export_model(args.checkpoint, args.out, config=config)
+    print(f"wrote {args.out}: input {info['input']}, output {info['output']}")
 
 
 # --- entry point ---------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from uncerda_core.artifacts import UncerdaError
+from uncerda_core.config import validate_config
 from uncerda_core.data.datasets import normalize
 from uncerda_core.models import build_model
 from uncerda_core.train.checkpoint import load_checkpoint
@@ -42,6 +45,17 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
         raise UncerdaError(f"{checkpoint}: weights do not fit the recorded architecture: "
                            f"{str(exc).splitlines()[0]}") from exc
     return model.to(device).eval()
+
+
+def checkpoint_config(checkpoint: str | Path, config: dict | None, state: dict) -> dict:
+    """The config to infer with: the given one, else the one the checkpoint records (with the
+    schema's defaults filled in for keys added since it was trained)."""
+    if config is not None:
+        return config
+    recorded = state.get("config")
+    if not isinstance(recorded, dict):
+        raise UncerdaError(f"{checkpoint}: the checkpoint records no config; pass one with --config")
+    return validate_config(copy.deepcopy(recorded), source=f"{checkpoint} (its recorded config)")
 
 
 @torch.no_grad()
@@ -100,3 +114,68 @@ def predict_multiscale_flip(model: torch.nn.Module, views: list[torch.Tensor], n
             probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
             total = probs if total is None else total + probs
     return total / (2 * len(views))
+
+
+# The evaluation protocols (the schema's ``evaluate.protocol``): how one image becomes class scores.
+PROTOCOLS: tuple[str, ...] = ("single", "multiscale_flip")
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise UncerdaError(f"unknown evaluation protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How predictions on target images are made (the config's ``evaluate`` section).
+
+    ``single``: the main head on the image at the network input size, its
+    logits upsampled to the label (ADVENT's protocol). ``multiscale_flip``: the
+    softmax of ``main + aux_weight * aux`` averaged over ``scales`` times
+    {image, mirror image} (Seg-Uncertainty's protocol: scales 1.0 and 1.25,
+    aux weight 0.5).
+    """
+
+    name: str
+    scales: tuple[float, ...]
+    aux_weight: float
+
+    @classmethod
+    def from_config(cls, section: dict, name: str | None = None) -> "EvalProtocol":
+        """The protocol of an ``evaluate`` config section; ``name`` overrides its ``protocol``."""
+        name = check_protocol(name or section["protocol"])
+        if name == "single":
+            return cls("single", (1.0,), 0.0)
+        return cls(name, tuple(float(s) for s in section["scales"]), float(section["aux_weight"]))
+
+    def record(self) -> dict:
+        """The metrics JSON's ``protocol`` entry."""
+        return {"name": self.name, "scales": list(self.scales), "aux_weight": self.aux_weight,
+                "description": self.describe()}
+
+    def describe(self) -> str:
+        if self.name == "single":
+            return "single scale, main head"
+        scales = ", ".join(f"{s:g}" for s in self.scales)
+        return f"scales {scales} + flip, main + {self.aux_weight:g} aux"
+
+
+@torch.no_grad()
+def protocol_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
+                    protocol: EvalProtocol, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Class scores (B, C, H, W) of 0-255 RGB ``images`` under ``protocol``, at ``size`` (default:
+    the input's): their argmax is the prediction, their softmax the class probabilities.
+
+    ``single``: the main head's logits, upsampled bilinearly (exactly what ``uncerda evaluate``
+    takes the argmax of). ``multiscale_flip``: the log of :func:`predict_multiscale_flip`'s mean
+    probabilities, the other scales made by resizing ``images`` bilinearly.
+    """
+    size = tuple(size) if size is not None else tuple(images.shape[-2:])
+    if protocol.name == "single":
+        return predict_logits(model, images, normalize_mode, size)
+    height, width = images.shape[-2:]
+    views = [images if scale == 1.0 else F.interpolate(
+        images.float(), size=(round(height * scale), round(width * scale)), mode="bilinear", align_corners=False)
+        for scale in protocol.scales]
+    return torch.log(predict_multiscale_flip(model, views, normalize_mode, size, protocol.aux_weight))

@@ -7,7 +7,6 @@ at the ground truth's full resolution.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,44 +22,13 @@ from uncerda_core.data.index import read_index
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
 from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES, eval_class_ids
 from uncerda_core.evaluate.metrics import confusion_matrix, summarize
-from uncerda_core.inference import load_model, predict_logits, predict_multiscale_flip
+from uncerda_core.evaluate.predictions import find_predictions, to_train_ids
+from uncerda_core.inference import EvalProtocol, load_model, predict_logits, predict_multiscale_flip
 from uncerda_core.train.loop import resolve_device
 
 SHORT_NAMES = ("road", "side.", "build.", "wall", "fence", "pole", "light", "sign", "vege.", "terr.",
                "sky", "person", "rider", "car", "truck", "bus", "train", "motor.", "bike")
 
-
-@dataclass(frozen=True)
-class EvalProtocol:
-    """How predictions on target val are made (the config's ``evaluate`` section).
-
-    ``single``: the main head on the image at the network input size, its
-    logits upsampled to the label (ADVENT's protocol). ``multiscale_flip``: the
-    softmax of ``main + aux_weight * aux`` averaged over ``scales`` times
-    {image, mirror image} (Seg-Uncertainty's protocol: scales 1.0 and 1.25,
-    aux weight 0.5).
-    """
-
-    name: str
-    scales: tuple[float, ...]
-    aux_weight: float
-
-    @classmethod
-    def from_config(cls, section: dict) -> "EvalProtocol":
-        if section["protocol"] == "single":
-            return cls("single", (1.0,), 0.0)
-        return cls(section["protocol"], tuple(float(s) for s in section["scales"]), float(section["aux_weight"]))
-
-    def record(self) -> dict:
-        """The metrics JSON's ``protocol`` entry."""
-        return {"name": self.name, "scales": list(self.scales), "aux_weight": self.aux_weight,
-                "description": self.describe()}
-
-    def describe(self) -> str:
-        if self.name == "single":
-            return "single scale, main head"
-        scales = ", ".join(f"{s:g}" for s in self.scales)
-        return f"scales {scales} + flip, main + {self.aux_weight:g} aux"
 
 
 def protocol_of(result: dict) -> str:
@@ -127,26 +95,27 @@ def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | P
 
 def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, split: str,
                       out_json: str | Path, out_csv: str | Path | None = None,
-                      subsets: dict[str, tuple[int, ...]] | None = None, progress: bool = True) -> dict:
-    """Score ``<pred_dir>/<stem>.png`` (train ids, 255 = no prediction) against the data set's labels.
+                      subsets: dict[str, tuple[int, ...]] | None = None, progress: bool = True,
+                      id_type: str = "auto") -> dict:
+    """Score the predictions in ``pred_dir`` against the data set's labels.
 
-    A prediction whose size differs from its label is resized nearest-neighbour
-    to the label (and counted); a missing prediction file is an error naming it.
+    Files are found and named as :mod:`uncerda_core.evaluate.predictions`
+    describes (city sub-folders, ``_leftImg8bit``/``_trainIds``/``_labelIds``
+    names, train or label ids by name or ``id_type``). A prediction whose size
+    differs from its label is resized nearest-neighbour to the label (and
+    counted); a missing prediction file is an error naming it.
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise UncerdaError(f"{pred_dir}: prediction folder not found")
     samples = readers.list_label_samples(dataset, root, split)
-    missing = [s.name for s in samples if not (pred_dir / f"{s.name}.png").is_file()]
-    if missing:
-        raise UncerdaError(f"{pred_dir}: no prediction for {len(missing)} of {len(samples)} {dataset} {split} "
-                           f"images, e.g. {missing[0]}.png (file stems must be the data set's image stems)")
+    found = find_predictions(pred_dir, [s.name for s in samples], id_type)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     misses = np.zeros(NUM_CLASSES, dtype=np.int64)
     resized = 0
     for sample in tqdm(samples, desc="score", disable=not progress, file=sys.stderr, mininterval=2.0):
         label = readers.read_label(dataset, sample.label)
-        path = pred_dir / f"{sample.name}.png"
+        path = found[sample.name].path
         try:
             with Image.open(path) as im:
                 if im.mode not in ("L", "P"):
@@ -157,9 +126,7 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
                 pred = np.asarray(im)
         except OSError as exc:
             raise UncerdaError(f"{path}: unreadable prediction PNG ({exc})") from exc
-        bad = (pred >= NUM_CLASSES) & (pred != 255)
-        if bad.any():
-            raise UncerdaError(f"{path}: prediction values must be train ids 0..18 or 255, found {int(pred[bad][0])}")
+        pred = to_train_ids(pred, found[sample.name])
         c, m = confusion_matrix(pred, label, NUM_CLASSES)
         cm += c
         misses += m
@@ -170,7 +137,8 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
     result["protocol"] = {"name": "png_predictions", "scales": None, "aux_weight": None,
                           "description": "PNG predictions, scored as given"}
     result["provenance"] = artifacts.provenance("score", extra={"pred_dir": str(pred_dir), "dataset": dataset,
-                                                               "root": str(root), "split": split})
+                                                               "root": str(root), "split": split,
+                                                               "id_type": id_type})
     _write_result(result, out_json, out_csv)
     return result
 

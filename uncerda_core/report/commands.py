@@ -188,6 +188,26 @@ def cmd_figure_examples(p=None, args=None):
             extra={"images": [ex.name for ex in examples]})
 
 
+@command("figure-curves", "training curves of every stage (losses.csv) and the mIoU along the chain")
+def cmd_figure_curves(p=None, args=None):
+    if args is None:
+        p.add_argument("losses", nargs="+", metavar="LOSSES_CSV",
+                       help="models/<model>/losses.csv of each stage, in chain order (or LABEL=LOSSES_CSV)")
+        p.add_argument("--evals", nargs="*", default=[], metavar="METRICS_JSON",
+                       help="evaluation JSON of each model along the chain (or LABEL=METRICS_JSON)")
+        p.add_argument("--out", required=True, help="PNG")
+        return
+    from uncerda_core.report import figures
+    paths = _labelled(args.losses, "losses", name=lambda path: figures.stage_label(Path(path).parent.name))
+    tables = {label: figures.require_columns(figures.read_csv(path, "losses table"), ["iteration"], path)
+              for label, path in paths.items()}
+    evals = _labelled(args.evals, "evaluations")
+    miou = {label: figures.read_json(path, "metrics file").get("miou") for label, path in evals.items()}
+    figures.training_curves_figure(tables, args.out, miou=miou)
+    _record("figure-curves", args.out, {**{f"losses {k}": v for k, v in paths.items()},
+                                        **{f"eval {k}": v for k, v in evals.items()}})
+
+
 @command("figure-ladder", "the ablation ladder (Table 3) over seeds as bars with seeds and gains")
 def cmd_figure_ladder(p=None, args=None):
     if args is None:

@@ -507,6 +507,104 @@ def examples_figure(examples: Sequence[Example], out: str | os.PathLike,
     return _save(fig, out)
 
 
+# --- training curves per stage and mIoU along the chain --------------------------------------------
+
+# losses.csv columns by panel (train/loop.py writes them; a stage has only those it computes).
+TASK_LOSSES = (("seg", "segmentation (main)"), ("seg_aux", "segmentation (aux)"), ("st", "self-training"),
+               ("total", "total"))
+ADVERSARIAL_LOSSES = (("adv_main", "adversarial (main)"), ("adv_aux", "adversarial (aux)"),
+                      ("d_main", "discriminator (main)"), ("d_aux", "discriminator (aux)"))
+# A discriminator that cannot tell the domains apart sits at the binary cross-entropy of 0.5: ln 2.
+CHANCE_BCE = math.log(2.0)
+
+
+def loss_change(values: Sequence[float], fraction: float = 0.1) -> float:
+    """Relative change of a loss from the mean of its first to the mean of its last ``fraction`` of
+    rows: -0.4 is a 40 % drop; NaN without finite values at both ends."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return float("nan")
+    n = max(1, int(round(v.size * fraction)))
+    first, last = v[:n].mean(), v[-n:].mean()
+    return float((last - first) / first) if first != 0 else float("nan")
+
+
+def training_curves_figure(losses: Mapping[str, pd.DataFrame], out: str | os.PathLike,
+                           miou: Mapping[str, float | None] | None = None,
+                           title: str = "Training curves per stage, and mIoU along the chain") -> Path:
+    """One row per training stage (chain order): its task losses (segmentation, self-training,
+    total), its adversarial and discriminator losses (ln 2 marks a discriminator at chance; near 0
+    it wins), and its learning rate, against the iteration; the panel title gives the change of
+    the main segmentation (or self-training) loss from the first to the last tenth of the run.
+    ``miou`` (stage -> fraction, None when not evaluated) adds a last row: mIoU of each model
+    along the chain.
+    """
+    if not losses:
+        raise UncerdaError("training curves: no losses tables given")
+    for stage, df in losses.items():
+        if "iteration" not in df or df.empty:
+            raise UncerdaError(f"training curves: the losses table of {stage} has no rows or no 'iteration' column")
+    stages = list(losses)
+    rows = len(stages) + (1 if miou else 0)
+    fig, axes = plt.subplots(rows, 3, squeeze=False, figsize=(13.0, 2.6 * rows + 0.8))
+    colors = plt.get_cmap("tab10")
+    for r, stage in enumerate(stages):
+        df = losses[stage]
+        it = pd.to_numeric(df["iteration"], errors="coerce").to_numpy(dtype=np.float64)
+        ax_task, ax_adv, ax_lr = axes[r]
+        for j, (col, name) in enumerate(TASK_LOSSES):
+            if col in df:
+                ax_task.plot(it, pd.to_numeric(df[col], errors="coerce"), color=colors(j), lw=1.2, label=name)
+        key = "st" if "st" in df else "seg"
+        change = loss_change(pd.to_numeric(df[key], errors="coerce")) if key in df else float("nan")
+        note = f", {key} {change:+.0%} first to last tenth" if np.isfinite(change) else ""
+        ax_task.set_title(f"{stage}: task losses{note}", fontsize=9)
+        present = [(col, name) for col, name in ADVERSARIAL_LOSSES if col in df]
+        if present:
+            for j, (col, name) in enumerate(present):
+                ax_adv.plot(it, pd.to_numeric(df[col], errors="coerce"), color=colors(4 + j), lw=1.2, label=name,
+                            linestyle="-" if col.startswith("adv") else "--")
+            ax_adv.axhline(CHANCE_BCE, color="#888888", lw=0.8, linestyle=":", label="ln 2 (chance)")
+            ax_adv.set_title(f"{stage}: adversarial and discriminator", fontsize=9)
+            ax_adv.legend(fontsize=7, frameon=False)
+        else:
+            _no_data(ax_adv, f"{stage}: no adversarial losses in this stage")
+        if "lr" in df:
+            ax_lr.plot(it, pd.to_numeric(df["lr"], errors="coerce"), color="#333333", lw=1.2)
+            ax_lr.set_title(f"{stage}: learning rate (backbone)", fontsize=9)
+        else:
+            _no_data(ax_lr, "no learning rate logged")
+        ax_task.legend(fontsize=7, frameon=False)
+        for ax in (ax_task, ax_adv, ax_lr):
+            if ax.has_data():
+                ax.set_xlabel("iteration", fontsize=8)
+                ax.tick_params(labelsize=7)
+                ax.grid(color="#eeeeee", linewidth=0.6)
+    if miou:
+        gs = axes[-1, 0].get_gridspec()
+        for ax in axes[-1]:
+            ax.remove()
+        ax = fig.add_subplot(gs[-1, :])
+        labels = list(miou)
+        values = np.array([_percent(miou[label]) for label in labels])
+        x = np.arange(len(labels))
+        ax.plot(x, values, marker="o", color=LAST_COLOR, lw=1.5)
+        for xi, v in zip(x, values):
+            ax.text(xi, (v if np.isfinite(v) else 0) + 0.5, "n/a" if not np.isfinite(v) else f"{v:.1f}",
+                    ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, fontsize=8)
+        finite = values[np.isfinite(values)]
+        ax.set_ylim(0, max(10.0, (float(finite.max()) if finite.size else 0.0) * 1.2 + 2))
+        ax.set_ylabel("mIoU (%)", fontsize=8)
+        ax.set_title("mIoU on target val of each model along the chain", fontsize=9)
+        ax.grid(axis="y", color="#eeeeee", linewidth=0.6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 # --- the ablation ladder and the pseudo-label comparison ----------------------------------------------
 
 def _float_list(value: Any) -> list[float]:

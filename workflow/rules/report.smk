@@ -10,7 +10,7 @@ REPORT_SEED = f"{EXP}/report/seed{{seed}}"
 EXAMPLE_IMAGES = 4
 ABLATION_TABLES = rules.ablation_tables.output
 REPORT_FIGURES = ["summary.html", "iou_per_class.png", "examples.png", "rank.png", "weights.png",
-                  "entropy_gmm.png", "pseudo_quality.png"]
+                  "entropy_gmm.png", "pseudo_quality.png", "training_curves.png"]
 ABLATION_FIGURES = [f"{REPORT}/ablation/{name}" for name in
                     ("ladder.html", "ladder.png", "pseudo_methods.html", "pseudo_methods.png")]
 
@@ -90,6 +90,28 @@ rule report_iou:
         f"{BENCH}/seed{{seed}}/report_iou.tsv"
     shell:
         "{UNCERDA} figure-iou {input.evals} --highlight-rank {input.rank} --out {output} > {log} 2>&1"
+
+
+rule report_curves:
+    """Each stage's losses.csv against the iteration, and the mIoU of each model along the chain."""
+    input:
+        losses=lambda w: [f"{seed_dir(w.seed)}/models/{m}/losses.csv" for m in report_models(w)],
+        evals=lambda w: [f"{seed_dir(w.seed)}/eval/{m}.json" for m in report_models(w)],
+    output:
+        report(
+            f"{REPORT_SEED}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Results",
+            labels=report_labels("4. training curves per stage"),
+        ),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/report_curves.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/report_curves.tsv"
+    shell:
+        "{UNCERDA} figure-curves {input.losses:q} --evals {input.evals:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_examples:
