@@ -86,6 +86,15 @@ def _coerce_strings(value, node: dict, root: dict):
     return value
 
 
+def _refuse_replaced_keys(config: dict, source: str) -> None:
+    """Name the replacement of a key that older configs used, instead of a bare 'unknown key'."""
+    model = config.get("model")
+    if isinstance(model, dict) and "freeze_bn" in model:
+        raise UncerdaError(
+            f"{source}: model.freeze_bn was replaced by model.bn_mode; write bn_mode: frozen for freeze_bn: true "
+            "or bn_mode: train for freeze_bn: false (bn_mode: train_frozen_affine is the reference code's BatchNorm)")
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place against the schema and fill its defaults.
 
@@ -93,11 +102,15 @@ def validate_config(config: dict, source: str = "config") -> dict:
     """
     if not isinstance(config, dict):
         raise UncerdaError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    _refuse_replaced_keys(config, source)
     config.update(_coerce_strings(config, schema(), schema()))
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = "\n  ".join(_describe(e) for e in errors)
         raise UncerdaError(f"{source}: invalid configuration (schema workflow/schemas/config.schema.yaml):\n  {lines}")
+    if config["selftrain"]["class_balanced"] and config["selftrain"]["loss"] != "rectified_seguncertainty":
+        raise UncerdaError(f"{source}: selftrain.class_balanced needs selftrain.loss: rectified_seguncertainty "
+                           f"(got {config['selftrain']['loss']!r}); set class_balanced: false or change the loss")
     if config["adapt"]["init"] == "model_init" and config["model"]["init"] is None:
         raise UncerdaError(f"{source}: adapt.init is model_init but model.init is not set; point model.init "
                            "at a state dict, or use adapt.init: source_only")
