@@ -25,7 +25,7 @@ hidden by the workers.
 
     python benchmarks/train_step.py --device cuda --project            # paper shapes, ResNet-101
     python benchmarks/train_step.py --device cpu --arch deeplabv2_small --width 8 \\
-        --source-size 80 45 --crop 64 32 --target-size 64 32 --repeats 1 --warmup 0
+        --source-size 80 45 --crop 64 32 --target-size 64 32 --repeats 1 --warmup 0 --precisions fp32
 """
 
 from __future__ import annotations
@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--layouts", nargs="+", default=["nchw", "channels_last"], choices=["nchw", "channels_last"])
     parser.add_argument("--project", action="store_true", help="print the preset chain's projected hours")
     parser.add_argument("--out", help="also write the table here (TSV)")
     args = parser.parse_args(argv)
@@ -251,7 +253,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="uncerda_train_step_") as work:
         datasets = _datasets(Path(work), config, args.images)
         rows = [measure(config, datasets, stage, device, bf16, cl, args.warmup, args.repeats)
-                for stage, bf16, cl in itertools.product(args.stages, (False, True), (False, True))]
+                for stage, bf16, cl in itertools.product(args.stages, [p == "bf16" for p in args.precisions],
+                                                         [layout == "channels_last" for layout in args.layouts])]
     table = pd.DataFrame(rows)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"# {device.type} ({name}), torch {torch.__version__}, {args.threads} threads, model {args.arch}, "
