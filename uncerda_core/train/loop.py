@@ -79,8 +79,7 @@ def stage_settings(config: dict, stage: str, image_translation: bool | None = No
     adversarial losses (0 gives the control "same fine-tuning, target batches
     through the network, no adversarial signal").
     """
-    adapt = config["adapt"]
-    settings = _stage_settings(config, stage, adapt, image_translation, adversarial_weight)
+    settings = _stage_settings(config, stage, image_translation, adversarial_weight)
     if settings.horizon < settings.iterations:
         raise UncerdaError(f"train.poly_horizon ({settings.horizon}) is shorter than stage {stage}'s "
                            f"{settings.iterations} iterations: the learning rate would reach 0 and the rest of the "
@@ -88,8 +87,9 @@ def stage_settings(config: dict, stage: str, image_translation: bool | None = No
     return settings
 
 
-def _stage_settings(config: dict, stage: str, adapt: dict, image_translation: bool | None,
+def _stage_settings(config: dict, stage: str, image_translation: bool | None,
                     adversarial_weight: float) -> StageSettings:
+    adapt = config["adapt"]
     horizon = dict(poly_horizon=config["train"]["poly_horizon"])
     it = adapt["image_translation"] if image_translation is None else image_translation
     adv = dict(adversarial=True, lambda_adv_main=adapt["lambda_adv_main"] * adversarial_weight,
