@@ -135,3 +135,23 @@ def test_real_frames_take_the_target_colour_mean(real_samples):
     outside = ~low_frequency_mask(32, 64, 0.1).expand(3, 32, 64)
     f_out, f_src = torch.fft.fft2(out), torch.fft.fft2(src)
     torch.testing.assert_close(f_out[outside], f_src[outside], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [0.01, 0.05])
+def test_float32_transforms_stay_close_to_float64_at_paper_size(beta):
+    # 512x1024 images of smooth structure plus pixel noise, as on the GPU at paper scale.
+    gen = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 16, 32, generator=gen), size=(512, 1024),
+                                             mode="bilinear", align_corners=False)
+    src = (smooth[:1] * 200 + torch.rand(1, 3, 512, 1024, generator=gen) * 55).float()
+    trg = (smooth[1:] * 200 + torch.rand(1, 3, 512, 1024, generator=gen) * 55).float()
+    exact = fda_translate(src, trg, beta)
+    fast = fda_translate(src, trg, beta, dtype=torch.float32)
+    assert fast.dtype == torch.float32
+    assert float((exact - fast).abs().max()) < 2e-3          # of a 0-255 pixel level
+    assert float((exact - src).abs().max()) > 1.0            # and the translation did change the image
+
+
+def test_fda_precision_must_be_float32_or_float64():
+    with pytest.raises(ValueError, match="float32 or float64"):
+        fda_translate(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8), 0.1, dtype=torch.float16)

@@ -152,3 +152,105 @@ def test_rectified_loss_upsamples_and_handles_all_ignored():
     a.requires_grad_(True)
     zero = losses.rectified_loss(a, b, torch.full((1, 2, 2), 255), 0.1)
     assert zero.item() == 0.0 and zero.requires_grad
+
+
+# ------------------------------------------------ the rectified loss as Seg-Uncertainty computes it
+
+
+def _np_log_softmax(x):
+    import numpy as np
+    x = np.asarray(x, dtype=np.float64)
+    m = x.max(axis=0, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=0, keepdims=True))
+
+
+def _np_seguncertainty(main, aux, labels, lambda_aux, weight=None):
+    """Seg-Uncertainty's stage-II loss written out pixel by pixel in numpy (one image, logits (C, H, W))."""
+    import numpy as np
+    main, aux, labels = np.asarray(main, float), np.asarray(aux, float), np.asarray(labels)
+    weight = np.ones(main.shape[0]) if weight is None else np.asarray(weight, float)
+
+    def one_head(logits, other):
+        lp, lq = _np_log_softmax(logits), _np_log_softmax(other)
+        total_ce, total_var = 0.0, 0.0
+        for i in range(labels.shape[0]):
+            for j in range(labels.shape[1]):
+                var = float(np.sum(np.exp(lq[:, i, j]) * (lq[:, i, j] - lp[:, i, j])))   # KL(other || logits)
+                y = labels[i, j]
+                ce = 0.0 if y == 255 else -weight[y] * lp[y, i, j]
+                total_ce += ce * math.exp(-var)
+                total_var += var
+        n = labels.size                                   # ALL pixels, ignored ones included
+        return total_ce / n + total_var / n
+
+    return one_head(main, aux) + lambda_aux * one_head(aux, main)
+
+
+def test_seguncertainty_loss_by_hand_with_an_ignored_pixel():
+    # Two classes, 1x3 pixels; the last pixel is ignored but keeps its variance term.
+    main = [[[0.0, 1.0, -1.0]], [[math.log(3.0), 0.0, 2.0]]]
+    aux = [[[1.0, 0.5, 0.0]], [[0.0, 0.5, 1.0]]]
+    labels = [[1, 0, 255]]
+
+    # Pixel by pixel with the closed forms of a two-class softmax, main term only:
+    def head(a, b, pixel_labels):
+        ce_sum = var_sum = 0.0
+        for (a0, a1), (b0, b1), y in pixel_labels:
+            p = _softmax2(a0, a1)
+            q = _softmax2(b0, b1)
+            var = q[0] * math.log(q[0] / p[0]) + q[1] * math.log(q[1] / p[1])
+            ce_sum += (0.0 if y == 255 else -math.log(p[y])) * math.exp(-var)
+            var_sum += var
+        return ce_sum / 3 + var_sum / 3
+
+    px_main = [(0.0, math.log(3.0)), (1.0, 0.0), (-1.0, 2.0)]
+    px_aux = [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
+    ys = [1, 0, 255]
+    expected = head(px_main, px_aux, list(zip(px_main, px_aux, ys))) \
+        + 0.5 * head(px_aux, px_main, list(zip(px_aux, px_main, ys)))
+    got = losses.rectified_loss_seguncertainty(torch.tensor([main]), torch.tensor([aux]), torch.tensor([labels]), 0.5)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(_np_seguncertainty(main, aux, labels, 0.5), rel=1e-12)
+    # Not today's rectified loss: other KL direction and means over labelled pixels only.
+    ours = losses.rectified_loss(torch.tensor([main]), torch.tensor([aux]), torch.tensor([labels]), 0.5)
+    assert abs(ours.item() - expected) > 1e-3
+
+
+def test_seguncertainty_loss_random_batch_with_class_weights_against_numpy():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    main = rng.normal(size=(2, 4, 3, 5)) * 2
+    aux = rng.normal(size=(2, 4, 3, 5)) * 2
+    labels = rng.integers(0, 4, size=(2, 3, 5))
+    labels[0, 0, :2] = 255
+    weight = [1.0, 7.0, 1.0, 2.5]
+    got = losses.rectified_loss_seguncertainty(torch.tensor(main, dtype=torch.float32),
+                                               torch.tensor(aux, dtype=torch.float32), torch.tensor(labels), 0.5,
+                                               torch.tensor(weight))
+    # The batch mean is the mean of the per-image means (same number of pixels each).
+    expected = np.mean([_np_seguncertainty(main[b], aux[b], labels[b], 0.5, weight) for b in range(2)])
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_seguncertainty_loss_all_ignored_is_the_variance_alone():
+    main = torch.tensor([[[[0.0, 2.0]], [[1.0, 0.0]]]], requires_grad=True)
+    aux = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.0]]]])
+    labels = torch.full((1, 1, 2), 255)
+    var_main = losses.prediction_variance(aux, main).mean()    # KL(aux || main)
+    var_aux = losses.prediction_variance(main, aux).mean()     # KL(main || aux)
+    got = losses.rectified_loss_seguncertainty(main, aux, labels, 0.5)
+    assert got.item() == pytest.approx((var_main + 0.5 * var_aux).item(), rel=1e-6) and got.item() > 0
+    got.backward()
+    assert torch.isfinite(main.grad).all() and main.grad.abs().sum() > 0
+
+
+def test_small_class_weights_by_hand():
+    # 2 images x 4x4 = 32 pixels; fraction 1/8 -> a class with fewer than 4 pixels is small.
+    labels = torch.full((2, 4, 4), 0)
+    labels[0, 0, :3] = 1          # class 1: 3 pixels -> small
+    labels[1, :, :] = 2           # class 2: 16 pixels -> not small
+    labels[0, 3, :] = 255         # ignored pixels count in the total, not in any class
+    # class 3: 0 pixels -> small (weight irrelevant: no pixel carries it)
+    w = losses.small_class_weights(labels, 4, 7.0, fraction=1 / 8)
+    assert w.tolist() == [1.0, 7.0, 1.0, 7.0]
+    assert losses.SMALL_CLASS_FRACTION == 1 / 32                 # 64x64 pixels of a 512x256 crop

@@ -108,11 +108,17 @@ def test_small_os4_dilates_layer2_instead_of_striding():
 
 
 def test_build_model_from_config():
-    model = build_model({"arch": "deeplabv2_small", "num_classes": 16, "aspp_branches": 2, "freeze_bn": True,
+    model = build_model({"arch": "deeplabv2_small", "num_classes": 16, "aspp_branches": 2, "bn_mode": "frozen",
                          "width": 8, "blocks": [1, 2, 1, 1], "output_stride": 4, "init": None})
     s = model.settings
-    assert (s.num_classes, s.aspp_branches, s.freeze_bn, s.width, s.blocks, s.output_stride) == \
-        (16, 2, True, 8, (1, 2, 1, 1), 4)
+    assert (s.num_classes, s.aspp_branches, s.bn_mode, s.width, s.blocks, s.output_stride) == \
+        (16, 2, "frozen", 8, (1, 2, 1, 1), 4)
+    # The model_config of a checkpoint written before bn_mode records freeze_bn.
+    assert build_model({"arch": "deeplabv2_small", "freeze_bn": True}).settings.bn_mode == "frozen"
+    assert build_model({"arch": "deeplabv2_small", "freeze_bn": False}).settings.bn_mode == "train"
+    assert build_model({"arch": "deeplabv2_small"}).settings.bn_mode == "train"
+    with pytest.raises(UncerdaError, match="model.bn_mode must be one of train, train_frozen_affine, frozen"):
+        build_model({"arch": "deeplabv2_small", "bn_mode": "eval"})
     assert len(model.backbone.layer2) == 2
     assert build_model({"arch": "deeplabv2_small", "aspp_dilations": [1, 1, 2, 2]}).settings.aspp_dilations == (1, 1, 2, 2)
     with pytest.raises(UncerdaError, match="aspp_branches"):
@@ -130,22 +136,28 @@ def _bn_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
     return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_freeze_bn(freeze):
+@pytest.mark.parametrize("bn_mode, batch_statistics, affine_trained", [
+    ("frozen", False, False), ("train_frozen_affine", True, False), ("train", True, True)])
+def test_bn_modes(bn_mode, batch_statistics, affine_trained):
     torch.manual_seed(0)
-    model = deeplabv2_small(width=8, freeze_bn=freeze).train()
+    model = deeplabv2_small(width=8, bn_mode=bn_mode).train()
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    aux, main = model(torch.randn(2, 3, 64, 128) * 3 + 1)
+    x = torch.randn(2, 3, 64, 128) * 3 + 1
+    aux, main = model(x)
     (aux.sum() + main.sum()).backward()
     after = {k: v for k, v in model.state_dict().items() if "running" in k}
     unchanged = all(torch.equal(before[k], after[k]) for k in before)
     bns = _bn_layers(model)
     assert model.training
-    assert unchanged == freeze
-    assert all(not bn.training for bn in bns) == freeze
-    assert all(not p.requires_grad and p.grad is None for bn in bns for p in bn.parameters()) == freeze
-    model.eval().train()  # a second train() still keeps them frozen
-    assert all(not bn.training for bn in bns) == freeze
+    assert unchanged == (not batch_statistics)     # running statistics drift only with batch statistics
+    assert all(bn.training for bn in bns) == batch_statistics
+    assert all(p.requires_grad and p.grad is not None for bn in bns for p in bn.parameters()) == affine_trained
+    assert all(not p.requires_grad and p.grad is None for bn in bns for p in bn.parameters()) == (not affine_trained)
+    # With batch statistics the stem's BN output is normalised over the batch whatever the running values.
+    stem = model.backbone.bn1(model.backbone.conv1(x)).detach()
+    assert (stem.mean(dim=(0, 2, 3)).abs().max() < 1e-4) == batch_statistics
+    model.eval().train()  # a second train() keeps the mode
+    assert all(bn.training for bn in bns) == batch_statistics
 
 
 def test_aspp_two_branches_sums_only_first_two():
@@ -167,7 +179,7 @@ def test_aspp_two_branches_sums_only_first_two():
         assert torch.allclose(four.eval()(x)[1], sum(br), atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [{}, {"freeze_bn": True}, {"aspp_branches": 2}])
+@pytest.mark.parametrize("kw", [{}, {"bn_mode": "frozen"}, {"bn_mode": "train_frozen_affine"}, {"aspp_branches": 2}])
 def test_param_groups_cover_trainable_params_once(kw):
     model = deeplabv2_small(width=8, **kw)
     backbone, heads = model.param_groups()
@@ -178,7 +190,7 @@ def test_param_groups_cover_trainable_params_once(kw):
     assert set(ids_b) | set(ids_h) == trainable
     assert set(ids_h) == {id(p) for h in (model.head_aux, model.head_main) for p in h.parameters() if p.requires_grad}
     n_bn = sum(p.numel() for bn in _bn_layers(model) for p in bn.parameters())
-    assert (sum(p.numel() for p in backbone) == n_params(model.backbone) - n_bn) == bool(kw.get("freeze_bn"))
+    assert (sum(p.numel() for p in backbone) == n_params(model.backbone) - n_bn) == (kw.get("bn_mode", "train") != "train")
 
 
 def test_small_trains_one_step():

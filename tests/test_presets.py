@@ -152,7 +152,7 @@ def test_paper_preset_runs_end_to_end_at_cpu_scale(tmp_path, trees, preset):
     assert proc.returncode == 0, proc.stderr[-6000:]
     results = work / "results" / preset
     resolved = yaml.safe_load((results / "config.yaml").read_text())
-    assert resolved["train"]["normalize"] == "caffe_bgr" and resolved["model"]["freeze_bn"] is True
+    assert resolved["train"]["normalize"] == "caffe_bgr" and resolved["model"]["bn_mode"] == "train_frozen_affine"
     assert (results / "seed0" / "summary.md").is_file()
     tables = sorted((results / "seed0" / "models").glob("*/losses.csv"))
     assert {p.parent.name for p in tables} >= {"source_only", "aa_it", "tgaa_r1"}

@@ -165,6 +165,15 @@ def check_model(config: dict, given_model: dict) -> list[str]:
     return problems
 
 
+def _refuse_replaced_keys(config: dict, source: str) -> None:
+    """Name the replacement of a key that older configs used, instead of a bare 'unknown key'."""
+    model = config.get("model")
+    if isinstance(model, dict) and "freeze_bn" in model:
+        raise UncerdaError(
+            f"{source}: model.freeze_bn was replaced by model.bn_mode; write bn_mode: frozen for freeze_bn: true "
+            "or bn_mode: train for freeze_bn: false (bn_mode: train_frozen_affine is the reference code's BatchNorm)")
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place against the schema and fill its defaults.
 
@@ -175,6 +184,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
     """
     if not isinstance(config, dict):
         raise UncerdaError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    _refuse_replaced_keys(config, source)
     config.update(_coerce_strings(config, schema(), schema()))
     given_model = copy.deepcopy(config.get("model") or {})
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -185,6 +195,9 @@ def validate_config(config: dict, source: str = "config") -> dict:
     if config["tgaa"]["k"] > config["model"]["num_classes"]:
         problems.append(f"tgaa.k: {config['tgaa']['k']} is more than the {config['model']['num_classes']} classes "
                         "(model.num_classes); S_k takes the k most uncertain of them")
+    if config["selftrain"]["class_balanced"] and config["selftrain"]["loss"] != "rectified_seguncertainty":
+        problems.append(f"selftrain.class_balanced needs selftrain.loss: rectified_seguncertainty "
+                        f"(got {config['selftrain']['loss']!r}); set class_balanced: false or change the loss")
     if config["adapt"]["init"] == "model_init" and config["model"]["init"] is None:
         problems.append("adapt.init is model_init but model.init is not set; point model.init "
                         "at a state dict, or use adapt.init: source_only")

@@ -24,18 +24,27 @@ def low_frequency_mask(height: int, width: int, beta: float, device: torch.devic
     return (ky[:, None] <= b) & (kx[None, :] <= b)
 
 
-def fda_translate(source: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+def fda_translate(source: torch.Tensor, target: torch.Tensor, beta: float,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Translate ``source`` (..., H, W) towards ``target``'s low-frequency amplitude.
 
     Returns the real image ``ifft2(|F_mix| * exp(i * angle(F_source)))`` where
     ``|F_mix|`` is the target's amplitude inside the low-frequency window of
     :func:`low_frequency_mask` and the source's outside. No clipping: the
     caller clips to the pixel range.
+
+    Runs on the tensors' device. ``dtype`` is the precision of the transforms:
+    float64 (the default, used on the CPU) or float32 (used on the GPU: half the
+    memory traffic, and GPUs have far less float64 than float32 throughput),
+    which stays within 2e-3 of a pixel level (0-255) of float64 on 512x1024
+    images (see the tests).
     """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"FDA runs in float32 or float64, got {dtype}")
     if source.shape[-2:] != target.shape[-2:]:
         raise ValueError(f"FDA needs equal image sizes, got {tuple(source.shape)} and {tuple(target.shape)}")
-    f_src = torch.fft.fft2(source.to(torch.float64))
-    f_trg = torch.fft.fft2(target.to(torch.float64))
+    f_src = torch.fft.fft2(source.to(dtype))
+    f_trg = torch.fft.fft2(target.to(dtype))
     mask = low_frequency_mask(source.shape[-2], source.shape[-1], beta, device=source.device)
     amplitude = torch.where(mask, f_trg.abs(), f_src.abs())
     mixed = torch.polar(amplitude, f_src.angle())

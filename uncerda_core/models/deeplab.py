@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from uncerda_core.artifacts import UncerdaError
 
 ARCHS = ("deeplabv2_resnet101", "deeplabv2_small")
+# How BatchNorm behaves while training (see DeepLabV2): statistics source and trainable affine.
+BN_MODES = ("train", "train_frozen_affine", "frozen")
 RESNET101_BLOCKS = (3, 4, 23, 3)
 PAPER_ASPP_DILATIONS = (6, 12, 18, 24)
 
@@ -54,9 +56,11 @@ class DeepLabSettings:
     output_stride: int = 8
     aspp_dilations: tuple[int, ...] = PAPER_ASPP_DILATIONS
     aspp_branches: int = 4
-    freeze_bn: bool = False
+    bn_mode: str = "train"
 
     def __post_init__(self) -> None:
+        if self.bn_mode not in BN_MODES:
+            raise UncerdaError(f"model.bn_mode must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}")
         if self.num_classes < 2:
             raise UncerdaError(f"model.num_classes must be >= 2, got {self.num_classes}")
         if self.width < 1 or self.expansion < 1:
@@ -184,9 +188,15 @@ class DeepLabV2(nn.Module):
     stride, not upsampled: for output stride 8, ``h = ceil(ceil(H/2)/2 ... )``, e.g.
     512x1024 -> 65x129 and 64x128 -> 9x17 (the Caffe stem rounds up).
 
-    With ``freeze_bn`` every BatchNorm stays in eval mode (running statistics are
-    used and never updated) even after ``train()``, and its affine parameters have
-    ``requires_grad=False``.
+    ``bn_mode`` says what BatchNorm does while training:
+
+    - ``train``: batch statistics, running statistics updated, affine parameters trained
+      (plain PyTorch behaviour);
+    - ``train_frozen_affine``: batch statistics and updated running statistics, but the
+      affine parameters have ``requires_grad=False`` (what the reference code trains
+      with: with batch size 1 the running statistics drift towards the data seen);
+    - ``frozen``: every BatchNorm stays in eval mode (running statistics used, never
+      updated) even after ``train()``, and its affine parameters are frozen.
     """
 
     def __init__(self, settings: DeepLabSettings | None = None) -> None:
@@ -203,16 +213,16 @@ class DeepLabV2(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if s.freeze_bn:
+        if s.bn_mode in ("train_frozen_affine", "frozen"):
             for m in self.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     m.requires_grad_(False)
         self.train()
 
     def train(self, mode: bool = True) -> DeepLabV2:
-        """Like ``nn.Module.train``, but keeps BatchNorm in eval mode under ``freeze_bn``."""
+        """Like ``nn.Module.train``, but keeps BatchNorm in eval mode under ``bn_mode: frozen``."""
         super().train(mode)
-        if self.settings.freeze_bn:
+        if self.settings.bn_mode == "frozen":
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
@@ -247,17 +257,17 @@ def small_aspp_dilations(output_stride: int) -> tuple[int, ...]:
 SMALL_EXPANSION = 2
 
 
-def deeplabv2_resnet101(num_classes: int = 19, aspp_branches: int = 4, freeze_bn: bool = False,
+def deeplabv2_resnet101(num_classes: int = 19, aspp_branches: int = 4, bn_mode: str = "train",
                         aspp_dilations: Sequence[int] = PAPER_ASPP_DILATIONS) -> DeepLabV2:
     """The paper's DeepLab-v2 ResNet-101 (output stride 8, 44,601,560 parameters at 19 classes)."""
     return DeepLabV2(DeepLabSettings(num_classes=num_classes, width=64, blocks=RESNET101_BLOCKS,
                                      expansion=4, output_stride=8, aspp_dilations=tuple(aspp_dilations),
-                                     aspp_branches=aspp_branches, freeze_bn=freeze_bn))
+                                     aspp_branches=aspp_branches, bn_mode=bn_mode))
 
 
 def deeplabv2_small(num_classes: int = 19, width: int = 16, blocks: Sequence[int] = (1, 1, 1, 1),
                     output_stride: int = 8, aspp_dilations: Sequence[int] | None = None,
-                    aspp_branches: int = 4, freeze_bn: bool = False,
+                    aspp_branches: int = 4, bn_mode: str = "train",
                     expansion: int = SMALL_EXPANSION) -> DeepLabV2:
     """The CPU demo's DeepLab-v2: same architecture, narrow (stage widths w, 2w, 4w, 8w,
     expansion 2 by default, so layer3/layer4 give 8w/16w channels) and shallow."""
@@ -265,20 +275,28 @@ def deeplabv2_small(num_classes: int = 19, width: int = 16, blocks: Sequence[int
     return DeepLabV2(DeepLabSettings(num_classes=num_classes, width=width, blocks=tuple(blocks),
                                      expansion=expansion, output_stride=output_stride,
                                      aspp_dilations=dil, aspp_branches=aspp_branches,
-                                     freeze_bn=freeze_bn))
+                                     bn_mode=bn_mode))
+
+
+def _bn_mode(model_cfg: dict) -> str:
+    if "bn_mode" in model_cfg:
+        return str(model_cfg["bn_mode"])
+    return "frozen" if model_cfg.get("freeze_bn", False) else "train"  # checkpoints of older versions
 
 
 def build_model(model_cfg: dict) -> DeepLabV2:
     """Build the network from the config's ``model`` section (``init`` is left to the caller).
 
-    Reads ``arch``, ``num_classes``, ``aspp_branches``, ``freeze_bn`` and, for
+    Reads ``arch``, ``num_classes``, ``aspp_branches``, ``bn_mode`` and, for
     ``deeplabv2_small``, ``width``, ``blocks``, ``output_stride``; optional keys
-    ``aspp_dilations`` and ``expansion`` override the built-in defaults.
+    ``aspp_dilations`` and ``expansion`` override the built-in defaults. The
+    ``model_config`` of a checkpoint written before ``bn_mode`` existed records
+    ``freeze_bn`` instead: true reads as ``frozen``, false as ``train``.
     """
     arch = model_cfg.get("arch", "deeplabv2_small")
     common = dict(num_classes=int(model_cfg.get("num_classes", 19)),
                   aspp_branches=int(model_cfg.get("aspp_branches", 4)),
-                  freeze_bn=bool(model_cfg.get("freeze_bn", False)))
+                  bn_mode=_bn_mode(model_cfg))
     dil = model_cfg.get("aspp_dilations")
     if arch == "deeplabv2_resnet101":
         if int(model_cfg.get("output_stride", 8)) != 8:

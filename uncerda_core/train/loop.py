@@ -58,8 +58,17 @@ class StageSettings:
     self_training: bool = False
     st_loss: str = "rectified"
     st_lambda_aux: float = 0.1
+    st_class_balanced: bool = False
+    st_class_balance_max: float = 7.0
+    target_only: bool = False
     source_weight: float = 1.0
     sampling: str = "image"
+    poly_horizon: int | None = None
+
+    @property
+    def horizon(self) -> int:
+        """Iterations over which the poly schedule decays to 0 (the stage's own by default)."""
+        return self.iterations if self.poly_horizon is None else self.poly_horizon
 
 
 def stage_settings(config: dict, stage: str, image_translation: bool | None = None,
@@ -71,7 +80,18 @@ def stage_settings(config: dict, stage: str, image_translation: bool | None = No
     adversarial losses (0 gives the control "same fine-tuning, target batches
     through the network, no adversarial signal").
     """
+    settings = _stage_settings(config, stage, image_translation, adversarial_weight)
+    if settings.horizon < settings.iterations:
+        raise UncerdaError(f"train.poly_horizon ({settings.horizon}) is shorter than stage {stage}'s "
+                           f"{settings.iterations} iterations: the learning rate would reach 0 and the rest of the "
+                           "stage would train nothing; raise poly_horizon or set it to null")
+    return settings
+
+
+def _stage_settings(config: dict, stage: str, image_translation: bool | None,
+                    adversarial_weight: float) -> StageSettings:
     adapt = config["adapt"]
+    horizon = dict(poly_horizon=config["train"]["poly_horizon"])
     it = adapt["image_translation"] if image_translation is None else image_translation
     translated = config["source"]["translated_root"] if it else None
     adv = dict(adversarial=True, lambda_adv_main=adapt["lambda_adv_main"] * adversarial_weight,
@@ -79,18 +99,22 @@ def stage_settings(config: dict, stage: str, image_translation: bool | None = No
                disc_ndf=adapt["disc_ndf"], image_translation=it, fda_beta=adapt["fda_beta"],
                translated_root=translated)
     if stage == "source_only":
-        return StageSettings(stage, config["source_only"]["iterations"])
+        return StageSettings(stage, config["source_only"]["iterations"], **horizon)
     if stage == "oracle":
-        return StageSettings(stage, config["ablation"]["oracle_iterations"])
+        return StageSettings(stage, config["ablation"]["oracle_iterations"], **horizon)
     if stage == "aa":
-        return StageSettings(stage, adapt["iterations"], **adv)
+        return StageSettings(stage, adapt["iterations"], **adv, **horizon)
     if stage == "tgaa":
-        return StageSettings(stage, config["tgaa"]["iterations"], sampling=config["tgaa"]["sampling"], **adv)
+        return StageSettings(stage, config["tgaa"]["iterations"], sampling=config["tgaa"]["sampling"], **adv,
+                             **horizon)
     if stage == "st":
         st = config["selftrain"]
         return StageSettings(stage, st["iterations"], self_training=True, st_loss=st["loss"],
-                             st_lambda_aux=st["lambda_aux"], source_weight=st["source_weight"],
-                             image_translation=it, fda_beta=adapt["fda_beta"], translated_root=translated)
+                             st_lambda_aux=st["lambda_aux"], st_class_balanced=st["class_balanced"],
+                             st_class_balance_max=st["class_balance_max"], target_only=st["target_only"],
+                             source_weight=st["source_weight"], image_translation=it and not st["target_only"],
+                             fda_beta=adapt["fda_beta"], translated_root=None if st["target_only"] else translated,
+                             **horizon)
     raise UncerdaError(f"unknown training stage {stage!r}; expected one of {', '.join(STAGES)}")
 
 
@@ -105,8 +129,9 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _poly(iterations: int, power: float):
-    return lambda it: max(0.0, 1.0 - it / iterations) ** power
+def _poly(horizon: int, power: float):
+    """The poly learning-rate factor ``(1 - it / horizon) ** power``, 0 from ``horizon`` on."""
+    return lambda it: max(0.0, 1.0 - it / horizon) ** power
 
 
 def _cacheable(table: pd.DataFrame, settings: ImageSettings) -> bool:
@@ -153,6 +178,37 @@ class NonFiniteLoss(UncerdaError):
     pass
 
 
+def self_training_loss(settings: StageSettings, main_logits: torch.Tensor, aux_logits: torch.Tensor,
+                       labels: torch.Tensor, num_classes: int, lambda_seg_aux: float) -> torch.Tensor:
+    """The loss on a pseudo-labelled target batch, as ``selftrain.loss`` says."""
+    if settings.st_loss == "rectified":
+        return losses.rectified_loss(main_logits, aux_logits, labels, settings.st_lambda_aux)
+    if settings.st_loss == "rectified_seguncertainty":
+        weight = (losses.small_class_weights(labels, num_classes, settings.st_class_balance_max)
+                  if settings.st_class_balanced else None)
+        return losses.rectified_loss_seguncertainty(main_logits, aux_logits, labels, settings.st_lambda_aux, weight)
+    if settings.st_loss == "ce":
+        return (losses.segmentation_loss(main_logits, labels)
+                + lambda_seg_aux * losses.segmentation_loss(aux_logits, labels))
+    raise UncerdaError(f"selftrain.loss must be rectified, rectified_seguncertainty or ce, got {settings.st_loss!r}")
+
+
+def loss_row(names: list[str], parts: dict[str, list[str]], values: torch.Tensor, iteration: int,
+             lr: float) -> dict[str, float]:
+    """One row of losses.csv from the device values of one iteration (one host read).
+
+    ``names`` label ``values``; names starting with ``_`` are parts only: ``parts``
+    maps a column (``total``, ``d_aux``, ...) to the parts it sums, in double
+    precision on the host. ``total`` comes last.
+    """
+    got = dict(zip(names, values.tolist()))
+    row = {"iteration": iteration, "lr": lr}
+    row.update({k: v for k, v in got.items() if not k.startswith("_")})
+    for column, summed in sorted(parts.items(), key=lambda kv: kv[0] == "total"):
+        row[column] = sum(got[n] for n in summed)
+    return row
+
+
 def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed: int,
                  source_dataset: str, source_index: str | Path, target_index: str | Path | None = None,
                  init: str | Path | None = None, weights: str | Path | None = None,
@@ -172,8 +228,11 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     main_process = dist_info.is_main
     use_amp = device.type == "cuda" and train_cfg["bf16"]
     channels_last = device.type == "cuda" and train_cfg["channels_last"]
+    on_gpu = device.type == "cuda"
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: the autotuned kernels are reused every step
     seed_everything(seed)
 
     model = build_model(config["model"])
@@ -186,10 +245,10 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         model = model.to(memory_format=torch.channels_last)
     backbone, heads = model.param_groups()
     lr = train_cfg["lr"]
-    optimizer = torch.optim.SGD([{"params": backbone, "lr": lr},
+    optimizer = torch.optim.SGD([{"params": backbone, "lr": lr * train_cfg["backbone_lr_mult"]},
                                  {"params": heads, "lr": lr * train_cfg["head_lr_mult"]}],
                                 lr=lr, momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
-    schedule = _poly(settings.iterations, train_cfg["power"])
+    schedule = _poly(settings.horizon, train_cfg["power"])
     optimizers: dict[str, torch.optim.Optimizer] = {"model": optimizer}
     schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)}
     discriminators: dict[str, torch.nn.Module] = {}
@@ -284,48 +343,63 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     def loader(stream: BatchStream, dataset: SegmentationDataset):
         batches = IterationBatches(dataset, stream, start, settings.iterations)
         return iter(torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
-                                                num_workers=train_cfg["num_workers"]))
+                                                num_workers=train_cfg["num_workers"], pin_memory=on_gpu))
 
-    source_batches = loader(source_stream, source_set)
+    source_batches = None if settings.target_only else loader(source_stream, source_set)
     target_batches = loader(target_stream, target_set) if target_set is not None else None
     norm = train_cfg["normalize"]
+    # FDA's transforms: float32 on the GPU (within 2e-3 of a pixel level of float64), float64 on the CPU as before.
+    fda_dtype = torch.float32 if on_gpu else torch.float64
+    num_classes = config["model"]["num_classes"]
+
+    def to_device(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device, non_blocking=on_gpu)  # batches come pinned on the GPU
 
     def prepare(images: torch.Tensor) -> torch.Tensor:
-        images = normalize(images.to(device), norm)
+        images = normalize(to_device(images), norm)
         return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
     bar = tqdm(total=settings.iterations, initial=start, desc=settings.stage, disable=not (progress and main_process),
                file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
     log_every = max(1, min(50, settings.iterations // 20))
+    # The losses stay on the device between log points: reading one back waits for the GPU. A
+    # non-finite value is remembered (first iteration and its values) and reported at the next
+    # read-back, which always precedes a checkpoint, so no checkpoint holds a diverged model.
+    first_bad = torch.zeros((), dtype=torch.long, device=device)
+    bad_values: torch.Tensor | None = None
     t0 = time.time()
     for it in range(start, settings.iterations):
         model.train()
-        src = next(source_batches)
+        src = next(source_batches) if source_batches is not None else None
         tgt = next(target_batches) if target_batches is not None else None
-        x_s = src["image"]
-        if settings.image_translation and settings.translated_root is None:   # FDA, in the loop
-            x_t_raw = losses.upsample(tgt["image"], x_s.shape[-2:])
-            x_s = fda_translate(x_s, x_t_raw, settings.fda_beta).clamp(0, 255)
-        x_s = prepare(x_s)
-        y_s = src["label"].to(device)
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         for disc in discriminators.values():
             disc.requires_grad_(False)
-        row: dict[str, float] = {"iteration": it + 1, "lr": optimizer.param_groups[0]["lr"]}
+        lr_now = optimizer.param_groups[0]["lr"]
+        logged: dict[str, torch.Tensor] = {}   # this iteration's losses, on the device
+        parts: dict[str, list[str]] = {}       # row entries that are sums of logged values, e.g. total
+        tgt_image = to_device(tgt["image"]) if tgt is not None else None
 
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            aux_s, main_s = net(x_s)
-            seg_main = losses.segmentation_loss(main_s.float(), y_s)
-            seg_aux = losses.segmentation_loss(aux_s.float(), y_s)
-            loss_src = settings.source_weight * (seg_main + train_cfg["lambda_seg_aux"] * seg_aux)
-        loss_src.backward()
-        row.update(seg=seg_main.item(), seg_aux=seg_aux.item())
-        total = loss_src.item()
+        if src is not None:
+            x_s = to_device(src["image"])
+            if settings.image_translation and settings.translated_root is None:   # FDA, in the loop
+                x_t_raw = losses.upsample(tgt_image, x_s.shape[-2:])
+                x_s = fda_translate(x_s, x_t_raw, settings.fda_beta, dtype=fda_dtype).clamp(0, 255)
+            x_s = prepare(x_s)
+            y_s = to_device(src["label"])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                aux_s, main_s = net(x_s)
+                seg_main = losses.segmentation_loss(main_s.float(), y_s)
+                seg_aux = losses.segmentation_loss(aux_s.float(), y_s)
+                loss_src = settings.source_weight * (seg_main + train_cfg["lambda_seg_aux"] * seg_aux)
+            loss_src.backward()
+            logged.update(seg=seg_main, seg_aux=seg_aux, _source=loss_src)
+            parts["total"] = ["_source"]
 
         pred_t = None
         if tgt is not None and (settings.adversarial or settings.self_training):
-            x_t = prepare(tgt["image"])
+            x_t = prepare(tgt_image)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 aux_t, main_t = net(x_t)
                 aux_t, main_t = aux_t.float(), main_t.float()
@@ -336,18 +410,15 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                     adv = {h: losses.adversarial_loss(discriminators[h](discriminator_input(pred_t[h], settings.disc_input)),
                                                       losses.SOURCE_LABEL) for h in ("aux", "main")}
                     loss_t = loss_t + settings.lambda_adv_main * adv["main"] + settings.lambda_adv_aux * adv["aux"]
-                    row.update(adv_main=adv["main"].item(), adv_aux=adv["aux"].item())
+                    logged.update(adv_main=adv["main"], adv_aux=adv["aux"])
                 if settings.self_training:
-                    y_t = tgt["label"].to(device)
-                    if settings.st_loss == "rectified":
-                        st = losses.rectified_loss(main_t, aux_t, y_t, settings.st_lambda_aux)
-                    else:
-                        st = (losses.segmentation_loss(main_t, y_t)
-                              + train_cfg["lambda_seg_aux"] * losses.segmentation_loss(aux_t, y_t))
+                    y_t = to_device(tgt["label"])
+                    st = self_training_loss(settings, main_t, aux_t, y_t, num_classes, train_cfg["lambda_seg_aux"])
                     loss_t = loss_t + st
-                    row.update(st=st.item())
+                    logged.update(st=st)
             loss_t.backward()
-            total += loss_t.item()
+            logged["_target"] = loss_t
+            parts["total"] = parts.get("total", []) + ["_target"]
 
         if discriminators:
             size = x_s.shape[-2:]
@@ -362,24 +433,38 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 d_tgt = losses.adversarial_loss(disc(discriminator_input(pred_t[head].detach(), settings.disc_input)),
                                                 losses.TARGET_LABEL) / 2
                 d_tgt.backward()
-                row[f"d_{head}"] = d_src.item() + d_tgt.item()
+                logged.update({f"_d_{head}_src": d_src, f"_d_{head}_tgt": d_tgt})
+                parts[f"d_{head}"] = [f"_d_{head}_src", f"_d_{head}_tgt"]
 
-        row["total"] = total
-        if not distributed.all_true(dist_info, all(math.isfinite(v) for v in row.values()), device):
-            bad = ", ".join(f"{k}={v}" for k, v in row.items() if not math.isfinite(v))
-            raise NonFiniteLoss(f"stage {settings.stage}: non-finite loss at iteration {it + 1} ({bad}); "
-                                f"the last good checkpoint is kept at {resume} (lower train.lr?)")
+        values = torch.stack([v.detach().float() for v in logged.values()])
+        newly_bad = (first_bad == 0) & ~torch.isfinite(values).all()
+        first_bad = torch.where(newly_bad, torch.full_like(first_bad, it + 1), first_bad)
+        bad_values = values if bad_values is None else torch.where(newly_bad, values, bad_values)
+
         for opt in optimizers.values():
             opt.step()
         for sched in schedulers.values():
             sched.step()
 
         done = it + 1
-        if done % log_every == 0 or done == settings.iterations:
+        log_now = done % log_every == 0 or done == settings.iterations
+        checkpoint_now = done % train_cfg["checkpoint_every"] == 0 and done < settings.iterations
+        if log_now or checkpoint_now:
+            bad_at = int(first_bad)
+            if not distributed.all_true(dist_info, bad_at == 0, device):
+                detail = "in another process"
+                if bad_at:
+                    bad = loss_row(list(logged), parts, bad_values, bad_at, lr_now)
+                    detail = (f"at iteration {bad_at} ("
+                              + ", ".join(f"{k}={v}" for k, v in bad.items() if not math.isfinite(v)) + ")")
+                raise NonFiniteLoss(f"stage {settings.stage}: non-finite loss {detail}; "
+                                    f"the last good checkpoint is kept at {resume} (lower train.lr?)")
+        if log_now:
+            row = loss_row(list(logged), parts, values, done, lr_now)
             rows.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
         bar.update(1)
-        if done % train_cfg["checkpoint_every"] == 0 and done < settings.iterations:
+        if checkpoint_now:
             if main_process:
                 save_checkpoint(resume, snapshot(done))  # the losses so far travel inside it
             distributed.barrier(dist_info)

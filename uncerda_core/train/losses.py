@@ -1,4 +1,4 @@
-"""Losses of the training stages: segmentation, adversarial, and the variance-rectified loss."""
+"""Losses of the training stages: segmentation, adversarial, and the variance-rectified losses."""
 
 from __future__ import annotations
 
@@ -25,10 +25,9 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     Returns 0 (with a gradient path) when every pixel is ignored.
     """
     logits = upsample(logits, labels.shape[-2:])
-    valid = labels != IGNORE
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    mean = F.cross_entropy(logits, labels, ignore_index=IGNORE)  # 0/0 when every pixel is ignored
+    # Chosen on the device: asking the host whether any pixel is labelled would wait for the GPU.
+    return torch.where((labels != IGNORE).any(), mean, logits.sum() * 0.0)
 
 
 def adversarial_loss(disc_logits: torch.Tensor, domain_label: float) -> torch.Tensor:
@@ -68,3 +67,50 @@ def rectified_loss(main_logits: torch.Tensor, aux_logits: torch.Tensor, labels: 
     """The main head's rectified loss plus ``lambda_aux`` times the aux head's (heads swapped)."""
     return (rectified_loss_single(main_logits, aux_logits, labels)
             + lambda_aux * rectified_loss_single(aux_logits, main_logits, labels))
+
+
+# A class covering less than this fraction of a batch's pixels counts as small under class balancing
+# (Seg-Uncertainty's 64x64 pixels per 512x256 crop, written as a fraction so that it follows the crop).
+SMALL_CLASS_FRACTION = 1.0 / 32.0
+
+
+def small_class_weights(labels: torch.Tensor, num_classes: int, max_weight: float,
+                        fraction: float = SMALL_CLASS_FRACTION) -> torch.Tensor:
+    """Cross-entropy class weights (C,): ``max_weight`` for a class with fewer than
+    ``fraction * labels.numel()`` pixels in the batch (ignored pixels count in the
+    total, as in the reference), 1 for the others. Computed on the labels' device
+    without a host round trip.
+    """
+    flat = labels.reshape(-1)
+    index = torch.where((flat >= 0) & (flat < num_classes), flat, torch.full_like(flat, num_classes))
+    counts = torch.zeros(num_classes + 1, device=labels.device, dtype=torch.float32)
+    counts.scatter_add_(0, index, torch.ones_like(flat, dtype=torch.float32))
+    small = counts[:num_classes] < fraction * flat.numel()
+    return torch.where(small, torch.full_like(small, max_weight, dtype=torch.float32),
+                       torch.ones_like(small, dtype=torch.float32))
+
+
+def rectified_loss_all_pixels(logits: torch.Tensor, other: torch.Tensor, labels: torch.Tensor,
+                              class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """One head's rectified loss as Seg-Uncertainty computes it.
+
+    ``var = KL(softmax(other) || softmax(logits))`` per pixel (summed over classes),
+    ``loss = mean(w_y * CE(logits, y) * exp(-var)) + mean(var)``, both means over ALL
+    pixels: a pixel labelled 255 adds 0 to the first sum but still counts in both
+    denominators and still carries its variance term. ``class_weight`` (C,) scales
+    each pixel's cross-entropy by its label's weight (no renormalisation).
+    Inputs are already at the labels' size.
+    """
+    ce = F.cross_entropy(logits, labels, weight=class_weight, ignore_index=IGNORE, reduction="none")
+    var = prediction_variance(other, logits)
+    return (ce * torch.exp(-var)).mean() + var.mean()
+
+
+def rectified_loss_seguncertainty(main_logits: torch.Tensor, aux_logits: torch.Tensor, labels: torch.Tensor,
+                                  lambda_aux: float, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``L(main; var = KL(aux || main)) + lambda_aux * L(aux; var = KL(main || aux))``
+    with :func:`rectified_loss_all_pixels` (logits upsampled to the labels first)."""
+    size = labels.shape[-2:]
+    main_logits, aux_logits = upsample(main_logits, size), upsample(aux_logits, size)
+    return (rectified_loss_all_pixels(main_logits, aux_logits, labels, class_weight)
+            + lambda_aux * rectified_loss_all_pixels(aux_logits, main_logits, labels, class_weight))
