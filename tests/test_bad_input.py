@@ -283,6 +283,40 @@ def test_image_truncated_after_indexing(tmp_path, capsys, small_checkpoint, comm
     _no_leftovers(tmp_path)
 
 
+def _poisoned(small_checkpoint: Path, path: Path, kind: str) -> Path:
+    """``nan_weights``: one weight tensor NaN. ``overflow``: finite weights whose logits overflow to inf."""
+    state = torch.load(small_checkpoint, weights_only=True)
+    model = dict(state["model"])
+    if kind == "nan_weights":
+        model["head_main.branches.0.weight"] = torch.full_like(model["head_main.branches.0.weight"], float("nan"))
+    else:
+        for key in [k for k in model if k.startswith("head_main.branches") and k.endswith("weight")]:
+            model[key] = model[key].sign() * 3e38
+    torch.save({**state, "model": model}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["nan_weights", "overflow"])
+@pytest.mark.parametrize("command", ["dump", "evaluate", "adabn"])
+def test_non_finite_weights_or_logits_stop_the_stage(tmp_path, capsys, small_checkpoint, target_val, kind, command):
+    """Today a NaN checkpoint dumps as entropy 0 / argmax 18 everywhere and evaluates to a number."""
+    bad = _poisoned(small_checkpoint, tmp_path / "bad.pt", kind)
+    out = tmp_path / "out" / {"dump": "m.h5", "evaluate": "m.json", "adabn": "adabn.pt"}[command]
+    io = {"dump": ["--index", target_val], "evaluate": ["--index", target_val],
+          "adabn": ["--target-index", target_val]}[command]
+    code, err = _cli(capsys, command, "--config", _config_file(tmp_path / "c.yaml"), "--checkpoint", bad, *io,
+                     "--out", out)
+    assert code == 2, err
+    msg = _error(err, command)
+    assert str(bad) in msg and "non-finite" in msg
+    if kind == "nan_weights":
+        assert "head_main.branches.0.weight" in msg
+    else:
+        assert "logits" in msg
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
 # --------------------------------------------------------------------------- maps files
 
 def _maps(path: Path, classes: int, n: int = 3) -> Path:

@@ -35,6 +35,11 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
         if diff:
             raise UncerdaError(f"{checkpoint}: checkpoint architecture differs from the config: "
                                + ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()))
+    bad = non_finite_entries(state["model"])
+    if bad:
+        raise UncerdaError(f"{checkpoint}: non-finite weights (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[0]!r}; "
+                           "the training that wrote it diverged or its input was broken: retrain it (its log "
+                           "names the stage and iteration)")
     model = build_model(stored or model_config)
     try:
         model.load_state_dict(state["model"])
@@ -44,23 +49,45 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
     return model.to(device).eval()
 
 
+def non_finite_entries(state_dict: dict) -> list[str]:
+    """The keys of the floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [key for key, value in state_dict.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def require_finite(values: torch.Tensor, source: str) -> torch.Tensor:
+    """``values`` unchanged if every entry is finite; else :class:`UncerdaError` naming ``source``.
+
+    One reduction and one host sync per call: a batch of logits costs a few
+    milliseconds on the CPU against the network's seconds.
+    """
+    if not bool(torch.isfinite(values).all()):
+        raise UncerdaError(f"{source}: the network produced non-finite logits (NaN or inf); its weights overflow "
+                           "on these images (a diverged training?): nothing is written, retrain the model")
+    return values
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
-                   size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
+                   size: tuple[int, int] | None = None, fuse_aux: float = 0.0,
+                   source: str = "the model") -> torch.Tensor:
     """Logits (B, C, H, W) of 0-255 RGB ``images``, upsampled bilinearly to ``size`` (default: the input's).
 
     Main head only, or ``main + fuse_aux * aux`` when ``fuse_aux`` > 0.
+    Non-finite logits raise :class:`UncerdaError` naming ``source`` (the
+    checkpoint and images), so no stage summarises them as numbers.
     """
     device = next(model.parameters()).device
     x = normalize(images.to(device, dtype=torch.float32), normalize_mode)
     aux, main = model(x)
     logits = main if fuse_aux == 0 else main + fuse_aux * aux
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
-    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    return require_finite(F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False), source)
 
 
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
-                          size: tuple[int, int] | None = None, fuse_aux: float = 0.0) -> torch.Tensor:
+                          size: tuple[int, int] | None = None, fuse_aux: float = 0.0,
+                          source: str = "the model") -> torch.Tensor:
     """Softmax of :func:`predict_logits`: probabilities (B, C, H, W)."""
-    return torch.softmax(predict_logits(model, images, normalize_mode, size, fuse_aux), dim=1)
+    return torch.softmax(predict_logits(model, images, normalize_mode, size, fuse_aux, source), dim=1)

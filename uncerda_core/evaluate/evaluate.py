@@ -46,7 +46,8 @@ def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | P
         item = dataset[i]
         label = item["label"].numpy()
         # softmax keeps the order of the logits: the argmax needs no probabilities
-        logits = predict_logits(model, item["image"][None], config["train"]["normalize"], size=label.shape)
+        logits = predict_logits(model, item["image"][None], config["train"]["normalize"], size=label.shape,
+                                source=f"{checkpoint} (image {dataset.names[i]})")
         pred = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
         c, m = confusion_matrix(pred, label, NUM_CLASSES)
         cm += c
