@@ -366,6 +366,37 @@ def test_maps_with_another_class_count_are_refused_by_pseudo_labels(tmp_path, ca
     assert not out.exists()
 
 
+@pytest.mark.parametrize("problem", ["class_id_19", "nan_value"])
+@pytest.mark.parametrize("command", ["rank", "pseudo-labels-gmm", "pseudo-labels-argmax"])
+def test_maps_edited_after_the_dump_are_refused(tmp_path, capsys, problem, command):
+    """The stored histograms no longer describe the maps: today rank writes a CSV from them
+    and pseudo-labels dies with an IndexError."""
+    maps = _maps(tmp_path / "maps" / "aa.h5", 19)
+    with h5py.File(maps, "r+") as fh:
+        if problem == "class_id_19":
+            argmax = fh["argmax"][1]
+            argmax[2, 3] = 19
+            fh["argmax"][1] = argmax
+        else:                       # in the statistic the command reads (argmax labels read maxprob)
+            field = "maxprob" if command == "pseudo-labels-argmax" else "entropy"
+            values = fh[field][1]
+            values[2, 3] = np.nan
+            fh[field][1] = values
+    out = tmp_path / ("rank.csv" if command == "rank" else "pseudo")
+    if command == "rank":
+        args = ["rank", "--maps", maps, "--out", out]
+    else:
+        args = ["pseudo-labels", "--config", REPO / "config.yaml", "--maps", maps,
+                "--method", command.rsplit("-", 1)[1], "--out-dir", out]
+    code, err = _cli(capsys, *args)
+    assert code == 2, err
+    msg = _error(err, args[0])
+    assert str(maps) in msg and "'img1'" in msg and "re-run the dump" in msg
+    assert ("class id 19" in msg) if problem == "class_id_19" else ("NaN" in msg)
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
 # --------------------------------------------------------------------------- configs
 
 @pytest.mark.parametrize("bad, expected", [

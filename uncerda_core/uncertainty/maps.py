@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from uncerda_core.artifacts import UncerdaError, atomic_path
-from uncerda_core.uncertainty.histogram import FIELDS, N_CODES, ONE_CODE, add_pixel_counts
+from uncerda_core.uncertainty.histogram import FIELDS, N_CODES, ONE_CODE, add_pixel_counts, check_argmax, to_codes
 
 LAYOUT_VERSION = 1
 MAP_FIELDS = ("argmax", "entropy", "maxprob")
@@ -270,7 +270,12 @@ class MapsFile:
         return {f: self._fh[f][index] for f in fields}
 
     def iter_images(self, fields: Sequence[str] = ("argmax", "entropy")) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-        """Yield ``(name, {field: array})`` per image; one image in memory at a time."""
+        """Yield ``(name, {field: array})`` per image; one image in memory at a time.
+
+        Every array is range-checked as it is read (class ids < C, values
+        float16 in [0, 1], no NaN): a file changed after the dump, or written
+        by another program, raises :class:`UncerdaError` naming the file and image.
+        """
         for field in fields:
             if field not in self._fh:
                 raise UncerdaError(f"{self.path}: no dataset {field!r} in this maps file")
@@ -281,6 +286,15 @@ class MapsFile:
             except OSError as err:
                 raise UncerdaError(f"{self.path}: cannot read image {i} ({name!r}): {err}; the file is "
                                    "truncated or corrupt, re-run the dump") from None
+            try:
+                for field, values in arrays.items():
+                    if field == "argmax":
+                        check_argmax(values, self.num_classes, field)
+                    else:
+                        to_codes(values, field)
+            except UncerdaError as err:
+                raise UncerdaError(f"{self.path}: image {name!r}: {err}; the file was changed or written by "
+                                   "another program: re-run the dump") from None
             yield name, arrays
 
     def close(self) -> None:
