@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -40,17 +41,80 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+# Below this much free space a failed write is taken for a full disk: a write that runs out of space
+# fills the file system to the last block before it fails, whatever the library's wording (torch.save
+# says "unexpected pos", h5py "file write failed").
+NEARLY_FULL_BYTES = 1 << 20
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` (from a write into ``folder``) means the disk or quota is full."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+        return True
+    text = str(exc)
+    if "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text:
+        return True   # h5py and torch wrap the system error in their own
+    if isinstance(exc, (OSError, RuntimeError)):
+        try:
+            return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+        except OSError:
+            return False
+    return False
+
+
+def no_space_error(path: Path, written: int, size_hint: int | None, exc: BaseException) -> UncerdaError:
+    """The error for a write of ``path`` that ran out of space; the partial file is already removed."""
+    try:
+        usage = shutil.disk_usage(path.parent)
+        free = f"{_size(usage.free)} free of {_size(usage.total)}"
+    except OSError:
+        free = "free space unknown"
+    needed = f"about {_size(size_hint)}" if size_hint else f"more than the {_size(written)} written"
+    return UncerdaError(f"{path}: no space left on the disk (or quota) of {path.parent}: this file needs {needed}, "
+                        f"{free} now that the partial file is removed ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}). Free space there, or move results_dir "
+                        "to a larger disk, then rerun")
+
+
+def require_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse before any work when the disk of ``path`` has less than ``needed`` bytes free."""
+    path = Path(path)
+    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UncerdaError(f"{path}: {what} needs at least {_size(needed)}, the disk of {folder} has {_size(free)} "
+                           "free. Free space there, or move results_dir to a larger disk, then rerun")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str | None = None,
+                size_hint: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
     ``suffix`` keeps the extension (some writers infer the format from it).
+    A write that runs out of space raises :class:`UncerdaError` naming the
+    full disk, the space free and ``size_hint`` (the bytes the file needs, when
+    the writer knows them).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:
+        if _out_of_space(exc, path.parent):
+            raise no_space_error(path, 0, size_hint, exc) from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -58,8 +122,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
+        full = not isinstance(exc, UncerdaError) and _out_of_space(exc, path.parent)
+        written = tmp_path.stat().st_size if full and tmp_path.exists() else 0
         tmp_path.unlink(missing_ok=True)
+        if full:
+            raise no_space_error(path, written, size_hint, exc) from exc
         raise
 
 
@@ -77,7 +145,10 @@ def remove_stale_temporaries(*paths: str | os.PathLike | None) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; it replaces ``path`` on success."""
+    """Yield a temporary directory beside ``path``; it replaces ``path`` on success.
+
+    A write that runs out of space raises :class:`UncerdaError` naming the full disk.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -87,8 +158,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = not isinstance(exc, UncerdaError) and _out_of_space(exc, path.parent)
+        written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) if full else 0
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise no_space_error(path, written, None, exc) from exc
         raise
 
 

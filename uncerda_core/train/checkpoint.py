@@ -44,8 +44,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _tensor_bytes(obj: Any) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
+    """Write ``state`` atomically; a full disk raises :class:`UncerdaError` with the size it needed."""
+    with atomic_path(path, size_hint=_tensor_bytes(state)) as tmp:
         torch.save(state, tmp)
 
 
