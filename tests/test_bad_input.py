@@ -195,11 +195,24 @@ class _Touch:
         return (pathlib.Path.touch, (self.marker,))
 
 
-@pytest.mark.parametrize("kind", ["list", "model_not_a_dict", "pickled_object", "truncated", "garbage"])
+class _System:
+    """Unpickling this runs a shell command: torch words its refusal "unsupported GLOBAL ... is blocked"."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("kind", ["list", "model_not_a_dict", "pickled_object", "pickled_call", "truncated",
+                                  "garbage"])
 def test_checkpoint_that_is_not_a_state_dict(tmp_path, capsys, small_checkpoint, target_val, kind):
     path, marker = tmp_path / "bad.pt", tmp_path / "MARKER"
     expected = {"list": "no 'model' entry", "model_not_a_dict": "'model' entry is a list",
-                "pickled_object": "not a loadable checkpoint", "truncated": "not a loadable checkpoint",
+                "pickled_object": "not a loadable checkpoint", "pickled_call": "not a loadable checkpoint",
+                "truncated": "not a loadable checkpoint",
                 "garbage": "not a loadable checkpoint"}[kind]
     if kind == "list":
         torch.save([1, 2, 3], path)
@@ -208,6 +221,8 @@ def test_checkpoint_that_is_not_a_state_dict(tmp_path, capsys, small_checkpoint,
         torch.save({**state, "model": [1, 2]}, path)
     elif kind == "pickled_object":
         torch.save({"model": {"w": torch.zeros(1)}, "extra": _Touch(marker)}, path)
+    elif kind == "pickled_call":
+        torch.save({"model": {"w": torch.zeros(1)}, "extra": _System(marker)}, path)
     elif kind == "truncated":
         path.write_bytes(small_checkpoint.read_bytes()[:4096])
     else:
@@ -223,10 +238,11 @@ def test_checkpoint_that_is_not_a_state_dict(tmp_path, capsys, small_checkpoint,
         assert code == 2, (command, err)
         msg = _error(err, command)
         assert str(path) in msg
-        if command != "provenance" or kind in ("pickled_object", "truncated", "garbage"):
+        if command != "provenance" or kind in ("pickled_object", "pickled_call", "truncated", "garbage"):
             assert expected in msg, (command, msg)
-        if command == "provenance" and kind == "pickled_object":
-            assert "refused by weights-only loading: it holds a pickled object" in msg
+        if kind.startswith("pickled"):
+            assert "refused: loading it would run code (the pickle calls " in msg, msg
+            assert "truncated" not in msg and "corrupt" not in msg
     assert not marker.exists(), "a pickled object was executed"
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.h5").exists()
     _no_leftovers(tmp_path)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -275,20 +276,23 @@ def _load_json(path: Path, what: str) -> Any:
 def describe_load_error(exc: BaseException) -> str:
     """One line on why ``torch.load(..., weights_only=True)`` failed.
 
-    For a file holding arbitrary pickled objects, torch's message suggests
-    loading it unsafely; this names the refused object instead.
+    A file holding pickled objects other than tensors and plain containers
+    would run code when unpickled (a pickle names a function to call); torch's
+    message suggests loading it unsafely, this says it was refused and names
+    the function. torch words it "Unsupported global: GLOBAL x.y was not an
+    allowed global" or "Trying to load unsupported GLOBAL x.y whose module x
+    is blocked" depending on the version and the function.
     """
     text = str(exc)
-    for line in text.splitlines():
-        if "Unsupported global" in line:
-            detail = line.strip().split("Unsupported global:", 1)[1].split(" was not", 1)[0].strip()
-            return (f"refused by weights-only loading: it holds a pickled object ({detail}), "
-                    "not only tensors and plain containers")
+    found = re.search(r"unsupported global:?\s*(?:global\s+)?([\w.]+)", text, flags=re.IGNORECASE)
+    if found:
+        return (f"refused: loading it would run code (the pickle calls {found.group(1)}); weights-only loading "
+                "accepts tensors and plain containers only. If you trust the file, load it yourself with "
+                "torch.load(weights_only=False) and save its state dict")
     if text.startswith("Weights only load failed"):
         return "not a torch checkpoint, or a truncated or corrupt one"
     first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first}"
-
 
 
 def torch_load_weights_only(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
