@@ -72,8 +72,10 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
                       subsets: dict[str, tuple[int, ...]] | None = None, progress: bool = True) -> dict:
     """Score ``<pred_dir>/<stem>.png`` (train ids, 255 = no prediction) against the data set's labels.
 
-    A prediction whose size differs from its label is resized nearest-neighbour
-    to the label (and counted); a missing prediction file is an error naming it.
+    A prediction whose size differs from its label but has its aspect ratio
+    (within one pixel) is resized nearest-neighbour to the label, counted and
+    reported on stderr; another aspect ratio (a crop, another data set) and a
+    missing prediction file are errors naming the file.
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -85,7 +87,7 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
                            f"images, e.g. {missing[0]}.png (file stems must be the data set's image stems)")
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     misses = np.zeros(NUM_CLASSES, dtype=np.int64)
-    resized = 0
+    resized: list[str] = []
     for sample in tqdm(samples, desc="score", disable=not progress, file=sys.stderr, mininterval=2.0):
         label = readers.read_label(dataset, sample.label)
         path = pred_dir / f"{sample.name}.png"
@@ -94,8 +96,13 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
                 if im.mode not in ("L", "P"):
                     raise UncerdaError(f"{path}: predictions must be single-channel PNGs of train ids, got mode {im.mode}")
                 if im.size != label.shape[::-1]:
-                    im = im.resize(label.shape[::-1], Image.NEAREST)
-                    resized += 1
+                    (pw, ph), (lw, lh) = im.size, label.shape[::-1]
+                    if abs(pw * lh - ph * lw) > max(pw, lw):   # more than one pixel of rounding apart
+                        raise UncerdaError(f"{path}: the prediction is {pw}x{ph}, its label {lw}x{lh}: another "
+                                           "aspect ratio (a crop, or another data set's image?); predictions must "
+                                           "cover the whole image, at its size or scaled")
+                    im = im.resize((lw, lh), Image.NEAREST)
+                    resized.append(f"{path.name} {pw}x{ph} -> {lw}x{lh}")
                 pred = np.asarray(im)
         except OSError as exc:
             raise UncerdaError(f"{path}: unreadable prediction PNG ({exc})") from exc
@@ -105,9 +112,12 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
         c, m = confusion_matrix(pred, label, NUM_CLASSES)
         cm += c
         misses += m
+    if resized:
+        print(f"score: {len(resized)} of {len(samples)} predictions resized (nearest) to their label's size, "
+              f"e.g. {resized[0]}", file=sys.stderr)
     result = summarize(cm, misses, subsets or eval_class_ids("gta5"))
     result["images"] = len(samples)
-    result["resized_predictions"] = resized
+    result["resized_predictions"] = len(resized)
     result["provenance"] = artifacts.provenance("score", extra={"pred_dir": str(pred_dir), "dataset": dataset,
                                                                "root": str(root), "split": split})
     _write_result(result, out_json, out_csv)
