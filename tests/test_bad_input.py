@@ -413,6 +413,28 @@ def test_maps_edited_after_the_dump_are_refused(tmp_path, capsys, problem, comma
     _no_leftovers(tmp_path)
 
 
+def test_dump_and_pseudo_labels_remove_what_a_killed_run_left(tmp_path, capsys, small_checkpoint, target_val):
+    """A SIGKILL leaves the hidden temporary of the writer; the next run of the stage removes it."""
+    out_dir = tmp_path / "seed0"
+    maps, pseudo = out_dir / "maps" / "aa.h5", out_dir / "pseudo" / "aa" / "argmax"
+    stale_file = maps.parent / f".{maps.name}.k1ll3d00.tmp.h5"
+    stale_dir = pseudo.parent / f".{pseudo.name}.k1ll3d00.tmp"
+    for folder in (maps.parent, stale_dir):
+        folder.mkdir(parents=True)
+    stale_file.write_bytes(b"half a maps file")
+    (stale_dir / "img0.png").write_bytes(b"half a label")
+    bystander = maps.parent / ".other.h5.k1ll3d00.tmp.h5"   # another output's: not this stage's to remove
+    bystander.write_bytes(b"x")
+    code, err = _cli(capsys, "dump", "--config", _config_file(tmp_path / "c.yaml"), "--checkpoint", small_checkpoint,
+                     "--index", target_val, "--out", maps)
+    assert code == 0, err
+    assert not stale_file.exists() and bystander.exists()
+    code, err = _cli(capsys, "pseudo-labels", "--config", REPO / "config.yaml", "--maps", maps, "--method", "argmax",
+                     "--out-dir", pseudo)
+    assert code == 0, err
+    assert not stale_dir.exists() and (pseudo / "classes.csv").is_file()
+
+
 # --------------------------------------------------------------------------- configs
 
 @pytest.mark.parametrize("bad, expected", [

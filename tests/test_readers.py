@@ -241,8 +241,9 @@ def test_real_gta5_images_without_labels(real_samples):
 
 @pytest.mark.parametrize("where", ["png_in_images", "images_folder", "root", "cityscapes_image"])
 def test_a_symbolic_link_that_loops_is_named(tmp_path, capsys, where):
-    from uncerda_core.cli import main   # the command a user meets it through
     """Before: a raw OSError (Too many levels of symbolic links), or 'not found' for a folder that is there."""
+    from uncerda_core.cli import main   # the command a user meets it through
+
     dataset, split, root = "gta5", "all", tmp_path / "gta5"
     if where == "png_in_images":
         write_gta5_tree(root, 2)

@@ -133,15 +133,21 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None,
 
 
 def remove_stale_temporaries(*paths: str | os.PathLike | None) -> None:
-    """Remove the temporary files :func:`atomic_path` left beside ``paths`` when a run was killed.
+    """Remove the temporaries :func:`atomic_path` and :func:`atomic_dir` left beside ``paths`` when a run was killed.
 
-    They are never complete (a finished write renames its file), so a rerun may drop them.
+    They are never complete (a finished write renames its file or folder), so a
+    rerun may drop them. Only the stage that writes ``paths`` calls this, at
+    its start: the workflow never runs two jobs for one output at once, and a
+    training job holds a lock on its output first (``train/guards.py``).
     """
     for path in paths:
         if path is not None:
             path = Path(path)
             for stale in path.parent.glob(f".{path.name}.*.tmp*"):
-                stale.unlink(missing_ok=True)
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

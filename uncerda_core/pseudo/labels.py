@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from uncerda_core.artifacts import UncerdaError, atomic_dir, provenance, write_json
+from uncerda_core.artifacts import UncerdaError, atomic_dir, provenance, remove_stale_temporaries, write_json
 from uncerda_core.data.labels import IGNORE
 from uncerda_core.pseudo.baselines import argmax_table, cbst_table, threshold_table
 from uncerda_core.pseudo.gmm import select_class, selection_intervals
@@ -168,6 +168,7 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
     from PIL import Image
 
     maps_path = Path(maps_path)
+    remove_stale_temporaries(out_dir)   # what a killed run of this folder left
     # pass 1 opens the file itself (in its worker processes); threshold / argmax need no statistics
     first = _first_pass(maps_path, settings, expected_classes, workers, stored) \
         if settings.method in ("gmm", "cbst") else None

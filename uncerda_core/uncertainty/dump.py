@@ -44,6 +44,7 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
     Maps are stored at the network input size (``target.resize``, else the
     image size). ``config`` defaults to the one recorded in the checkpoint.
     """
+    artifacts.remove_stale_temporaries(out)   # what a killed dump of this file left
     state = None
     if config is None:
         state = load_checkpoint(checkpoint)
