@@ -31,7 +31,7 @@ from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBat
                                         normalize)
 from uncerda_core.data.fda import fda_translate
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
-from uncerda_core.train import distributed, losses
+from uncerda_core.train import distributed, guards, losses
 from uncerda_core.train.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint,
                                            seed_everything, set_rng_state)
 from uncerda_core.uncertainty.equations import balanced_power
@@ -292,6 +292,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     bar = tqdm(total=settings.iterations, initial=start, desc=settings.stage, disable=not (progress and main_process),
                file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
     log_every = max(1, min(50, settings.iterations // 20))
+    divergence = guards.DivergenceGuard(config["model"]["num_classes"])
     t0 = time.time()
     for it in range(start, settings.iterations):
         model.train()
@@ -363,7 +364,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         if not distributed.all_true(dist_info, all(math.isfinite(v) for v in row.values()), device):
             bad = ", ".join(f"{k}={v}" for k, v in row.items() if not math.isfinite(v))
             raise NonFiniteLoss(f"stage {settings.stage}: non-finite loss at iteration {it + 1} ({bad}); "
-                                f"the last good checkpoint is kept at {resume} (lower train.lr?)")
+                                f"the last good checkpoint is kept at {resume}. {guards.DIVERGENCE_HINT}")
         for opt in optimizers.values():
             opt.step()
         for sched in schedulers.values():
@@ -372,6 +373,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         done = it + 1
         if done % log_every == 0 or done == settings.iterations:
             rows.append(row)
+            if not distributed.all_true(dist_info, divergence.observe(row), device):
+                raise divergence.error(settings.stage, done, row, resume)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
         bar.update(1)
         if done % train_cfg["checkpoint_every"] == 0 and done < settings.iterations:
