@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from uncerda_core.artifacts import UncerdaError, atomic_path, torch_load_weights_only
+from uncerda_core.train.guards import check_parent
 
 
 def resume_path(out: str | Path) -> Path:
@@ -55,7 +56,11 @@ def _tensor_bytes(obj: Any) -> int:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically; a full disk raises :class:`UncerdaError` with the size it needed."""
+    """Write ``state`` atomically; a full disk raises :class:`UncerdaError` with the size it needed.
+
+    A trainer whose parent is gone writes nothing (:func:`~uncerda_core.train.guards.check_parent`).
+    """
+    check_parent()
     with atomic_path(path, size_hint=_tensor_bytes(state)) as tmp:
         torch.save(state, tmp)
 

@@ -162,11 +162,12 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     kill would: used to test resuming.
     """
     out = Path(out)
-    artifacts.remove_stale_temporaries(out, resume_path(out), losses_csv)
     train_cfg = config["train"]
     torch.set_num_threads(config["threads"])
     dist_info, device = distributed.setup(resolve_device(config["device"]))
     main_process = dist_info.is_main
+    # lock the stage's outputs (another live trainer: refuse), then drop what a killed run left
+    guards.take_outputs(out, main_process, resume_path(out), losses_csv)
     use_amp = device.type == "cuda" and train_cfg["bf16"]
     channels_last = device.type == "cuda" and train_cfg["channels_last"]
     if device.type == "cpu":
