@@ -207,7 +207,10 @@ def test_a_second_trainer_on_the_same_outputs_refuses_while_the_first_runs(train
 # --------------------------------------------------------------------------- through Snakemake
 
 @pytest.mark.slow
-def test_snakemake_killed_mid_training_unlocks_and_finishes(tmp_path):
+@pytest.mark.parametrize("kill", ["group", "snakemake_alone"])
+def test_snakemake_killed_mid_training_unlocks_and_finishes(tmp_path, kill):
+    """``snakemake_alone``: `kill -9 <snakemake>`; its job's shell lives on, and before, so did the trainer,
+    beside the one the recovery below started."""
     work = tmp_path / "run"
     work.mkdir()
     longer = work / "longer.yaml"
@@ -220,6 +223,14 @@ def test_snakemake_killed_mid_training_unlocks_and_finishes(tmp_path):
                                    cwd=work, start_new_session=True)
         try:
             appeared = wait_for(resume_path(ckpt), process, timeout=900)
+            if appeared and kill == "snakemake_alone":
+                trainer = int(Path(f"{ckpt}.lock").read_text().split()[1])   # "pid N on HOST"
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                deadline = time.monotonic() + 10
+                while _alive(trainer) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert not _alive(trainer), "the trainer kept running after Snakemake was killed"
         finally:
             kill_group(process)
     assert appeared, (tmp_path / "first.log").read_text()[-3000:]
