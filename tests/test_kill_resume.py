@@ -134,6 +134,34 @@ with open(sys.argv[1] + ".log", "w") as log:
 """
 
 
+_HOLD = """
+import sys, time
+from uncerda_core.train.guards import claim_output
+claim_output(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_output_lock_refuses_a_second_holder_and_goes_away_with_a_clean_exit(tmp_path):
+    out = tmp_path / "m" / "checkpoint.pt"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out), "3"], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run([sys.executable, "-c", _HOLD, str(out), "0"], capture_output=True, text=True,
+                                env=env, timeout=60)
+        assert second.returncode == 1 and f"(pid {holder.pid} on " in second.stderr
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    assert not (out.parent / "checkpoint.pt.lock").exists()          # a clean exit removes the file
+    third = subprocess.run([sys.executable, "-c", _HOLD, str(out), "0"], capture_output=True, text=True, env=env,
+                           timeout=60)
+    assert third.returncode == 0, third.stderr
+
+
 def _long_command(root: Path, out_dir: Path) -> list[str]:
     """:func:`_command` for a run long enough to still be training whenever the test acts (it is killed)."""
     return [*_command(root, out_dir), "--set", "source_only.iterations=100000"]
@@ -200,7 +228,8 @@ def test_a_second_trainer_on_the_same_outputs_refuses_while_the_first_runs(train
     assert second.returncode == 2, second.stderr[-3000:]
     lock = out_dir / "checkpoint.pt.lock"
     assert (f"{out_dir / 'checkpoint.pt'}: another training process is writing this stage's outputs "
-            f"(pid {first.pid} on ") in second.stderr and str(lock) in second.stderr and "kill" in second.stderr
+            f"(pid {first.pid} on ") in second.stderr and str(lock) in second.stderr
+    assert f"stop it (kill {first.pid})" in second.stderr
     assert "resuming" not in second.stderr and not (out_dir / "checkpoint.pt").exists()
 
 

@@ -121,10 +121,17 @@ def claim_output(out: str | os.PathLike) -> Path:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            holder = _holder(lock)
+            pid = holder.split()[1] if holder.startswith("pid ") else "<pid>"
             raise UncerdaError(
-                f"{out}: another training process is writing this stage's outputs ({_holder(lock)}; lock {lock}). "
-                "Wait for it to finish, or stop it (kill PID) if it is an orphan of a killed run, then rerun") \
+                f"{out}: another training process is writing this stage's outputs ({holder}; lock {lock}). "
+                f"Wait for it to finish, or stop it (kill {pid}) if it is an orphan of a killed run, then rerun") \
                 from None
+        except OSError as exc:   # a file system without locks (some network mounts): run unguarded, say so
+            os.close(fd)
+            print(f"uncerda: cannot lock {lock} ({exc}); nothing stops a second trainer on these outputs",
+                  file=sys.stderr)
+            return lock
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
