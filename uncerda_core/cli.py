@@ -142,7 +142,8 @@ def _train(args, stage: str, image_translation: bool | None = None, adversarial_
                               adversarial_weight=adversarial_weight)
     source_dataset = config["target"]["dataset"] if stage == "oracle" else config["source"]["dataset"]
     init = getattr(args, "init", None) or config["model"]["init"]
-    if args.own_process:   # a training job: it stops when whatever started it is gone (not when called in-process)
+    # a training job stops when whatever started it is gone (not when called from Python, e.g. by the tests)
+    if getattr(args, "own_process", False):
         from uncerda_core.train.guards import stop_with_parent
         stop_with_parent()
     run_training(config, settings, args.out, seed=_seed(args, config), source_dataset=source_dataset,
