@@ -79,7 +79,8 @@ def no_space_error(path: Path, written: int, size_hint: int | None, exc: BaseExc
         free = f"{_size(usage.free)} free of {_size(usage.total)}"
     except OSError:
         free = "free space unknown"
-    needed = f"about {_size(size_hint)}" if size_hint else f"more than the {_size(written)} written"
+    needed = (f"about {_size(size_hint)}" if size_hint else
+              f"more than the {_size(written)} written" if written else "more than was free")
     return UncerdaError(f"{path}: no space left on the disk (or quota) of {path.parent}: this file needs {needed}, "
                         f"{free} now that the partial file is removed ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}). Free space there, or move results_dir "
