@@ -197,11 +197,24 @@ class _Touch:
         return (pathlib.Path.touch, (self.marker,))
 
 
-@pytest.mark.parametrize("kind", ["list", "model_not_a_dict", "pickled_object", "truncated", "garbage"])
+class _System:
+    """Unpickling this runs a shell command: torch words its refusal "unsupported GLOBAL ... is blocked"."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("kind", ["list", "model_not_a_dict", "pickled_object", "pickled_call", "truncated",
+                                  "garbage"])
 def test_checkpoint_that_is_not_a_state_dict(tmp_path, capsys, small_checkpoint, target_val, kind):
     path, marker = tmp_path / "bad.pt", tmp_path / "MARKER"
     expected = {"list": "no 'model' entry", "model_not_a_dict": "'model' entry is a list",
-                "pickled_object": "not a loadable checkpoint", "truncated": "not a loadable checkpoint",
+                "pickled_object": "not a loadable checkpoint", "pickled_call": "not a loadable checkpoint",
+                "truncated": "not a loadable checkpoint",
                 "garbage": "not a loadable checkpoint"}[kind]
     if kind == "list":
         torch.save([1, 2, 3], path)
@@ -210,6 +223,8 @@ def test_checkpoint_that_is_not_a_state_dict(tmp_path, capsys, small_checkpoint,
         torch.save({**state, "model": [1, 2]}, path)
     elif kind == "pickled_object":
         torch.save({"model": {"w": torch.zeros(1)}, "extra": _Touch(marker)}, path)
+    elif kind == "pickled_call":
+        torch.save({"model": {"w": torch.zeros(1)}, "extra": _System(marker)}, path)
     elif kind == "truncated":
         path.write_bytes(small_checkpoint.read_bytes()[:4096])
     else:
@@ -225,10 +240,11 @@ def test_checkpoint_that_is_not_a_state_dict(tmp_path, capsys, small_checkpoint,
         assert code == 2, (command, err)
         msg = _error(err, command)
         assert str(path) in msg
-        if command != "provenance" or kind in ("pickled_object", "truncated", "garbage"):
+        if command != "provenance" or kind in ("pickled_object", "pickled_call", "truncated", "garbage"):
             assert expected in msg, (command, msg)
-        if command == "provenance" and kind == "pickled_object":
-            assert "refused by weights-only loading: it holds a pickled object" in msg
+        if kind.startswith("pickled"):
+            assert "refused: loading it would run code (the pickle calls " in msg, msg
+            assert "truncated" not in msg and "corrupt" not in msg
     assert not marker.exists(), "a pickled object was executed"
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.h5").exists()
     _no_leftovers(tmp_path)
@@ -285,6 +301,40 @@ def test_image_truncated_after_indexing(tmp_path, capsys, small_checkpoint, comm
     _no_leftovers(tmp_path)
 
 
+def _poisoned(small_checkpoint: Path, path: Path, kind: str) -> Path:
+    """``nan_weights``: one weight tensor NaN. ``overflow``: finite weights whose logits overflow to inf."""
+    state = torch.load(small_checkpoint, weights_only=True)
+    model = dict(state["model"])
+    if kind == "nan_weights":
+        model["head_main.branches.0.weight"] = torch.full_like(model["head_main.branches.0.weight"], float("nan"))
+    else:
+        for key in [k for k in model if k.startswith("head_main.branches") and k.endswith("weight")]:
+            model[key] = model[key].sign() * 3e38
+    torch.save({**state, "model": model}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["nan_weights", "overflow"])
+@pytest.mark.parametrize("command", ["dump", "evaluate", "adabn"])
+def test_non_finite_weights_or_logits_stop_the_stage(tmp_path, capsys, small_checkpoint, target_val, kind, command):
+    """Today a NaN checkpoint dumps as entropy 0 / argmax 18 everywhere and evaluates to a number."""
+    bad = _poisoned(small_checkpoint, tmp_path / "bad.pt", kind)
+    out = tmp_path / "out" / {"dump": "m.h5", "evaluate": "m.json", "adabn": "adabn.pt"}[command]
+    io = {"dump": ["--index", target_val], "evaluate": ["--index", target_val],
+          "adabn": ["--target-index", target_val]}[command]
+    code, err = _cli(capsys, command, "--config", _config_file(tmp_path / "c.yaml"), "--checkpoint", bad, *io,
+                     "--out", out)
+    assert code == 2, err
+    msg = _error(err, command)
+    assert str(bad) in msg and "non-finite" in msg
+    if kind == "nan_weights":
+        assert "head_main.branches.0.weight" in msg
+    else:
+        assert "logits" in msg
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
 # --------------------------------------------------------------------------- maps files
 
 def _maps(path: Path, classes: int, n: int = 3) -> Path:
@@ -332,6 +382,59 @@ def test_maps_with_another_class_count_are_refused_by_pseudo_labels(tmp_path, ca
                      "--method", "argmax", "--out-dir", out)
     assert code == 2 and "5 classes" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("problem", ["class_id_19", "nan_value"])
+@pytest.mark.parametrize("command", ["rank", "pseudo-labels-gmm", "pseudo-labels-argmax"])
+def test_maps_edited_after_the_dump_are_refused(tmp_path, capsys, problem, command):
+    """The stored histograms no longer describe the maps: today rank writes a CSV from them
+    and pseudo-labels dies with an IndexError."""
+    maps = _maps(tmp_path / "maps" / "aa.h5", 19)
+    with h5py.File(maps, "r+") as fh:
+        if problem == "class_id_19":
+            argmax = fh["argmax"][1]
+            argmax[2, 3] = 19
+            fh["argmax"][1] = argmax
+        else:                       # in the statistic the command reads (argmax labels read maxprob)
+            field = "maxprob" if command == "pseudo-labels-argmax" else "entropy"
+            values = fh[field][1]
+            values[2, 3] = np.nan
+            fh[field][1] = values
+    out = tmp_path / ("rank.csv" if command == "rank" else "pseudo")
+    if command == "rank":
+        args = ["rank", "--maps", maps, "--out", out]
+    else:
+        args = ["pseudo-labels", "--config", REPO / "config.yaml", "--maps", maps,
+                "--method", command.rsplit("-", 1)[1], "--out-dir", out]
+    code, err = _cli(capsys, *args)
+    assert code == 2, err
+    msg = _error(err, args[0])
+    assert str(maps) in msg and "'img1'" in msg and "re-run the dump" in msg
+    assert ("class id 19" in msg) if problem == "class_id_19" else ("NaN" in msg)
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
+def test_dump_and_pseudo_labels_remove_what_a_killed_run_left(tmp_path, capsys, small_checkpoint, target_val):
+    """A SIGKILL leaves the hidden temporary of the writer; the next run of the stage removes it."""
+    out_dir = tmp_path / "seed0"
+    maps, pseudo = out_dir / "maps" / "aa.h5", out_dir / "pseudo" / "aa" / "argmax"
+    stale_file = maps.parent / f".{maps.name}.k1ll3d00.tmp.h5"
+    stale_dir = pseudo.parent / f".{pseudo.name}.k1ll3d00.tmp"
+    for folder in (maps.parent, stale_dir):
+        folder.mkdir(parents=True)
+    stale_file.write_bytes(b"half a maps file")
+    (stale_dir / "img0.png").write_bytes(b"half a label")
+    bystander = maps.parent / ".other.h5.k1ll3d00.tmp.h5"   # another output's: not this stage's to remove
+    bystander.write_bytes(b"x")
+    code, err = _cli(capsys, "dump", "--config", _config_file(tmp_path / "c.yaml"), "--checkpoint", small_checkpoint,
+                     "--index", target_val, "--out", maps)
+    assert code == 0, err
+    assert not stale_file.exists() and bystander.exists()
+    code, err = _cli(capsys, "pseudo-labels", "--config", REPO / "config.yaml", "--maps", maps, "--method", "argmax",
+                     "--out-dir", pseudo)
+    assert code == 0, err
+    assert not stale_dir.exists() and (pseudo / "classes.csv").is_file()
 
 
 # --------------------------------------------------------------------------- configs

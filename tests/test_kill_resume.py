@@ -5,8 +5,11 @@ Atomic writers never leave a file that looks finished."""
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,8 +103,8 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_weights(train_setup, 
     state = load_checkpoint(resume)
     k = state["iteration"]
     assert k % CHECKPOINT_EVERY == 0 and 0 < k < ITERATIONS
-    for path in killed.iterdir():
-        assert path.name in ("checkpoint.pt.resume.pt", "losses.csv") or (
+    for path in killed.iterdir():   # the lock file stays, unlocked: the kernel dropped the dead holder's lock
+        assert path.name in ("checkpoint.pt.resume.pt", "losses.csv", "checkpoint.pt.lock") or (
             path.name.startswith(".") and ".tmp" in path.name), path.name
 
     stale = set(temporary_files(killed))       # what the killed writer left (hidden, never renamed)
@@ -118,10 +121,125 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_weights(train_setup, 
     assert (reference / "losses.csv").read_bytes() == (killed / "losses.csv").read_bytes()
 
 
+# --------------------------------------------------------------------------- orphans and a second trainer
+
+# Starts the command in argv[2:], writes its pid to argv[1] and waits: the parent the test kills.
+_PARENT = """
+import subprocess, sys
+with open(sys.argv[1] + ".log", "w") as log:
+    child = subprocess.Popen(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT)
+    with open(sys.argv[1], "w") as fh:
+        fh.write(str(child.pid))
+    child.wait()
+"""
+
+
+_HOLD = """
+import sys, time
+from uncerda_core.train.guards import claim_output
+claim_output(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_output_lock_refuses_a_second_holder_and_goes_away_with_a_clean_exit(tmp_path):
+    out = tmp_path / "m" / "checkpoint.pt"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out), "3"], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run([sys.executable, "-c", _HOLD, str(out), "0"], capture_output=True, text=True,
+                                env=env, timeout=60)
+        assert second.returncode == 1 and f"(pid {holder.pid} on " in second.stderr
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    assert not (out.parent / "checkpoint.pt.lock").exists()          # a clean exit removes the file
+    third = subprocess.run([sys.executable, "-c", _HOLD, str(out), "0"], capture_output=True, text=True, env=env,
+                           timeout=60)
+    assert third.returncode == 0, third.stderr
+
+
+def _long_command(root: Path, out_dir: Path) -> list[str]:
+    """:func:`_command` for a run long enough to still be training whenever the test acts (it is killed)."""
+    return [*_command(root, out_dir), "--set", "source_only.iterations=100000"]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie that nobody reaped has exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="watching the parent reads /proc (Linux)")
+@pytest.mark.parametrize("through", ["direct", "shell"])
+def test_a_trainer_whose_parent_is_killed_stops_and_writes_nothing_more(train_setup, tmp_path, through):
+    """Before: the orphan trained on and wrote checkpoint.pt after a rerun could have used it.
+
+    ``shell``: started as Snakemake starts a job, through ``bash -c`` (which outlives a killed Snakemake).
+    """
+    root, out_dir = train_setup, tmp_path / "orphan"
+    out, pid_file = out_dir / "checkpoint.pt", tmp_path / "trainer.pid"
+    command = _long_command(root, out_dir)
+    if through == "shell":
+        command = ["bash", "-c", f"set -euo pipefail; {shlex.join(command)} > {tmp_path / 'trainer.log'} 2>&1"]
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(pid_file), *command], start_new_session=True)
+    try:
+        assert wait_for(resume_path(out), parent, timeout=600), Path(f"{pid_file}.log").read_text()[-3000:]
+        trainer = int(pid_file.read_text())
+        if through == "shell":
+            shell = trainer
+            trainer = int(Path(f"/proc/{shell}/task/{shell}/children").read_text().split()[0])
+        os.kill(parent.pid, signal.SIGKILL)                  # the parent alone, as `kill -9 <snakemake>`
+        parent.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while _alive(trainer) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(trainer), "the trainer kept running without its parent"
+        written = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir() if not p.name.startswith(".")}
+        time.sleep(2)
+        assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir() if not p.name.startswith(".")} == written
+        assert not out.exists() and load_checkpoint(resume_path(out))["iteration"] % CHECKPOINT_EVERY == 0
+        log = tmp_path / "trainer.log" if through == "shell" else Path(f"{pid_file}.log")
+        assert f"the process that started this trainer (pid {parent.pid}) is gone: stopping" in log.read_text()
+    finally:
+        kill_group(parent)
+
+
+@pytest.mark.slow
+def test_a_second_trainer_on_the_same_outputs_refuses_while_the_first_runs(train_setup, tmp_path):
+    """Before: the README's recovery after a kill of Snakemake alone started a second trainer beside the orphan."""
+    root, out_dir = train_setup, tmp_path / "twice"
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(_long_command(root, out_dir), stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        try:
+            assert wait_for(resume_path(out_dir / "checkpoint.pt"), first, timeout=600)
+            second = subprocess.run(_long_command(root, out_dir), capture_output=True, text=True, timeout=180)
+            still_running = first.poll() is None
+        finally:
+            kill_group(first)
+    assert still_running, (tmp_path / "first.log").read_text()[-3000:]
+    assert second.returncode == 2, second.stderr[-3000:]
+    lock = out_dir / "checkpoint.pt.lock"
+    assert (f"{out_dir / 'checkpoint.pt'}: another training process is writing this stage's outputs "
+            f"(pid {first.pid} on ") in second.stderr and str(lock) in second.stderr
+    assert f"stop it (kill {first.pid})" in second.stderr
+    assert "resuming" not in second.stderr and not (out_dir / "checkpoint.pt").exists()
+
+
 # --------------------------------------------------------------------------- through Snakemake
 
 @pytest.mark.slow
-def test_snakemake_killed_mid_training_unlocks_and_finishes(tmp_path):
+@pytest.mark.parametrize("kill", ["group", "snakemake_alone"])
+def test_snakemake_killed_mid_training_unlocks_and_finishes(tmp_path, kill):
+    """``snakemake_alone``: `kill -9 <snakemake>`; its job's shell lives on, and before, so did the trainer,
+    beside the one the recovery below started."""
     work = tmp_path / "run"
     work.mkdir()
     longer = work / "longer.yaml"
@@ -134,6 +252,14 @@ def test_snakemake_killed_mid_training_unlocks_and_finishes(tmp_path):
                                    cwd=work, start_new_session=True)
         try:
             appeared = wait_for(resume_path(ckpt), process, timeout=900)
+            if appeared and kill == "snakemake_alone":
+                trainer = int(Path(f"{ckpt}.lock").read_text().split()[1])   # "pid N on HOST"
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                deadline = time.monotonic() + 10
+                while _alive(trainer) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert not _alive(trainer), "the trainer kept running after Snakemake was killed"
         finally:
             kill_group(process)
     assert appeared, (tmp_path / "first.log").read_text()[-3000:]

@@ -246,7 +246,7 @@ def test_parallel_histogram_equals_serial(tmp_path, parallel_small, workers):
         serial = maps_histogram(path, field, workers=1, stored=False)
         direct = sum(class_code_histogram(img[0], img[column], 19) for img in images)
         parallel = maps_histogram(path, field, workers=workers, stored=False)
-        kept = maps_histogram(path, field, workers=workers)    # the writer's table: no pass, no pool
+        kept = maps_histogram(path, field, workers=workers)    # the writer's table, checked by a lighter pass
         assert parallel.dtype == serial.dtype == kept.dtype == np.int64 and parallel.shape == (19, N_CODES)
         np.testing.assert_array_equal(serial, direct)
         np.testing.assert_array_equal(parallel, serial)
@@ -256,7 +256,8 @@ def test_parallel_histogram_equals_serial(tmp_path, parallel_small, workers):
     np.testing.assert_array_equal(hist2, hist1)
     np.testing.assert_array_equal(pixels2, pixels1)
     assert pixels1.sum() == 11 * 16 * 24 and hist1.sum() == sum(len(np.unique(img[0])) for img in images)
-    assert parallel_small == [workers] * 3               # the parallel calls went through a process pool
+    # the parallel calls went through a process pool: 2 counts and 2 checks of stored tables, 1 image-unit count
+    assert parallel_small == [workers] * 5
 
 
 def test_small_files_and_one_worker_stay_in_process(tmp_path, monkeypatch):
@@ -329,3 +330,19 @@ def test_writing_an_image_twice_is_refused(tmp_path):
             writer.write(0, "x", np.zeros((2, 3), np.uint8), zeros, zeros)
             writer.write(0, "x", np.zeros((2, 3), np.uint8), zeros, zeros)
     assert not path.exists()
+
+
+def test_a_stored_table_is_checked_against_the_maps_before_it_is_used(tmp_path):
+    """Pixels moved to another (valid) class after the dump: the stored table no longer fits the maps."""
+    path = tmp_path / "maps.h5"
+    images = _write_classes(path, n=4, h=8, w=12, c=4)
+    with h5py.File(path, "r+") as fh:
+        fh["argmax"][1] = np.zeros((8, 12), np.uint8)
+    moved = int((images[1][0] != 0).sum())
+    assert moved > 0
+    for field in ("entropy", "maxprob"):
+        with pytest.raises(UncerdaError, match=rf"maps\.h5: its {field} histogram counts \d+ pixels of class "
+                                               r"'0', its argmax maps \d+.*re-run the dump"):
+            maps_histogram(path, field, workers=1)
+        recount = maps_histogram(path, field, workers=1, stored=False)   # counting again needs no stored table
+        assert recount[0].sum() == sum(int((img[0] == 0).sum()) for img in images) + moved

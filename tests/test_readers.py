@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -234,3 +237,33 @@ def test_real_gta5_images_without_labels(real_samples):
     assert [s.name for s in samples] == ["00373", "02630", "04112", "17991", "fda_demo_source"]
     assert all(s.label is None for s in samples)
     assert read_image(samples[0].image).shape == (526, 957, 3)
+
+
+@pytest.mark.parametrize("where", ["png_in_images", "images_folder", "root", "cityscapes_image"])
+def test_a_symbolic_link_that_loops_is_named(tmp_path, capsys, where):
+    """Before: a raw OSError (Too many levels of symbolic links), or 'not found' for a folder that is there."""
+    from uncerda_core.cli import main   # the command a user meets it through
+
+    dataset, split, root = "gta5", "all", tmp_path / "gta5"
+    if where == "png_in_images":
+        write_gta5_tree(root, 2)
+        link = root / "images" / "00009.png"
+    elif where == "images_folder":
+        write_gta5_tree(root, 2)
+        shutil.rmtree(root / "images")
+        link = root / "images"
+    elif where == "root":
+        link = root
+    else:
+        dataset, split, root = "cityscapes", "val", tmp_path / "cs"
+        write_cityscapes_tree(root, {"val": 2})
+        image = next((root / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))
+        image.unlink()
+        link = image
+    os.symlink(link.name, link)                       # a link to itself
+    code = main(["index", "--dataset", dataset, "--root", str(root), "--split", split,
+                 "--out", str(tmp_path / "index.csv"), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{link}: a symbolic link that loops" in err, err
+    assert not (tmp_path / "index.csv").exists()

@@ -95,13 +95,16 @@ def test_score_synthia_subsets_and_resized_predictions(tmp_path, capsys):
                  "--split", "val", "--out", str(out), "--classes", "synthia"]) == 0
     res = json.loads(out.read_text())
     assert res["resized_predictions"] == 1
+    captured = capsys.readouterr()
+    assert f"score: 1 of 2 predictions resized (nearest) to their label's size, e.g. {stem}.png 8x4 -> 4x2" \
+        in captured.err
     assert res["per_class_iou"]["car"] == pytest.approx(1 / 2)         # same counts after the resize
     # All five present classes are among SYNTHIA's 16 and 13: both means are the same 2/3.
     assert res["miou"] == pytest.approx(2 / 3) and res["miou13"] == pytest.approx(2 / 3)
-    assert "mIoU*" in capsys.readouterr().out
+    assert "mIoU*" in captured.out
 
 
-@pytest.mark.parametrize("problem", ["missing", "value", "rgb", "truncated", "no_folder"])
+@pytest.mark.parametrize("problem", ["missing", "value", "rgb", "truncated", "no_folder", "aspect"])
 def test_score_bad_predictions_fail_naming_the_file(tmp_path, capsys, problem):
     root, preds = tmp_path / "cityscapes", tmp_path / "preds"
     _write_tree(root, preds)
@@ -119,6 +122,9 @@ def test_score_bad_predictions_fail_naming_the_file(tmp_path, capsys, problem):
     elif problem == "truncated":
         data = target.read_bytes()
         target.write_bytes(data[: len(data) // 2])
+    elif problem == "aspect":             # 4x4 for a 4x2 label: silently stretched before
+        Image.fromarray(np.zeros((4, 4), np.uint8), mode="L").save(target)
+        expect = f"{target}: the prediction is 4x4, its label 4x2: another aspect ratio"
     else:
         preds = tmp_path / "nowhere"
         expect = "nowhere"

@@ -17,7 +17,7 @@ from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import load_config
 from uncerda_core.data.demo import generate_demo
 from uncerda_core.data.index import build_index, write_index
-from uncerda_core.train import losses, loop
+from uncerda_core.train import guards, losses, loop
 from uncerda_core.train.checkpoint import load_checkpoint, resume_path
 from uncerda_core.train.loop import NonFiniteLoss, run_training, stage_settings
 
@@ -206,6 +206,34 @@ def test_huge_learning_rate_fails_through_the_command(data, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2
     assert "uncerda train-source: error: stage source_only: non-finite loss at iteration" in err
+    assert not out.exists()
+
+
+def test_divergence_guard_needs_three_logged_rows_above_100_log_c():
+    guard = guards.DivergenceGuard(19)
+    assert guard.limit == pytest.approx(100 * math.log(19))            # 294.4
+    above, below = {"seg": 300.0, "seg_aux": 1.0}, {"seg": 290.0, "seg_aux": 295.0}
+    assert [guard.observe(r) for r in (above, above, {"seg": 3.0}, above, above)] == [True] * 5   # a dip resets
+    assert guard.observe(below) is False                              # any cross-entropy term counts (seg_aux)
+    calm = guards.DivergenceGuard(19)
+    assert all(calm.observe({"seg": 290.0, "adv_main": 1e6, "d_main": 1e6}) for _ in range(10))  # BCE terms ignored
+
+
+def test_a_run_that_diverges_without_nan_stops_early_with_the_causes(data, tmp_path):
+    """Learning rate 3 on the smoke model: the loss jumps to hundreds and thousands (log 19 = 2.9) but stays
+    finite; before, the run finished and wrote its checkpoint."""
+    config = copy.deepcopy(data["config"])
+    config["train"].update(lr=3.0, checkpoint_every=100)
+    config["source_only"]["iterations"] = 20
+    out = tmp_path / "diverged" / "checkpoint.pt"
+    with pytest.raises(guards.TrainingDiverged) as info:
+        _train(data, "source_only", out, config=config)
+    msg = str(info.value)
+    assert msg.startswith("stage source_only: training diverged at iteration ")
+    assert int(msg.split("iteration ", 1)[1].split(":", 1)[0]) < 20            # stopped early
+    for cause in ("model.init", "train.normalize", "model.bn_mode", "train.lr"):
+        assert cause in msg
+    assert msg.index("model.init") < msg.index("train.lr")                     # the learning rate comes last
     assert not out.exists()
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -40,17 +42,81 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+# Below this much free space a failed write is taken for a full disk: a write that runs out of space
+# fills the file system to the last block before it fails, whatever the library's wording (torch.save
+# says "unexpected pos", h5py "file write failed").
+NEARLY_FULL_BYTES = 1 << 20
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` (from a write into ``folder``) means the disk or quota is full."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+        return True
+    text = str(exc)
+    if "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text:
+        return True   # h5py and torch wrap the system error in their own
+    if isinstance(exc, (OSError, RuntimeError)):
+        try:
+            return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+        except OSError:
+            return False
+    return False
+
+
+def no_space_error(path: Path, written: int, size_hint: int | None, exc: BaseException) -> UncerdaError:
+    """The error for a write of ``path`` that ran out of space; the partial file is already removed."""
+    try:
+        usage = shutil.disk_usage(path.parent)
+        free = f"{_size(usage.free)} free of {_size(usage.total)}"
+    except OSError:
+        free = "free space unknown"
+    needed = (f"about {_size(size_hint)}" if size_hint else
+              f"more than the {_size(written)} written" if written else "more than was free")
+    return UncerdaError(f"{path}: no space left on the disk (or quota) of {path.parent}: this file needs {needed}, "
+                        f"{free} now that the partial file is removed ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}). Free space there, or move results_dir "
+                        "to a larger disk, then rerun")
+
+
+def require_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse before any work when the disk of ``path`` has less than ``needed`` bytes free."""
+    path = Path(path)
+    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UncerdaError(f"{path}: {what} needs at least {_size(needed)}, the disk of {folder} has {_size(free)} "
+                           "free. Free space there, or move results_dir to a larger disk, then rerun")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str | None = None,
+                size_hint: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
     ``suffix`` keeps the extension (some writers infer the format from it).
+    A write that runs out of space raises :class:`UncerdaError` naming the
+    full disk, the space free and ``size_hint`` (the bytes the file needs, when
+    the writer knows them).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:
+        if _out_of_space(exc, path.parent):
+            raise no_space_error(path, 0, size_hint, exc) from exc
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -58,26 +124,39 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
+        full = not isinstance(exc, UncerdaError) and _out_of_space(exc, path.parent)
+        written = tmp_path.stat().st_size if full and tmp_path.exists() else 0
         tmp_path.unlink(missing_ok=True)
+        if full:
+            raise no_space_error(path, written, size_hint, exc) from exc
         raise
 
 
 def remove_stale_temporaries(*paths: str | os.PathLike | None) -> None:
-    """Remove the temporary files :func:`atomic_path` left beside ``paths`` when a run was killed.
+    """Remove the temporaries :func:`atomic_path` and :func:`atomic_dir` left beside ``paths`` when a run was killed.
 
-    They are never complete (a finished write renames its file), so a rerun may drop them.
+    They are never complete (a finished write renames its file or folder), so a
+    rerun may drop them. Only the stage that writes ``paths`` calls this, at
+    its start: the workflow never runs two jobs for one output at once, and a
+    training job holds a lock on its output first (``train/guards.py``).
     """
     for path in paths:
         if path is not None:
             path = Path(path)
             for stale in path.parent.glob(f".{path.name}.*.tmp*"):
-                stale.unlink(missing_ok=True)
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; it replaces ``path`` on success."""
+    """Yield a temporary directory beside ``path``; it replaces ``path`` on success.
+
+    A write that runs out of space raises :class:`UncerdaError` naming the full disk.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -87,8 +166,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = not isinstance(exc, UncerdaError) and _out_of_space(exc, path.parent)
+        written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) if full else 0
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise no_space_error(path, written, None, exc) from exc
         raise
 
 
@@ -200,20 +283,23 @@ def _load_json(path: Path, what: str) -> Any:
 def describe_load_error(exc: BaseException) -> str:
     """One line on why ``torch.load(..., weights_only=True)`` failed.
 
-    For a file holding arbitrary pickled objects, torch's message suggests
-    loading it unsafely; this names the refused object instead.
+    A file holding pickled objects other than tensors and plain containers
+    would run code when unpickled (a pickle names a function to call); torch's
+    message suggests loading it unsafely, this says it was refused and names
+    the function. torch words it "Unsupported global: GLOBAL x.y was not an
+    allowed global" or "Trying to load unsupported GLOBAL x.y whose module x
+    is blocked" depending on the version and the function.
     """
     text = str(exc)
-    for line in text.splitlines():
-        if "Unsupported global" in line:
-            detail = line.strip().split("Unsupported global:", 1)[1].split(" was not", 1)[0].strip()
-            return (f"refused by weights-only loading: it holds a pickled object ({detail}), "
-                    "not only tensors and plain containers")
+    found = re.search(r"unsupported global:?\s*(?:global\s+)?([\w.]+)", text, flags=re.IGNORECASE)
+    if found:
+        return (f"refused: loading it would run code (the pickle calls {found.group(1)}); weights-only loading "
+                "accepts tensors and plain containers only. If you trust the file, load it yourself with "
+                "torch.load(weights_only=False) and save its state dict")
     if text.startswith("Weights only load failed"):
         return "not a torch checkpoint, or a truncated or corrupt one"
     first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first}"
-
 
 
 def torch_load_weights_only(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:

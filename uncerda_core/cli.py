@@ -142,6 +142,10 @@ def _train(args, stage: str, image_translation: bool | None = None, adversarial_
                               adversarial_weight=adversarial_weight)
     source_dataset = config["target"]["dataset"] if stage == "oracle" else config["source"]["dataset"]
     init = getattr(args, "init", None) or config["model"]["init"]
+    # a training job stops when whatever started it is gone (not when called from Python, e.g. by the tests)
+    if getattr(args, "own_process", False):
+        from uncerda_core.train.guards import stop_with_parent
+        stop_with_parent()
     run_training(config, settings, args.out, seed=_seed(args, config), source_dataset=source_dataset,
                  source_index=args.source_index, target_index=getattr(args, "target_index", None),
                  init=init, losses_csv=args.losses, **extra)
@@ -475,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.own_process = argv is None   # the `uncerda` command itself, not a call from Python
     try:
         args.func(args=args)
     except UncerdaError as exc:

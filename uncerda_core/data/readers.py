@@ -21,6 +21,7 @@ and rejects ids outside the data set's valid id set with an :class:`UncerdaError
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,15 +161,47 @@ def _split_names(root: Path, split: str) -> list[str]:
     return names
 
 
+def loops(path: str | Path) -> bool:
+    """Whether ``path`` is a symbolic link that never reaches a file: it points back to itself, maybe via others."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def _not_found(path: Path, message: str) -> UncerdaError:
+    """``message`` for a path that is missing, or a clear word on a symbolic link that loops."""
+    if loops(path):
+        return UncerdaError(f"{path}: a symbolic link that loops (it points back to itself, directly or through "
+                            "other links); point it at the real file or folder, or remove it")
+    return UncerdaError(f"{path}: {message}" if message else str(path))
+
+
+def _png_files(folder: Path) -> list[str]:
+    """The stems of the ``.png`` files in ``folder`` (following links; a link that loops is an error)."""
+    stems = []
+    for entry in os.scandir(folder):
+        if not entry.name.endswith(".png"):
+            continue
+        try:
+            is_file = entry.is_file()
+        except OSError:
+            raise _not_found(Path(entry.path), "cannot be read") from None
+        if is_file:
+            stems.append(entry.name[:-4])
+    return sorted(stems)
+
+
 def _list_flat(dataset: str, root: Path, split: str, require_labels: bool,
                require_images: bool) -> list[Sample]:
     image_dir, label_dir = _flat_dirs(dataset, root)
     walk_dir = image_dir if require_images else label_dir
     if not walk_dir.is_dir():
         hint = "" if require_images else " (listing labels only)"
-        raise UncerdaError(f"{walk_dir}: folder not found{hint}; expected the {_layout(dataset)}")
+        raise _not_found(walk_dir, f"folder not found{hint}; expected the {_layout(dataset)}")
     if split == "all":
-        names = sorted(p.name[:-4] for p in os.scandir(walk_dir) if p.name.endswith(".png") and p.is_file())
+        names = _png_files(walk_dir)
         if not names:
             raise UncerdaError(f"{walk_dir}: no .png files, split 'all' is empty; expected the {_layout(dataset)}")
     else:
@@ -251,6 +284,8 @@ def list_samples(dataset: str, root: str | Path, split: str, require_labels: boo
     check_dataset(dataset)
     root = Path(root)
     if not root.is_dir():
+        if loops(root):
+            raise _not_found(root, "")
         raise UncerdaError(f"data root '{root}' does not exist; expected the {_layout(dataset)}")
     if dataset == "cityscapes":
         return _list_cityscapes(root, split, require_labels, require_images)
@@ -268,7 +303,7 @@ def open_decoded(path: str | Path) -> Image.Image:
     """Open and fully decode a PNG with Pillow; unreadable or truncated -> UncerdaError."""
     path = Path(path)
     if not path.is_file():
-        raise UncerdaError(f"{path}: no such file")
+        raise _not_found(path, "no such file")
     try:
         im = Image.open(path)
         im.load()
@@ -302,7 +337,7 @@ def _read_synthia_ids(path: str | Path) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise UncerdaError(f"{path}: no such file")
+        raise _not_found(path, "no such file")
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise UncerdaError(f"{path}: cannot decode the SYNTHIA label (truncated or not a PNG); "

@@ -68,11 +68,13 @@ def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | P
         label = item["label"].numpy()
         # scores: logits (single) or mean probabilities (multiscale_flip); the prediction is their argmax,
         # so the single protocol needs no softmax
+        source = f"{checkpoint} (image {dataset.names[i]})"
         if protocol.name == "single":
-            scores = predict_logits(model, item["image"][None], normalize_mode, size=label.shape)
+            scores = predict_logits(model, item["image"][None], normalize_mode, size=label.shape, source=source)
         else:
             images = [(item if view is dataset else view[i])["image"][None] for view in views]
-            scores = predict_multiscale_flip(model, images, normalize_mode, label.shape, protocol.aux_weight)
+            scores = predict_multiscale_flip(model, images, normalize_mode, label.shape, protocol.aux_weight,
+                                             source)
         pred = scores.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
         c, m = confusion_matrix(pred, label, NUM_CLASSES)
         cm += c
@@ -102,8 +104,10 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
     Files are found and named as :mod:`uncerda_core.evaluate.predictions`
     describes (city sub-folders, ``_leftImg8bit``/``_trainIds``/``_labelIds``
     names, train or label ids by name or ``id_type``). A prediction whose size
-    differs from its label is resized nearest-neighbour to the label (and
-    counted); a missing prediction file is an error naming it.
+    differs from its label but has its aspect ratio (within one pixel) is
+    resized nearest-neighbour to the label, counted and reported on stderr;
+    another aspect ratio (a crop, another data set) and a missing prediction
+    file are errors naming the file.
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -112,7 +116,7 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
     found = find_predictions(pred_dir, [s.name for s in samples], id_type)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     misses = np.zeros(NUM_CLASSES, dtype=np.int64)
-    resized = 0
+    resized: list[str] = []
     for sample in tqdm(samples, desc="score", disable=not progress, file=sys.stderr, mininterval=2.0):
         label = readers.read_label(dataset, sample.label)
         path = found[sample.name].path
@@ -121,8 +125,13 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
                 if im.mode not in ("L", "P"):
                     raise UncerdaError(f"{path}: predictions must be single-channel PNGs of train ids, got mode {im.mode}")
                 if im.size != label.shape[::-1]:
-                    im = im.resize(label.shape[::-1], Image.NEAREST)
-                    resized += 1
+                    (pw, ph), (lw, lh) = im.size, label.shape[::-1]
+                    if abs(pw * lh - ph * lw) > max(pw, lw):   # more than one pixel of rounding apart
+                        raise UncerdaError(f"{path}: the prediction is {pw}x{ph}, its label {lw}x{lh}: another "
+                                           "aspect ratio (a crop, or another data set's image?); predictions must "
+                                           "cover the whole image, at its size or scaled")
+                    im = im.resize((lw, lh), Image.NEAREST)
+                    resized.append(f"{path.name} {pw}x{ph} -> {lw}x{lh}")
                 pred = np.asarray(im)
         except OSError as exc:
             raise UncerdaError(f"{path}: unreadable prediction PNG ({exc})") from exc
@@ -130,9 +139,12 @@ def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, spli
         c, m = confusion_matrix(pred, label, NUM_CLASSES)
         cm += c
         misses += m
+    if resized:
+        print(f"score: {len(resized)} of {len(samples)} predictions resized (nearest) to their label's size, "
+              f"e.g. {resized[0]}", file=sys.stderr)
     result = summarize(cm, misses, subsets or eval_class_ids("gta5"))
     result["images"] = len(samples)
-    result["resized_predictions"] = resized
+    result["resized_predictions"] = len(resized)
     # made by another program: how its predictions were computed is not known here
     result["protocol"] = {"name": "png_predictions", "scales": None, "aux_weight": None,
                           "description": "PNG predictions, scored as given"}

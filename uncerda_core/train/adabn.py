@@ -15,7 +15,8 @@ from tqdm import tqdm
 from uncerda_core import artifacts
 from uncerda_core.data.index import read_index
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset, normalize
-from uncerda_core.inference import load_model
+from uncerda_core.artifacts import UncerdaError
+from uncerda_core.inference import load_model, non_finite_entries, require_finite
 from uncerda_core.train.checkpoint import load_checkpoint, save_checkpoint
 from uncerda_core.train.loop import resolve_device
 
@@ -38,8 +39,13 @@ def adapt_batchnorm(config: dict, checkpoint: str | Path, target_index: str | Pa
     images = SegmentationDataset(config["target"]["dataset"], table, settings, label_source=None)
     loader = torch.utils.data.DataLoader(images, batch_size=config["train"]["batch_size"], shuffle=False)
     for batch in tqdm(loader, desc="adabn", disable=not progress, file=sys.stderr, mininterval=2.0):
-        model(normalize(batch["image"].to(device), config["train"]["normalize"]))
+        _, logits = model(normalize(batch["image"].to(device), config["train"]["normalize"]))
+        require_finite(logits, f"{checkpoint} (target images {', '.join(images.names[i] for i in batch['index'].tolist())})")
     state["model"] = {k: v.cpu() for k, v in model.state_dict().items()}
+    bad = non_finite_entries(state["model"])
+    if bad:   # activations overflowed on some target image: the averages are not statistics
+        raise UncerdaError(f"{checkpoint}: re-estimating BatchNorm on {target_index} gave non-finite statistics "
+                           f"in {len(bad)} tensor(s), e.g. {bad[0]!r}; {out} is not written")
     state["stage"] = "adabn"
     state["provenance"] = artifacts.provenance("adabn", config=config, inputs={
         "checkpoint": checkpoint, "target_index": target_index})

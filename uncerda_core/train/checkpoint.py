@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from uncerda_core.artifacts import UncerdaError, atomic_path, torch_load_weights_only
+from uncerda_core.train.guards import check_parent
 
 
 def resume_path(out: str | Path) -> Path:
@@ -44,8 +45,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _tensor_bytes(obj: Any) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
+    """Write ``state`` atomically; a full disk raises :class:`UncerdaError` with the size it needed.
+
+    A trainer whose parent is gone writes nothing (:func:`~uncerda_core.train.guards.check_parent`).
+    """
+    check_parent()
+    with atomic_path(path, size_hint=_tensor_bytes(state)) as tmp:
         torch.save(state, tmp)
 
 

@@ -31,7 +31,7 @@ from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBat
                                         normalize)
 from uncerda_core.data.fda import fda_translate
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
-from uncerda_core.train import distributed, losses
+from uncerda_core.train import distributed, guards, losses
 from uncerda_core.train.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint,
                                            seed_everything, set_rng_state)
 from uncerda_core.uncertainty.equations import balanced_power
@@ -221,11 +221,12 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     kill would: used to test resuming.
     """
     out = Path(out)
-    artifacts.remove_stale_temporaries(out, resume_path(out), losses_csv)
     train_cfg = config["train"]
     torch.set_num_threads(config["threads"])
     dist_info, device = distributed.setup(resolve_device(config["device"]))
     main_process = dist_info.is_main
+    # lock the stage's outputs (another live trainer: refuse), then drop what a killed run left
+    guards.take_outputs(out, main_process, resume_path(out), losses_csv)
     use_amp = device.type == "cuda" and train_cfg["bf16"]
     channels_last = device.type == "cuda" and train_cfg["channels_last"]
     on_gpu = device.type == "cuda"
@@ -367,6 +368,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     # read-back, which always precedes a checkpoint, so no checkpoint holds a diverged model.
     first_bad = torch.zeros((), dtype=torch.long, device=device)
     bad_values: torch.Tensor | None = None
+    divergence = guards.DivergenceGuard(config["model"]["num_classes"])
     t0 = time.time()
     for it in range(start, settings.iterations):
         model.train()
@@ -458,10 +460,12 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                     detail = (f"at iteration {bad_at} ("
                               + ", ".join(f"{k}={v}" for k, v in bad.items() if not math.isfinite(v)) + ")")
                 raise NonFiniteLoss(f"stage {settings.stage}: non-finite loss {detail}; "
-                                    f"the last good checkpoint is kept at {resume} (lower train.lr?)")
+                                    f"the last good checkpoint is kept at {resume}. {guards.DIVERGENCE_HINT}")
         if log_now:
             row = loss_row(list(logged), parts, values, done, lr_now)
             rows.append(row)
+            if not distributed.all_true(dist_info, divergence.observe(row), device):
+                raise divergence.error(settings.stage, done, row, resume)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
         bar.update(1)
         if checkpoint_now:

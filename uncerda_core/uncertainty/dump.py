@@ -44,6 +44,7 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
     Maps are stored at the network input size (``target.resize``, else the
     image size). ``config`` defaults to the one recorded in the checkpoint.
     """
+    artifacts.remove_stale_temporaries(out)   # what a killed dump of this file left
     state = None
     if config is None:
         state = load_checkpoint(checkpoint)
@@ -72,13 +73,15 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
     with MapsWriter(out, len(images), height, width, num_classes, CLASS_NAMES[:num_classes],
                     prob_size=prob_size, compression=dump_cfg["compression"], attrs=attrs) as writer:
         for batch in tqdm(loader, desc="dump", disable=not progress, file=sys.stderr, mininterval=2.0):
+            indices = batch["index"].tolist()
             logits = predict_logits(model, batch["image"], config["train"]["normalize"],
-                                    fuse_aux=dump_cfg["fuse_aux"])
+                                    fuse_aux=dump_cfg["fuse_aux"],
+                                    source=f"{checkpoint} (images {', '.join(images.names[i] for i in indices)})")
             argmax, entropy, maxprob = maps_from_logits(logits)
             small = None
             if prob_size is not None:
                 small = F.interpolate(torch.softmax(logits, dim=1), size=prob_size, mode="bilinear",
                                       align_corners=False).clamp(0, 1).half().cpu().numpy()
-            for j, i in enumerate(batch["index"].tolist()):
+            for j, i in enumerate(indices):
                 writer.write(i, images.names[i], argmax[j], entropy[j], maxprob[j],
                              None if small is None else small[j])

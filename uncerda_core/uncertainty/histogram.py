@@ -37,7 +37,7 @@ def to_codes(values_f16: np.ndarray, what: str = "values") -> np.ndarray:
     return codes
 
 
-def _check_argmax(argmax: np.ndarray, num_classes: int, what: str) -> np.ndarray:
+def check_argmax(argmax: np.ndarray, num_classes: int, what: str) -> np.ndarray:
     argmax = np.asarray(argmax)
     if argmax.dtype.kind not in "ui":
         raise UncerdaError(f"{what}: integer class ids expected, got {argmax.dtype}")
@@ -71,7 +71,7 @@ def class_code_histogram(argmax: np.ndarray, values_f16: np.ndarray, num_classes
     if np.shape(argmax) != np.shape(values_f16):
         raise UncerdaError(f"class_code_histogram: argmax {np.shape(argmax)} and values "
                            f"{np.shape(values_f16)} differ in shape")
-    argmax = _check_argmax(argmax, num_classes, "class_code_histogram")
+    argmax = check_argmax(argmax, num_classes, "class_code_histogram")
     codes = to_codes(values_f16, "class_code_histogram")
     keys = pixel_keys(argmax, codes, np.empty(argmax.size, dtype=np.intp))
     return np.bincount(keys, minlength=num_classes * N_CODES).reshape(num_classes, N_CODES)
@@ -83,7 +83,7 @@ def image_class_means(argmax: np.ndarray, values_f16: np.ndarray,
 
     The mean of a class absent from the image is NaN.
     """
-    argmax = _check_argmax(argmax, num_classes, "image_class_means").ravel()
+    argmax = check_argmax(argmax, num_classes, "image_class_means").ravel()
     to_codes(values_f16, "image_class_means")
     counts = np.bincount(argmax, minlength=num_classes)
     sums = np.bincount(argmax, weights=np.asarray(values_f16, dtype=np.float64).ravel(), minlength=num_classes)
@@ -132,16 +132,18 @@ def _image_name(fh, index: int) -> str:
 
 
 def _range_histogram(path: str, field: str, unit: str, start: int, stop: int, num_classes: int,
-                     with_pixels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+                     with_pixels: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The histogram of images ``start..stop-1`` of a (validated) maps file, and their pixels per class.
 
+    ``unit="totals"`` counts no histogram (None): it only checks every class
+    id and value and counts the pixels per class, to verify a stored table.
     Opens the file itself, read-only, so that it can run in a worker process.
     Memory: one image, one intp key array and the tables.
     """
     import h5py
 
     c = num_classes
-    hist = np.zeros(c * N_CODES, dtype=np.int64)
+    hist = np.zeros(c * N_CODES, dtype=np.int64) if unit != "totals" else None
     pixels = np.zeros(c, dtype=np.int64) if with_pixels else None
     keys = None
     try:
@@ -158,18 +160,22 @@ def _range_histogram(path: str, field: str, unit: str, start: int, stop: int, nu
                                    "truncated or corrupt, re-run the dump") from None
             try:
                 if unit == "pixel":
-                    argmax = _check_argmax(argmax, c, "class_code_histogram")
-                    codes = to_codes(values, "class_code_histogram")
+                    argmax = check_argmax(argmax, c, "argmax")
+                    codes = to_codes(values, field)
                     if keys is None or keys.size != argmax.size:
                         keys = np.empty(argmax.size, dtype=np.intp)
                     add_pixel_counts(hist, argmax, codes, keys)
-                else:
+                elif unit == "image":
                     hist += image_unit_histogram(argmax, values, c).ravel()
+                else:
+                    check_argmax(argmax, c, "argmax")
+                    to_codes(values, field)
                 if pixels is not None:
                     pixels += np.bincount(argmax.ravel(), minlength=c)
             except UncerdaError as err:
-                raise UncerdaError(f"{path}: image {_image_name(fh, i)!r}: {err}") from None
-    return hist.reshape(c, N_CODES), pixels
+                raise UncerdaError(f"{path}: image {_image_name(fh, i)!r}: {err}; the file was changed or "
+                                   "written by another program: re-run the dump") from None
+    return (None if hist is None else hist.reshape(c, N_CODES)), pixels
 
 
 def task_ranges(n: int, workers: int) -> list[tuple[int, int]]:
@@ -196,11 +202,15 @@ def _pool_context():
 
 def histogram_pass(maps_path: str | os.PathLike, field: str = "entropy", unit: str = "pixel",
                    expected_classes: int | None = None, workers: int = 2,
-                   with_pixels: bool = False, stored: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+                   with_pixels: bool = False, stored: bool = True,
+                   verify: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(C, 15361) histogram of ``field`` over a maps file and, with ``with_pixels``, (C,) pixels per class.
 
     For ``unit="pixel"`` the histogram the writer stored in the file is used
-    when there is one (``stored=False`` counts again). Otherwise one
+    when there is one (``stored=False`` counts again), once a lighter pass has
+    checked it against the maps (:func:`_verify_stored`; ``verify=False`` for
+    a caller that reads every image anyway and checks the class totals itself
+    with :func:`check_class_totals`). Otherwise one
     streaming pass. With ``workers > 1`` (and at least
     ``PARALLEL_MIN_IMAGES`` images) the images are split into contiguous
     ranges over ``workers`` processes; each opens the file read-only and
@@ -208,9 +218,6 @@ def histogram_pass(maps_path: str | os.PathLike, field: str = "entropy", unit: s
     depend on the order, so the result is bit for bit the serial one. Memory:
     per process one image plus the tables, whatever the number of images.
     """
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
     from uncerda_core.uncertainty.maps import open_maps
 
     if unit not in ("pixel", "image"):
@@ -221,12 +228,43 @@ def histogram_pass(maps_path: str | os.PathLike, field: str = "entropy", unit: s
     with open_maps(maps_path, expected_classes=expected_classes) as maps:
         n, c, path = len(maps), maps.num_classes, str(maps.path)
         kept = maps.stored_histogram(field) if stored and unit == "pixel" else None
+        class_names = maps.class_names
     if kept is not None:
+        if verify:
+            _, counted = _pass(path, field, "totals", n, c, workers, with_pixels=True)
+            check_class_totals(path, field, kept.sum(axis=1), counted, class_names)
         return kept, (kept.sum(axis=1) if with_pixels else None)
+    return _pass(path, field, unit, n, c, workers, with_pixels)
+
+
+def check_class_totals(path: str | os.PathLike, field: str, totals: np.ndarray, counted: np.ndarray,
+                       class_names: list[str]) -> None:
+    """Refuse a stored ``field`` histogram whose pixels per class differ from the argmax maps' count.
+
+    The stored table is trusted only after this check: :func:`histogram_pass`
+    runs it on a light pass before any work (class ids < C and values in
+    [0, 1] are checked on the way, an ``np.bincount`` of the uint8 ids per
+    image, not the (class, code) counting the table saves), the pseudo-label
+    pass on the images it reads anyway. A file edited or written by another
+    program after the dump is refused instead of summarised.
+    """
+    if not np.array_equal(totals, counted):
+        k = int(np.flatnonzero(totals != counted)[0])
+        raise UncerdaError(f"{path}: its {field} histogram counts {int(totals[k])} pixels of class "
+                           f"{class_names[k]!r}, its argmax maps {int(counted[k])}; the file was changed after it "
+                           "was written: re-run the dump")
+
+
+def _pass(path: str, field: str, unit: str, n: int, c: int, workers: int,
+          with_pixels: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """:func:`_range_histogram` over all ``n`` images, in process or split over ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     workers = max(1, min(int(workers), n))
     if workers == 1 or n < PARALLEL_MIN_IMAGES:
         return _range_histogram(path, field, unit, 0, n, c, with_pixels)
-    hist = np.zeros((c, N_CODES), dtype=np.int64)
+    hist = np.zeros((c, N_CODES), dtype=np.int64) if unit != "totals" else None
     pixels = np.zeros(c, dtype=np.int64) if with_pixels else None
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
     try:
@@ -235,7 +273,8 @@ def histogram_pass(maps_path: str | os.PathLike, field: str = "entropy", unit: s
         for j, future in enumerate(futures):   # in order: a bad image is reported as the serial pass would
             part, part_pixels = future.result()
             futures[j] = None
-            hist += part
+            if hist is not None:
+                hist += part
             if pixels is not None:
                 pixels += part_pixels
             del part, part_pixels

@@ -29,6 +29,7 @@ entropies and probabilities compress only 1.0-1.4x (lzf, lzf+shuffle) at
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -37,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError, atomic_path
-from uncerda_core.uncertainty.histogram import FIELDS, N_CODES, ONE_CODE, add_pixel_counts
+from uncerda_core.artifacts import UncerdaError, atomic_path, require_free_space
+from uncerda_core.uncertainty.histogram import FIELDS, N_CODES, ONE_CODE, add_pixel_counts, check_argmax, to_codes
 
 LAYOUT_VERSION = 1
 MAP_FIELDS = ("argmax", "entropy", "maxprob")
@@ -114,6 +115,27 @@ def maps_from_logits(logits: Any, is_prob: bool = False) -> tuple[np.ndarray, np
             maxprob.half().cpu().numpy())
 
 
+class _WriteGuard(io.FileIO):
+    """The maps file's handle, given to h5py as a Python file object.
+
+    When a write fails (typically a full disk) HDF5 cannot close the file: it
+    retries the flush, fails again, and the process dies with a segmentation
+    fault at exit. This handle keeps the first error and accepts every later
+    write without doing it, so that the file closes cleanly; the writer then
+    raises the kept error and the temporary file is removed.
+    """
+
+    failure: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        if self.failure is None:
+            try:
+                return super().write(data)
+            except OSError as err:
+                self.failure = err
+        return memoryview(data).nbytes
+
+
 def _json_attr(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
@@ -149,14 +171,18 @@ class MapsWriter:
         self._keys = np.empty(height * width, dtype=np.intp)
         self._ctx = None
         self._file = None
+        self._handle: _WriteGuard | None = None
 
     def __enter__(self) -> MapsWriter:
         import h5py
 
-        self._ctx = atomic_path(self.path)
+        if not self._float_filter:   # uncompressed float fields: their size is known before any work
+            require_free_space(self.path, self.n_images * self.height * self.width * 4, "the maps file")
+        self._ctx = atomic_path(self.path, size_hint=self.expected_bytes)
         tmp = self._ctx.__enter__()
         try:
-            fh = h5py.File(tmp, "w")
+            self._handle = _WriteGuard(tmp, "w+")
+            fh = h5py.File(self._handle, "w")
             n, h, w, c = self.n_images, self.height, self.width, self.num_classes
             fh.create_dataset("names", (n,), dtype=h5py.string_dtype("utf-8"))
             fh.create_dataset("argmax", (n, h, w), dtype=np.uint8, chunks=(1, h, w), **self._argmax_filter)
@@ -177,10 +203,20 @@ class MapsWriter:
                 if key not in fh.attrs:
                     fh.attrs[key] = value if isinstance(value, (int, float, str)) else _json_attr(value)
         except BaseException as err:
+            if self._handle is not None:
+                self._handle.close()
             self._ctx.__exit__(type(err), err, err.__traceback__)
             raise
         self._file = fh
         return self
+
+    @property
+    def expected_bytes(self) -> int:
+        """The size of the maps uncompressed: what the file needs at most, roughly (the tables compress well)."""
+        per_image = self.height * self.width * (1 + 2 + 2)
+        if self.prob_size is not None:
+            per_image += 2 * self.num_classes * self.prob_size[0] * self.prob_size[1]
+        return self.n_images * per_image
 
     def write(self, index: int, name: str, argmax: Any, entropy: Any, maxprob: Any, prob: Any = None) -> None:
         """Store image ``index`` (0-based) under ``name``; arrays are (H, W), ``prob`` (C, h, w)."""
@@ -215,28 +251,42 @@ class MapsWriter:
             if prob.shape != expected:
                 raise UncerdaError(f"{self.path}: prob of {name!r} must be {expected}, got {prob.shape}")
             fh["prob"][index] = prob
+        if self._handle.failure is not None:
+            raise self._handle.failure
         for field, values in (("entropy", entropy), ("maxprob", maxprob)):
             add_pixel_counts(self._hist[field], argmax, values.view(np.uint16), self._keys)
         self._written[index] = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
         fh, self._file = self._file, None
+        failure = exc
         if fh is not None:
             try:
                 if exc_type is None and self._written.all():
                     for field, hist in self._hist.items():
                         fh.create_dataset(f"hist_{field}", data=hist.reshape(self.num_classes, N_CODES),
                                           compression="gzip", compression_opts=1)
-            finally:
+            except Exception as err:   # e.g. the disk filled up while the tables were written
+                failure = failure or err
+            try:
                 fh.close()
-        if exc_type is None and not self._written.all():
+            except Exception as err:
+                failure = failure or err
+        if self._handle is not None:
+            self._handle.close()
+            failure = failure or self._handle.failure
+            self._handle = None
+        if failure is None and not self._written.all():
             missing = np.flatnonzero(~self._written)
-            exc = UncerdaError(f"{self.path}: {len(missing)} of {self.n_images} images never written "
-                               f"(first index {int(missing[0])}); file not created")
-            exc_type, tb = UncerdaError, None
-            self._ctx.__exit__(exc_type, exc, tb)
-            raise exc
-        self._ctx.__exit__(exc_type, exc, tb)
+            failure = UncerdaError(f"{self.path}: {len(missing)} of {self.n_images} images never written "
+                                   f"(first index {int(missing[0])}); file not created")
+        if failure is None:
+            self._ctx.__exit__(None, None, None)
+            return
+        # removes the temporary file; a full disk comes back as an UncerdaError naming it
+        self._ctx.__exit__(type(failure), failure, failure.__traceback__)
+        if failure is not exc:
+            raise failure
 
 
 class MapsFile:
@@ -270,7 +320,12 @@ class MapsFile:
         return {f: self._fh[f][index] for f in fields}
 
     def iter_images(self, fields: Sequence[str] = ("argmax", "entropy")) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-        """Yield ``(name, {field: array})`` per image; one image in memory at a time."""
+        """Yield ``(name, {field: array})`` per image; one image in memory at a time.
+
+        Every array is range-checked as it is read (class ids < C, values
+        float16 in [0, 1], no NaN): a file changed after the dump, or written
+        by another program, raises :class:`UncerdaError` naming the file and image.
+        """
         for field in fields:
             if field not in self._fh:
                 raise UncerdaError(f"{self.path}: no dataset {field!r} in this maps file")
@@ -281,6 +336,15 @@ class MapsFile:
             except OSError as err:
                 raise UncerdaError(f"{self.path}: cannot read image {i} ({name!r}): {err}; the file is "
                                    "truncated or corrupt, re-run the dump") from None
+            try:
+                for field, values in arrays.items():
+                    if field == "argmax":
+                        check_argmax(values, self.num_classes, field)
+                    else:
+                        to_codes(values, field)
+            except UncerdaError as err:
+                raise UncerdaError(f"{self.path}: image {name!r}: {err}; the file was changed or written by "
+                                   "another program: re-run the dump") from None
             yield name, arrays
 
     def close(self) -> None:
