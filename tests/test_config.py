@@ -13,7 +13,7 @@ import yaml
 from fixtures_data import write_cityscapes_tree, write_gta5_tree, write_synthia_tree
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.cli import main
-from uncerda_core.config import deep_merge, load_config, validate_config
+from uncerda_core.config import check_demo_roots, deep_merge, load_config, validate_config
 from workflow_helpers import REPO, snakemake
 
 PRESETS = REPO / "workflow" / "presets"
@@ -210,3 +210,55 @@ def test_adapting_from_model_init_needs_one():
         validate_config({"adapt": {"init": "model_init"}})
     config = validate_config({"adapt": {"init": "model_init"}, "model": {"init": "/weights/init.pth"}})
     assert config["model"]["init"] == "/weights/init.pth"
+
+
+# --------------------------------------------------------------------------- demo data roots
+
+def _demo_config(tmp_path: Path, **roots) -> dict:
+    config = {"results_dir": str(tmp_path / "results")}
+    config.update({role: {"root": str(root)} for role, root in roots.items()})
+    return validate_config(config)
+
+
+def test_demo_roots_must_lie_in_the_demo_folder(tmp_path):
+    results_data = tmp_path / "results" / "data"
+    check_demo_roots(_demo_config(tmp_path, source=results_data / "demo" / "source",
+                                  target=results_data / "demo" / "target"))
+    mine = tmp_path / "my_cityscapes"
+    with pytest.raises(UncerdaError) as info:
+        check_demo_roots(_demo_config(tmp_path, source=results_data / "s", target=mine))
+    msg = str(info.value)
+    assert msg.startswith(f"target.root: '{mine}' is outside {tmp_path / 'results'}/data/")
+    assert "demo.enabled: false" in msg
+    # The demo's folder itself, a way out through '..' or through a symbolic link: refused.
+    for root in (results_data, results_data / ".." / ".." / "elsewhere"):
+        with pytest.raises(UncerdaError, match="source.root"):
+            check_demo_roots(_demo_config(tmp_path, source=root, target=results_data / "t"))
+    results_data.mkdir(parents=True)
+    mine.mkdir()
+    (results_data / "link").symlink_to(mine)
+    with pytest.raises(UncerdaError, match="target.root"):
+        check_demo_roots(_demo_config(tmp_path, source=results_data / "s", target=results_data / "link"))
+    with pytest.raises(UncerdaError, match="overlap"):
+        check_demo_roots(_demo_config(tmp_path, source=results_data / "d", target=results_data / "d" / "t"))
+
+
+def test_demo_never_replaces_a_users_data(tmp_path, capsys):
+    """With the demo enabled, a root pointing at real data is refused before any job; the data stays."""
+    mine = tmp_path / "my_gta5"
+    mine.mkdir()
+    sentinel = mine / "keep.txt"
+    sentinel.write_text("my data\n")
+    work = tmp_path / "run"
+    proc = snakemake(work, "--forceall", "--cores", "1", "--configfile", str(PRESETS / "smoke.yaml"),
+                     "--config", f"results_dir={work / 'results'}", f"source={{root: {mine}}}", timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"source.root: '{mine}' is outside" in out and "demo.enabled: false" in out
+    assert sentinel.read_text() == "my data\n" and sorted(mine.iterdir()) == [sentinel]
+    assert not (work / "results").exists()
+    # The command refuses the same roots when run by hand.
+    cfg = _yaml(tmp_path / "c.yaml", {"source": {"root": str(mine)}, "target": {"root": str(tmp_path / "t")}})
+    assert main(["generate-demo", "--config", str(cfg)]) == 2
+    assert f"source.root: '{mine}' is outside" in capsys.readouterr().err
+    assert sorted(mine.iterdir()) == [sentinel] and not (tmp_path / "t").exists()

@@ -78,9 +78,11 @@ def cmd_generate_demo(p=None, args=None):
     if args is None:
         _add_config(p)
         return
+    from uncerda_core.config import check_demo_roots
     from uncerda_core.data.demo import generate_demo
     args.check_paths = False
     config = _config(args)
+    check_demo_roots(config)
     demo = config["demo"]
     generate_demo(config["source"]["root"], config["target"]["root"], seed=demo["seed"], size=tuple(demo["size"]),
                   n_source=demo["n_source"], n_target_train=demo["n_target_train"],

@@ -5,13 +5,15 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from uncerda_core.artifacts import UncerdaError
-from uncerda_core.config import check_data_roots, dumps, validate_config, write_resolved_config
+from uncerda_core.config import check_data_roots, check_demo_roots, dumps, validate_config, write_resolved_config
 
 # The schema check names every offending key and fills the defaults in place.
-# Missing data roots fail here, before any job runs.
+# Missing data roots, and demo roots outside the demo's own folder, fail here, before any job runs.
 try:
     validate_config(config, source="config")
     check_data_roots(config)
+    if config["demo"]["enabled"]:
+        check_demo_roots(config)
 except UncerdaError as err:
     raise WorkflowError(str(err))
 
