@@ -13,7 +13,7 @@ import yaml
 from fixtures_data import write_cityscapes_tree, write_gta5_tree, write_synthia_tree
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.cli import main
-from uncerda_core.config import check_demo_roots, deep_merge, load_config, validate_config
+from uncerda_core.config import check_demo_roots, deep_merge, dumps, load_config, validate_config
 from workflow_helpers import REPO, snakemake
 
 PRESETS = REPO / "workflow" / "presets"
@@ -187,10 +187,9 @@ def test_paper_presets_dry_run_on_fixture_trees(tmp_path, preset, dataset):
     # The preset's data set and the given roots reach the jobs; nothing was trained.
     assert f"index --dataset {dataset} --root {source} --split all" in out
     assert f"index --dataset cityscapes --root {target} --split train --no-labels" in out
-    resolved = yaml.safe_load((work / "results" / preset / "config.yaml").read_text())
-    assert resolved["source"] == {**resolved["source"], "dataset": dataset, "root": str(source)}
-    assert resolved["target"]["root"] == str(target) and resolved["model"]["arch"] == "deeplabv2_resnet101"
-    assert not (work / "results" / preset / "seed0").exists()
+    # The resolved config is a job's output, planned with the preset's settings; a dry run writes nothing.
+    assert "rule resolved_config:" in out and '"arch":"deeplabv2_resnet101"' in out
+    assert not (work / "results").exists()
 
 
 def test_command_line_strings_are_parsed_where_the_schema_wants_numbers():
@@ -210,6 +209,38 @@ def test_adapting_from_model_init_needs_one():
         validate_config({"adapt": {"init": "model_init"}})
     config = validate_config({"adapt": {"init": "model_init"}, "model": {"init": "/weights/init.pth"}})
     assert config["model"]["init"] == "/weights/init.pth"
+
+
+def test_a_dry_run_writes_nothing_under_results(tmp_path):
+    """The resolved config is written by a job, never while the Snakefile is read (issue: a dry run, or a
+    second run stopped by the lock, used to rewrite the file a running workflow's jobs read)."""
+    work = tmp_path / "run"
+    proc = snakemake(work, "-n", "--cores", "2", "--configfile", str(PRESETS / "smoke.yaml"), "--config",
+                     f"results_dir={work / 'results'}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rule resolved_config:" in proc.stdout + proc.stderr
+    assert not (work / "results").exists() and not (work / "logs").exists()
+
+
+# --------------------------------------------------------------------------- the resolved config
+
+def test_commands_take_the_resolved_config_as_json(tmp_path, capsys):
+    """The workflow's route: the config its Snakemake process resolved, on each job's command line."""
+    config = load_config(REPO / "config.yaml", PRESETS / "smoke.yaml",
+                         overrides={"results_dir": str(tmp_path / "results")})
+    out = tmp_path / "results" / "smoke" / "config.yaml"
+    assert main(["write-config", "--config-json", dumps(config), "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text()) == config
+    # Validated like a file, --set applies on top; a file and JSON together are refused by the parser.
+    assert main(["validate", "--config-json", dumps(config), "--set", "train.batch_size=3"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == deep_merge(config, {"train": {"batch_size": 3}})
+    assert main(["validate", "--config-json", '{"train": {"lr": "fast"}}']) == 2
+    assert "'train.lr': 'fast' is not of type 'number'" in capsys.readouterr().err
+    assert main(["write-config", "--config-json", "{not json", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "--config-json: not valid JSON" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+    with pytest.raises(SystemExit):
+        main(["validate", "--config", str(out), "--config-json", "{}"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- demo data roots

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from uncerda_core.artifacts import file_sha256
@@ -81,8 +82,39 @@ def test_more_rounds_or_seeds_do_not_retrain_what_exists(smoke):
     out = proc.stdout + proc.stderr
     assert "wildcards: seed=0, method=gmm, k=2" in out          # the new round is planned
     assert "k=1" not in out                                     # round 1 is kept
+    # The resolved config is rewritten for the new round, and that alone retrains nothing.
+    assert "rule resolved_config:" in out
     for rule in ("train_source_only", "adapt_round0", "adapt_tgaa"):
         assert f"rule {rule}:" not in out, rule
+
+
+def test_dry_or_locked_runs_leave_the_running_workflows_config_alone(smoke):
+    """A second invocation with other settings, dry or stopped by the lock, writes nothing: the jobs of a
+    workflow already running keep reading the config it resolved."""
+    resolved = smoke.results / "config.yaml"
+    before = (resolved.read_bytes(), resolved.stat().st_mtime_ns)
+    assert yaml.safe_load(before[0])["adapt"]["iterations"] == 3
+    override = "adapt={iterations: 7}"
+    proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir, override, "-n"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    # The changed settings would rewrite the file and rerun adaptation, but not the source-only model.
+    assert "rule resolved_config:" in out and "rule adapt_round0:" in out
+    assert "rule train_source_only:" not in out
+    assert (resolved.read_bytes(), resolved.stat().st_mtime_ns) == before
+    # A running workflow holds the lock on the file (Snakemake's own lock format: one path a line).
+    locks = smoke.workdir / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = locks / "0.output.lock"
+    lock.write_text(f"{resolved}\n")
+    try:
+        proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir, override), timeout=300)
+    finally:
+        lock.unlink()
+        locks.rmdir()
+    assert proc.returncode != 0
+    assert "LockException" in proc.stdout + proc.stderr
+    assert (resolved.read_bytes(), resolved.stat().st_mtime_ns) == before
 
 
 def test_provenance_of_each_kind_of_artifact(smoke, capsys):

@@ -183,7 +183,11 @@ def dumps(config: dict) -> str:
 
 
 def write_resolved_config(config: dict, path: str | Path) -> str:
-    """Write ``config`` as YAML to ``path`` unless the file already holds exactly it; return the path."""
+    """Write ``config`` as YAML to ``path`` (atomically) unless the file already holds exactly it.
+
+    Called by a workflow job (rule ``resolved_config``), never while the Snakefile is read, so that a
+    dry run, or a second run stopped by the lock, writes nothing. Returns the path.
+    """
     from uncerda_core.artifacts import write_text
     path = Path(path)
     text = yaml.safe_dump(config, sort_keys=True)

@@ -74,3 +74,4 @@ rule ablation:
         # built would otherwise go unnoticed (the tables' inputs wait on that seed's round checkpoint,
         # and Snakemake does not rerun a job with existing outputs for an unfinished checkpoint).
         [f"{seed_dir(seed)}/summary.md" for seed in ABL_SEEDS],
+        RESOLVED,

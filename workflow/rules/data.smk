@@ -16,7 +16,7 @@ if config["demo"]["enabled"]:
         resources:
             **res("cpu"),
         shell:
-            "{UNCERDA} generate-demo --config {RESOLVED} > {log} 2>&1"
+            "{UNCERDA} generate-demo --config-json {CONFIG_JSON:q} > {log} 2>&1"
 
 
 def data_root(role):

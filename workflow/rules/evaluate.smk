@@ -18,7 +18,7 @@ rule evaluate:
     benchmark:
         f"{BENCH}/seed{{seed}}/evaluate_{{model}}.tsv"
     shell:
-        "{UNCERDA} evaluate --config {RESOLVED} --checkpoint {input.ckpt} --index {input.index}"
+        "{UNCERDA} evaluate --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt} --index {input.index}"
         " --name {wildcards.model} --out {output.json} --csv {output.csv} > {log} 2>&1"
 
 

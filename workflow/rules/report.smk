@@ -117,7 +117,7 @@ rule report_examples:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_examples.tsv"
     shell:
-        "{UNCERDA} figure-examples --config {RESOLVED} --checkpoint {input.ckpts} --index {input.index}"
+        "{UNCERDA} figure-examples --config-json {CONFIG_JSON:q} --checkpoint {input.ckpts} --index {input.index}"
         " --n-images {params.n} --entropy {params.entropy} --out {output} > {log} 2>&1"
 
 

@@ -33,7 +33,7 @@ rule pseudo_labels:
     benchmark:
         f"{BENCH}/seed{{seed}}/pseudo_{{model}}_{{method}}.tsv"
     shell:
-        "{UNCERDA} pseudo-labels --config {RESOLVED} --maps {input.maps} --method {wildcards.method}"
+        "{UNCERDA} pseudo-labels --config-json {CONFIG_JSON:q} --maps {input.maps} --method {wildcards.method}"
         " {params.gt} --out-dir {output} > {log} 2>&1"
 
 
@@ -55,6 +55,6 @@ rule self_train:
     benchmark:
         f"{BENCH}/seed{{seed}}/self_train_{{method}}_r{{k}}.tsv"
     shell:
-        "{TRAIN} self-train --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        "{TRAIN} self-train --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init}"
         " --pseudo-dir {input.pseudo} --source-index {input.source_index} --target-index {input.target_index}"
         " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"

@@ -48,7 +48,7 @@ rule train_source_only:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_source_only.tsv"
     shell:
-        "{TRAIN} train-source --config {RESOLVED} --seed {wildcards.seed}"
+        "{TRAIN} train-source --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
         " --source-index {input.source_index} --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
 
 
@@ -69,7 +69,7 @@ rule train_oracle:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_oracle.tsv"
     shell:
-        "{TRAIN} train-oracle --config {RESOLVED} --seed {wildcards.seed}"
+        "{TRAIN} train-oracle --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
         " --source-index {input.source_index} --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
 
 
@@ -95,7 +95,7 @@ rule adapt_round0:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_{{variant}}.tsv"
     shell:
-        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} {params.flags} {params.init}"
+        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} {params.flags} {params.init}"
         " --source-index {input.source_index} --target-index {input.target_index}"
         " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
 
@@ -121,7 +121,7 @@ rule adapt_tgaa:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_tgaa_r{{r}}.tsv"
     shell:
-        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init}"
         " --weights {input.weights} --rank {input.rank} --class-stats {input.class_stats}"
         " --source-index {input.source_index} --target-index {input.target_index}"
         " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
@@ -147,7 +147,7 @@ rule adapt_sr:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_sr.tsv"
     shell:
-        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
+        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init}"
         " --weights {input.weights} --class-stats {input.class_stats}"
         " --source-index {input.source_index} --target-index {input.target_index}"
         " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
@@ -170,5 +170,5 @@ rule adabn:
     benchmark:
         f"{BENCH}/seed{{seed}}/adabn.tsv"
     shell:
-        "{UNCERDA} adabn --config {RESOLVED} --checkpoint {input.ckpt} --target-index {input.target_index}"
+        "{UNCERDA} adabn --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt} --target-index {input.target_index}"
         " --out {output} > {log} 2>&1"

@@ -19,7 +19,7 @@ rule dump_maps:
     benchmark:
         f"{BENCH}/seed{{seed}}/dump_{{model}}.tsv"
     shell:
-        "{UNCERDA} dump --config {RESOLVED} --checkpoint {input.ckpt} --index {input.index}"
+        "{UNCERDA} dump --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt} --index {input.index}"
         " --out {output} > {log} 2>&1"
 
 
