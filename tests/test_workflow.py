@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ from PIL import Image
 
 from uncerda_core.artifacts import file_sha256
 from uncerda_core.cli import main
-from workflow_helpers import metrics_without_provenance, run_smoke, smoke_run, snakemake, smoke_args, temporary_files
+from workflow_helpers import (SMOKE, SMOKE_TIMEOUT, metrics_without_provenance, run_smoke, smoke_args, smoke_run,
+                              snakemake, temporary_files)
 
 pytestmark = pytest.mark.slow
 
@@ -183,3 +185,51 @@ def test_a_seed_added_to_the_ablation_is_scheduled(tmp_path):
     for rule in ("rule train_source_only:", "checkpoint decide_round:", "rule summary:", "rule ablation_tables:"):
         assert rule in out, rule
     assert "wildcards: seed=3" in out
+
+
+# A working directory, results folder and data roots whose paths need quoting in a shell: a space, a single
+# quote, a semicolon and non-ASCII letters.
+AWKWARD = ("my data", "it's-ü")
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory):
+    """The smoke preset end to end on the user's own data (demo disabled), every path awkward."""
+    from uncerda_core.data.demo import generate_demo
+    work = tmp_path_factory.mktemp("awkward").joinpath(*AWKWARD)
+    data = work / "data;sets"
+    smoke = yaml.safe_load(SMOKE.read_text())["demo"]
+    generate_demo(data / "gta 5", data / "city scapes", seed=0, size=tuple(smoke["size"]),
+                  n_source=smoke["n_source"], n_target_train=smoke["n_target_train"],
+                  n_target_val=smoke["n_target_val"], progress=False)
+    work.mkdir(parents=True, exist_ok=True)
+    extra = work / "my config.yaml"
+    extra.write_text(yaml.safe_dump({"results_dir": str(work / "results"), "demo": {"enabled": False},
+                                     "source": {"root": str(data / "gta 5")},
+                                     "target": {"root": str(data / "city scapes")}}, allow_unicode=True))
+    args = ["--cores", "2", "--configfile", str(SMOKE), str(extra)]
+    proc = snakemake(work, *args, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return work, data, args
+
+
+def test_paths_that_need_quoting_reach_every_command_intact(awkward):
+    work, data, args = awkward
+    results = work / "results" / "smoke"
+    for rung in RUNGS:
+        assert json.loads((results / "seed0" / "eval" / f"{rung}.json").read_text())["images"] == 8, rung
+    assert (results / "seed0" / "summary.md").is_file()
+    assert (results / "report" / "seed0" / "examples.png").is_file()
+    # The index read the given roots, and pseudo labels were diagnosed against the target's ground truth.
+    index = pd.read_csv(results / "data" / "source_index.csv")
+    assert all(path.startswith(str(data / "gta 5")) for path in index["image"])
+    assert (results / "seed0" / "pseudo" / "tgaa_r2" / "gmm" / "quality.csv").is_file()
+    assert temporary_files(work) == []
+    # The ablation table's command (planned here, not run) hands each label and path over as one argument.
+    proc = snakemake(work, "-n", "-p", *args, "--config", "ablation={seeds: [0]}", "--", "ablation_tables")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    command = next(line for line in (proc.stdout + proc.stderr).splitlines() if " ablation-tables " in line)
+    argv = shlex.split(command[command.index(sys.executable):])
+    evals = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--eval"]
+    assert f"Source only|rung|0|{results}/seed0/eval/source_only.json" in evals
+    assert f"+UPST|rung|0|{results}/seed0/eval/st_gmm_r1.json" in evals

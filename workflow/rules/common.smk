@@ -1,5 +1,7 @@
 # Configuration checks, paths and helpers shared by every rule file.
 import json
+import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -28,11 +30,12 @@ BENCH = f"{EXP}/benchmarks"
 # the config sections that stage reads (CONFIG_JSON is not a param, so it triggers nothing).
 CONFIG_JSON = dumps(config)
 RESOLVED = f"{EXP}/config.yaml"
-UNCERDA = f'"{sys.executable}" -m uncerda_core'
+UNCERDA = f"{shlex.quote(sys.executable)} -m uncerda_core"
 # Training commands run under torchrun when a job trains with several processes (DDP).
 PROCESSES = config["train"]["processes"]
 TRAIN = (UNCERDA if PROCESSES == 1 else
-         f'"{sys.executable}" -m torch.distributed.run --standalone --nproc_per_node {PROCESSES} -m uncerda_core')
+         f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node {PROCESSES}"
+         " -m uncerda_core")
 SEED = config["seed"]
 # Round 0 of adaptation: with image translation when the config enables it.
 R0 = "aa_it" if config["adapt"]["image_translation"] else "aa"
