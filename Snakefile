@@ -38,4 +38,5 @@ rule all:
     input:
         main_targets(),
         report_figure_files(),
+        RESOLVED,
     default_target: True

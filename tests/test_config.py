@@ -12,7 +12,7 @@ import yaml
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.cli import main
-from uncerda_core.config import deep_merge, load_config, validate_config
+from uncerda_core.config import check_demo_roots, deep_merge, dumps, load_config, validate_config
 from workflow_helpers import REPO, snakemake
 
 PRESETS = REPO / "workflow" / "presets"
@@ -261,3 +261,87 @@ def test_adapting_from_model_init_needs_one():
         validate_config({"adapt": {"init": "model_init"}})
     config = validate_config({"adapt": {"init": "model_init"}, "model": {"init": "/weights/init.pth"}})
     assert config["model"]["init"] == "/weights/init.pth"
+
+
+def test_a_dry_run_writes_nothing_under_results(tmp_path):
+    """The resolved config is written by a job, never while the Snakefile is read (issue: a dry run, or a
+    second run stopped by the lock, used to rewrite the file a running workflow's jobs read)."""
+    work = tmp_path / "run"
+    proc = snakemake(work, "-n", "--cores", "2", "--configfile", str(PRESETS / "smoke.yaml"), "--config",
+                     f"results_dir={work / 'results'}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rule resolved_config:" in proc.stdout + proc.stderr
+    assert not (work / "results").exists() and not (work / "logs").exists()
+
+
+# --------------------------------------------------------------------------- the resolved config
+
+def test_commands_take_the_resolved_config_as_json(tmp_path, capsys):
+    """The workflow's route: the config its Snakemake process resolved, on each job's command line."""
+    config = load_config(REPO / "config.yaml", PRESETS / "smoke.yaml",
+                         overrides={"results_dir": str(tmp_path / "results")})
+    out = tmp_path / "results" / "smoke" / "config.yaml"
+    assert main(["write-config", "--config-json", dumps(config), "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text()) == config
+    # Validated like a file, --set applies on top; a file and JSON together are refused by the parser.
+    assert main(["validate", "--config-json", dumps(config), "--set", "train.batch_size=3"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == deep_merge(config, {"train": {"batch_size": 3}})
+    assert main(["validate", "--config-json", '{"train": {"lr": "fast"}}']) == 2
+    assert "'train.lr': 'fast' is not of type 'number'" in capsys.readouterr().err
+    assert main(["write-config", "--config-json", "{not json", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "--config-json: not valid JSON" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+    with pytest.raises(SystemExit):
+        main(["validate", "--config", str(out), "--config-json", "{}"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- demo data roots
+
+def _demo_config(tmp_path: Path, **roots) -> dict:
+    config = {"results_dir": str(tmp_path / "results")}
+    config.update({role: {"root": str(root)} for role, root in roots.items()})
+    return validate_config(config)
+
+
+def test_demo_roots_must_lie_in_the_demo_folder(tmp_path):
+    results_data = tmp_path / "results" / "data"
+    check_demo_roots(_demo_config(tmp_path, source=results_data / "demo" / "source",
+                                  target=results_data / "demo" / "target"))
+    mine = tmp_path / "my_cityscapes"
+    with pytest.raises(UncerdaError) as info:
+        check_demo_roots(_demo_config(tmp_path, source=results_data / "s", target=mine))
+    msg = str(info.value)
+    assert msg.startswith(f"target.root: '{mine}' is outside {tmp_path / 'results'}/data/")
+    assert "demo.enabled: false" in msg
+    # The demo's folder itself, a way out through '..' or through a symbolic link: refused.
+    for root in (results_data, results_data / ".." / ".." / "elsewhere"):
+        with pytest.raises(UncerdaError, match="source.root"):
+            check_demo_roots(_demo_config(tmp_path, source=root, target=results_data / "t"))
+    results_data.mkdir(parents=True)
+    mine.mkdir()
+    (results_data / "link").symlink_to(mine)
+    with pytest.raises(UncerdaError, match="target.root"):
+        check_demo_roots(_demo_config(tmp_path, source=results_data / "s", target=results_data / "link"))
+    with pytest.raises(UncerdaError, match="overlap"):
+        check_demo_roots(_demo_config(tmp_path, source=results_data / "d", target=results_data / "d" / "t"))
+
+
+def test_demo_never_replaces_a_users_data(tmp_path, capsys):
+    """With the demo enabled, a root pointing at real data is refused before any job; the data stays."""
+    mine = tmp_path / "my_gta5"
+    mine.mkdir()
+    sentinel = mine / "keep.txt"
+    sentinel.write_text("my data\n")
+    work = tmp_path / "run"
+    proc = snakemake(work, "--forceall", "--cores", "1", "--configfile", str(PRESETS / "smoke.yaml"),
+                     "--config", f"results_dir={work / 'results'}", f"source={{root: {mine}}}", timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"source.root: '{mine}' is outside" in out and "demo.enabled: false" in out
+    assert sentinel.read_text() == "my data\n" and sorted(mine.iterdir()) == [sentinel]
+    assert not (work / "results").exists()
+    # The command refuses the same roots when run by hand.
+    cfg = _yaml(tmp_path / "c.yaml", {"source": {"root": str(mine)}, "target": {"root": str(tmp_path / "t")}})
+    assert main(["generate-demo", "--config", str(cfg)]) == 2
+    assert f"source.root: '{mine}' is outside" in capsys.readouterr().err
+    assert sorted(mine.iterdir()) == [sentinel] and not (tmp_path / "t").exists()

@@ -13,6 +13,8 @@ Trees (written once per module, 2-3 files per split):
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +79,9 @@ def test_paper_preset_plans_with_only_the_roots_and_an_init(tmp_path, trees, pre
     assert f"index --dataset {dataset} --root {trees[dataset]} --split all" in out
     assert f"index --dataset cityscapes --root {trees['cityscapes']} --split train --no-labels" in out
     assert "This was a dry-run" in out
-    resolved = yaml.safe_load((work / "results" / preset / "config.yaml").read_text())
+    # A dry run writes nothing; the resolved config is what the planned jobs get on their command line.
+    assert "rule resolved_config:" in out and not (work / "results").exists()
+    resolved = _planned_config(out)
     # The preset alone decides the experiment: nothing of the demo config.yaml leaks in.
     model = resolved["model"]
     assert model["arch"] == "deeplabv2_resnet101" and model["output_stride"] == 8
@@ -88,13 +92,19 @@ def test_paper_preset_plans_with_only_the_roots_and_an_init(tmp_path, trees, pre
         "source": {"root": str(trees[dataset])}, "target": {"root": str(trees["cityscapes"])},
         "model": {"init": str(trees["init"])}})
     assert resolved == cli
-    assert not (work / "results" / preset / "seed0").exists()
+
+
+def _planned_config(out: str) -> dict:
+    """The resolved config that a dry run (``-n -p``) hands to the planned source-only training job."""
+    command = next(line for line in out.splitlines() if " train-source " in line and "--config-json" in line)
+    argv = shlex.split(command[command.index(sys.executable):])
+    return json.loads(argv[argv.index("--config-json") + 1])
 
 
 def test_demo_config_is_used_only_without_a_configfile(tmp_path):
-    proc = snakemake(tmp_path / "demo", "-n", timeout=300)
+    proc = snakemake(tmp_path / "demo", "-n", "-p", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    resolved = yaml.safe_load((tmp_path / "demo" / "results" / "demo" / "config.yaml").read_text())
+    resolved = _planned_config(proc.stdout + proc.stderr)
     assert resolved == load_config(REPO / "config.yaml", check_paths=False)
     assert resolved["model"]["output_stride"] == 4 and resolved["adapt"]["disc_ndf"] == 32  # config.yaml's
 
@@ -116,13 +126,13 @@ def test_paper_preset_refuses_a_bad_combination_before_any_job(tmp_path, trees, 
 
 def test_command_line_lists_and_enums_reach_the_schema_typed(tmp_path, trees):
     work = tmp_path / "run"
-    proc = snakemake(work, "-n", "--configfile", str(PRESETS / "gta5_cityscapes.yaml"), "--config",
+    proc = snakemake(work, "-n", "-p", "--configfile", str(PRESETS / "gta5_cityscapes.yaml"), "--config",
                      f"source={{root: {trees['gta5']}, resize: [640, 360], crop: [512, 256]}}",
                      f"target={{root: {trees['cityscapes']}, resize: [512, 256]}}",
                      f"model={{init: {trees['init']}, output_stride: 8, aspp_branches: 2}}",
                      "ablation={seeds: [3, 4]}", "tgaa={k: 5, balance: 0.5}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    resolved = yaml.safe_load((work / "results" / "gta5_cityscapes" / "config.yaml").read_text())
+    resolved = _planned_config(proc.stdout + proc.stderr)
     assert resolved["source"]["resize"] == [640, 360] and resolved["source"]["crop"] == [512, 256]
     assert resolved["target"]["resize"] == [512, 256]
     assert resolved["model"]["output_stride"] == 8 and resolved["model"]["aspp_branches"] == 2

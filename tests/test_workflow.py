@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -11,11 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from uncerda_core.artifacts import file_sha256
 from uncerda_core.cli import main
-from workflow_helpers import metrics_without_provenance, run_smoke, smoke_run, snakemake, smoke_args, temporary_files
+from workflow_helpers import (SMOKE, SMOKE_TIMEOUT, metrics_without_provenance, run_smoke, smoke_args, smoke_run,
+                              snakemake, temporary_files)
 
 pytestmark = pytest.mark.slow
 
@@ -81,8 +84,39 @@ def test_more_rounds_or_seeds_do_not_retrain_what_exists(smoke):
     out = proc.stdout + proc.stderr
     assert "wildcards: seed=0, method=gmm, k=2" in out          # the new round is planned
     assert "k=1" not in out                                     # round 1 is kept
+    # The resolved config is rewritten for the new round, and that alone retrains nothing.
+    assert "rule resolved_config:" in out
     for rule in ("train_source_only", "adapt_round0", "adapt_tgaa"):
         assert f"rule {rule}:" not in out, rule
+
+
+def test_dry_or_locked_runs_leave_the_running_workflows_config_alone(smoke):
+    """A second invocation with other settings, dry or stopped by the lock, writes nothing: the jobs of a
+    workflow already running keep reading the config it resolved."""
+    resolved = smoke.results / "config.yaml"
+    before = (resolved.read_bytes(), resolved.stat().st_mtime_ns)
+    assert yaml.safe_load(before[0])["adapt"]["iterations"] == 3
+    override = "adapt={iterations: 7}"
+    proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir, override, "-n"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    # The changed settings would rewrite the file and rerun adaptation, but not the source-only model.
+    assert "rule resolved_config:" in out and "rule adapt_round0:" in out
+    assert "rule train_source_only:" not in out
+    assert (resolved.read_bytes(), resolved.stat().st_mtime_ns) == before
+    # A running workflow holds the lock on the file (Snakemake's own lock format: one path a line).
+    locks = smoke.workdir / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = locks / "0.output.lock"
+    lock.write_text(f"{resolved}\n")
+    try:
+        proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir, override), timeout=300)
+    finally:
+        lock.unlink()
+        locks.rmdir()
+    assert proc.returncode != 0
+    assert "LockException" in proc.stdout + proc.stderr
+    assert (resolved.read_bytes(), resolved.stat().st_mtime_ns) == before
 
 
 def test_provenance_of_each_kind_of_artifact(smoke, capsys):
@@ -169,3 +203,51 @@ def test_predict_target_writes_the_submission_that_scores_like_the_evaluation(sm
     scored = json.loads(out.read_text())
     evaluated = json.loads((smoke.seed_dir / "eval" / "st_gmm_r1.json").read_text())
     assert scored["confusion_matrix"] == evaluated["confusion_matrix"] and scored["miou"] == evaluated["miou"]
+
+
+# A working directory, results folder and data roots whose paths need quoting in a shell: a space, a single
+# quote, a semicolon and non-ASCII letters.
+AWKWARD = ("my data", "it's-ü")
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory):
+    """The smoke preset end to end on the user's own data (demo disabled), every path awkward."""
+    from uncerda_core.data.demo import generate_demo
+    work = tmp_path_factory.mktemp("awkward").joinpath(*AWKWARD)
+    data = work / "data;sets"
+    smoke = yaml.safe_load(SMOKE.read_text())["demo"]
+    generate_demo(data / "gta 5", data / "city scapes", seed=0, size=tuple(smoke["size"]),
+                  n_source=smoke["n_source"], n_target_train=smoke["n_target_train"],
+                  n_target_val=smoke["n_target_val"], progress=False)
+    work.mkdir(parents=True, exist_ok=True)
+    extra = work / "my config.yaml"
+    extra.write_text(yaml.safe_dump({"results_dir": str(work / "results"), "demo": {"enabled": False},
+                                     "source": {"root": str(data / "gta 5")},
+                                     "target": {"root": str(data / "city scapes")}}, allow_unicode=True))
+    args = ["--cores", "2", "--configfile", str(SMOKE), str(extra)]
+    proc = snakemake(work, *args, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return work, data, args
+
+
+def test_paths_that_need_quoting_reach_every_command_intact(awkward):
+    work, data, args = awkward
+    results = work / "results" / "smoke"
+    for rung in RUNGS:
+        assert json.loads((results / "seed0" / "eval" / f"{rung}.json").read_text())["images"] == 8, rung
+    assert (results / "seed0" / "summary.md").is_file()
+    assert (results / "report" / "seed0" / "examples.png").is_file()
+    # The index read the given roots, and pseudo labels were diagnosed against the target's ground truth.
+    index = pd.read_csv(results / "data" / "source_index.csv")
+    assert all(path.startswith(str(data / "gta 5")) for path in index["image"])
+    assert (results / "seed0" / "pseudo" / "tgaa_r2" / "gmm" / "quality.csv").is_file()
+    assert temporary_files(work) == []
+    # The ablation table's command (planned here, not run) hands each label and path over as one argument.
+    proc = snakemake(work, "-n", "-p", *args, "--config", "ablation={seeds: [0]}", "--", "ablation_tables")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    command = next(line for line in (proc.stdout + proc.stderr).splitlines() if " ablation-tables " in line)
+    argv = shlex.split(command[command.index(sys.executable):])
+    evals = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--eval"]
+    assert f"Source only|rung|0|{results}/seed0/eval/source_only.json" in evals
+    assert f"+UPST|rung|0|{results}/seed0/eval/st_gmm_r1.json" in evals

@@ -25,7 +25,7 @@ def command(name: str, help_text: str):
 
 
 def _config(args) -> dict:
-    from uncerda_core.config import load_config
+    from uncerda_core.config import deep_merge, load_config
     overrides = {}
     for item in getattr(args, "set", None) or []:
         key, _, value = item.partition("=")
@@ -35,12 +35,30 @@ def _config(args) -> dict:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    return load_config(*args.config, overrides=overrides, check_paths=getattr(args, "check_paths", True))
+    check_paths = getattr(args, "check_paths", True)
+    if getattr(args, "config_json", None) is not None:
+        try:
+            given = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise UncerdaError(f"--config-json: not valid JSON: {exc}") from exc
+        if not isinstance(given, dict):
+            raise UncerdaError(f"--config-json: the config must be a mapping, got {type(given).__name__}")
+        return load_config(overrides=deep_merge(given, overrides), check_paths=check_paths)
+    return load_config(*args.config, overrides=overrides, check_paths=check_paths)
+
+
+def _has_config(args) -> bool:
+    return bool(args.config) or getattr(args, "config_json", None) is not None
 
 
 def _add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--config", action="append", required=required, default=None, metavar="YAML",
-                   help="experiment config (repeat to layer presets; later files override)")
+    source = p.add_mutually_exclusive_group(required=required)
+    source.add_argument("--config", action="append", default=None, metavar="YAML",
+                        help="experiment config (repeat to layer presets; later files override)")
+    # The workflow's route: each job gets the config its Snakemake process resolved, so a dry run or a
+    # second invocation never changes what a running workflow's jobs read.
+    source.add_argument("--config-json", metavar="JSON",
+                        help="the whole config as one JSON mapping (how the workflow passes its resolved config)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.batch_size=4")
 
@@ -62,6 +80,17 @@ def cmd_validate(p=None, args=None):
     print(yaml.safe_dump(_config(args), sort_keys=False), end="")
 
 
+@command("write-config", "write the resolved config (defaults filled in) as YAML: the workflow's record of it")
+def cmd_write_config(p=None, args=None):
+    if args is None:
+        _add_config(p)
+        p.add_argument("--out", required=True, help="YAML file, written atomically")
+        return
+    from uncerda_core.config import write_resolved_config
+    args.check_paths = False
+    write_resolved_config(_config(args), args.out)
+
+
 @command("provenance", "print where an artifact came from (config, code version, inputs)")
 def cmd_provenance(p=None, args=None):
     if args is None:
@@ -78,9 +107,11 @@ def cmd_generate_demo(p=None, args=None):
     if args is None:
         _add_config(p)
         return
+    from uncerda_core.config import check_demo_roots
     from uncerda_core.data.demo import generate_demo
     args.check_paths = False
     config = _config(args)
+    check_demo_roots(config)
     demo = config["demo"]
     generate_demo(config["source"]["root"], config["target"]["root"], seed=demo["seed"], size=tuple(demo["size"]),
                   n_source=demo["n_source"], n_target_train=demo["n_target_train"],
@@ -271,7 +302,7 @@ def cmd_dump(p=None, args=None):
         _add_config(p, required=False)
         return
     from uncerda_core.uncertainty.dump import dump_maps
-    config = _config(args) if args.config else None
+    config = _config(args) if _has_config(args) else None
     dump_maps(args.checkpoint, args.out, config=config, dataset=args.dataset, root=args.root,
               split=args.split, index=args.index)
 
@@ -348,7 +379,7 @@ def cmd_pseudo_labels(p=None, args=None):
         _add_config(p, required=False)
         return
     from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
-    config = _config(args) if args.config else None
+    config = _config(args) if _has_config(args) else None
     settings = PseudoSettings.from_config((config or {}).get("pseudo", {}))
     if args.method:
         settings = PseudoSettings.from_config({**vars(settings), "method": args.method})

@@ -266,13 +266,44 @@ def _check_translated_root(config: dict, source_exists: bool) -> None:
     translated_images([sample.image for sample in samples], source["translated_root"])
 
 
+def check_demo_roots(config: dict) -> None:
+    """The demo's roots must lie inside ``<results_dir>/data/``, the folder the demo owns.
+
+    The workflow checks this when ``demo.enabled`` is true: its demo rule declares both roots as
+    outputs, and Snakemake deletes a job's outputs before running it, so a root pointing at a user's
+    data would be deleted and replaced by demo images. Paths are compared resolved (symbolic links
+    followed, relative paths from the working directory).
+    """
+    owned_name = f"{config['results_dir']}/data"
+    owned = Path(owned_name).resolve()
+    roots = {}
+    for role in ("source", "target"):
+        root = Path(config[role]["root"]).resolve()
+        if owned not in root.parents:
+            raise UncerdaError(
+                f"{role}.root: '{config[role]['root']}' is outside {owned_name}/, the only place the demo "
+                f"writes: with demo.enabled: true the demo rule deletes and regenerates {role}.root. "
+                f"For your own data set set demo.enabled: false (e.g. --config demo='{{enabled: false}}'); "
+                f"for the demo, leave {role}.root under {owned_name}/ (e.g. {owned_name}/demo/{role}).")
+        roots[role] = root
+    source, target = roots["source"], roots["target"]
+    if source == target or source in target.parents or target in source.parents:
+        raise UncerdaError(f"source.root and target.root: '{config['source']['root']}' and "
+                           f"'{config['target']['root']}' overlap; the demo needs two separate folders "
+                           f"(e.g. {owned_name}/demo/source and {owned_name}/demo/target).")
+
+
 def dumps(config: dict) -> str:
     """Canonical JSON of a config (or a part of it), for params and provenance."""
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
 def write_resolved_config(config: dict, path: str | Path) -> str:
-    """Write ``config`` as YAML to ``path`` unless the file already holds exactly it; return the path."""
+    """Write ``config`` as YAML to ``path`` (atomically) unless the file already holds exactly it.
+
+    Called by a workflow job (rule ``resolved_config``), never while the Snakefile is read, so that a
+    dry run, or a second run stopped by the lock, writes nothing. Returns the path.
+    """
     from uncerda_core.artifacts import write_text
     path = Path(path)
     text = yaml.safe_dump(config, sort_keys=True)

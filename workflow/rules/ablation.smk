@@ -54,15 +54,17 @@ rule ablation_tables:
                        category="Ablation"),
         methods_md=f"{EXP}/ablation/pseudo_methods.md",
     params:
-        evals=lambda w: " ".join(f"--eval '{l}|{k}|{s}|{p}'" for l, k, s, p in ablation_evals(w)),
-        pseudo=lambda w: " ".join(f"--pseudo '{m}|{s}|{q}|{e}'" for m, s, q, e in ablation_pseudo(w)),
+        evals=lambda w: " ".join(f"--eval {shlex.quote(f'{l}|{k}|{s}|{p}')}" for l, k, s, p in ablation_evals(w)),
+        pseudo=lambda w: " ".join(f"--pseudo {shlex.quote(f'{m}|{s}|{q}|{e}')}"
+                                  for m, s, q, e in ablation_pseudo(w)),
+        out_dir=lambda w, output: os.path.dirname(output.ladder),
     resources:
         **res("cpu"),
     log:
         f"{LOGS}/ablation_tables.log",
     shell:
-        "{UNCERDA} ablation-tables {params.evals} {params.pseudo} --out-dir $(dirname {output.ladder})"
-        " > {log} 2>&1"
+        "{UNCERDA} ablation-tables {params.evals} {params.pseudo} --out-dir {params.out_dir:q}"
+        " > {log:q} 2>&1"
 
 
 rule ablation:
@@ -74,3 +76,4 @@ rule ablation:
         # built would otherwise go unnoticed (the tables' inputs wait on that seed's round checkpoint,
         # and Snakemake does not rerun a job with existing outputs for an unfinished checkpoint).
         [f"{seed_dir(seed)}/summary.md" for seed in ABL_SEEDS],
+        RESOLVED,

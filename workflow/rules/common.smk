@@ -1,32 +1,41 @@
 # Configuration checks, paths and helpers shared by every rule file.
 import json
+import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
 
 from uncerda_core.artifacts import UncerdaError
-from uncerda_core.config import check_data_roots, dumps, validate_config, write_resolved_config
+from uncerda_core.config import check_data_roots, check_demo_roots, dumps, validate_config
 
 # The schema check names every offending key and fills the defaults in place.
-# Missing data roots fail here, before any job runs.
+# Missing data roots, and demo roots outside the demo's own folder, fail here, before any job runs.
 try:
     validate_config(config, source="config")
     check_data_roots(config)
+    if config["demo"]["enabled"]:
+        check_demo_roots(config)
 except UncerdaError as err:
     raise WorkflowError(str(err))
 
 EXP = f"{config['results_dir']}/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
 BENCH = f"{EXP}/benchmarks"
-# The resolved config (defaults and --config overrides applied) that every
-# command reads; rewritten only when its content changes. Reruns are driven by
-# each rule's params, which hold exactly the sections that stage reads.
-RESOLVED = write_resolved_config(config, f"{EXP}/config.yaml")
-UNCERDA = f'"{sys.executable}" -m uncerda_core'
+# The resolved config (defaults and --config overrides applied) reaches every command on its command
+# line (--config-json), from the Snakemake process that plans the job: nothing is read from or written
+# to results/ while this file is parsed, so a dry run, or a second invocation stopped by the lock,
+# cannot change what a running workflow's jobs train with. Rule resolved_config keeps a copy in
+# RESOLVED as a record; no job reads it. Reruns are driven by each rule's params, which hold exactly
+# the config sections that stage reads (CONFIG_JSON is not a param, so it triggers nothing).
+CONFIG_JSON = dumps(config)
+RESOLVED = f"{EXP}/config.yaml"
+UNCERDA = f"{shlex.quote(sys.executable)} -m uncerda_core"
 # Training commands run under torchrun when a job trains with several processes (DDP).
 PROCESSES = config["train"]["processes"]
 TRAIN = (UNCERDA if PROCESSES == 1 else
-         f'"{sys.executable}" -m torch.distributed.run --standalone --nproc_per_node {PROCESSES} -m uncerda_core')
+         f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node {PROCESSES}"
+         " -m uncerda_core")
 SEED = config["seed"]
 # Round 0 of adaptation: with image translation when the config enables it.
 R0 = "aa_it" if config["adapt"]["image_translation"] else "aa"
@@ -110,3 +119,18 @@ def final_aa(wildcards):
 def main_targets():
     """The main chain of one seed: every rung evaluated and the summary table."""
     return [f"{seed_dir(SEED)}/summary.md"]
+
+
+rule resolved_config:
+    """The resolved config as YAML: a record of the settings the last run resolved (every artifact's
+    provenance holds the exact config it was made with)."""
+    output:
+        RESOLVED,
+    params:
+        config=CONFIG_JSON,
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/resolved_config.log",
+    shell:
+        "{UNCERDA} write-config --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"

@@ -4,6 +4,7 @@
 if config["demo"]["enabled"]:
 
     rule generate_demo:
+        input:
         output:
             source=directory(config["source"]["root"]),
             target=directory(config["target"]["root"]),
@@ -16,7 +17,7 @@ if config["demo"]["enabled"]:
         resources:
             **res("cpu"),
         shell:
-            "{UNCERDA} generate-demo --config {RESOLVED} > {log} 2>&1"
+            "{UNCERDA} generate-demo --config-json {CONFIG_JSON:q} > {log:q} 2>&1"
 
 
 def data_root(role):
@@ -41,8 +42,8 @@ rule index_source:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root} --split {params.split}"
-        " --out {output} --workers {threads} > {log} 2>&1"
+        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {params.split:q}"
+        " --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule index_target:
@@ -63,8 +64,8 @@ rule index_target:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root} --split {wildcards.split}"
-        " {params.no_labels} --out {output} --workers {threads} > {log} 2>&1"
+        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
+        " {params.no_labels} --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule index_target_labelled:
@@ -84,8 +85,8 @@ rule index_target_labelled:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root} --split {wildcards.split}"
-        " --out {output} --workers {threads} > {log} 2>&1"
+        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
+        " --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule class_stats:
@@ -103,5 +104,5 @@ rule class_stats:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} class-stats --index {input.index} --dataset {params.dataset} --out {output}"
-        " --workers {threads} > {log} 2>&1"
+        "{UNCERDA} class-stats --index {input.index:q} --dataset {params.dataset} --out {output:q}"
+        " --workers {threads} > {log:q} 2>&1"

@@ -18,8 +18,9 @@ rule evaluate:
     benchmark:
         f"{BENCH}/seed{{seed}}/evaluate_{{model}}.tsv"
     shell:
-        "{UNCERDA} evaluate --config {RESOLVED} --checkpoint {input.ckpt} --index {input.index}"
-        " --name {wildcards.model} --out {output.json} --csv {output.csv} > {log} 2>&1"
+        "{UNCERDA} evaluate --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
+        " --index {input.index:q} --name {wildcards.model:q} --out {output.json:q} --csv {output.csv:q}"
+        " > {log:q} 2>&1"
 
 
 def chain_rungs(wildcards):
@@ -46,12 +47,13 @@ rule summary:
         ),
         csv=f"{EXP}/seed{{seed}}/summary.csv",
     params:
-        evals=lambda w: " ".join(f"'{label}={path}'" for label, path in chain_rungs(w).items()),
+        evals=lambda w: " ".join(shlex.quote(f"{label}={path}") for label, path in chain_rungs(w).items()),
         source=config["source"]["dataset"],
+        rounds_dir=lambda w, input: os.path.dirname(input.decision),
     resources:
         **res("cpu"),
     log:
         f"{LOGS}/seed{{seed}}/summary.log",
     shell:
-        "{UNCERDA} summarize {params.evals} --source-dataset {params.source} --rounds-dir $(dirname {input.decision})"
-        " --out {output.md} --csv {output.csv} > {log} 2>&1"
+        "{UNCERDA} summarize {params.evals} --source-dataset {params.source}"
+        " --rounds-dir {params.rounds_dir:q} --out {output.md:q} --csv {output.csv:q} > {log:q} 2>&1"

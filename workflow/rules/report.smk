@@ -66,8 +66,8 @@ rule report_summary_table:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_summary_table.tsv"
     shell:
-        "{UNCERDA} table-html --md {input} --title 'Results on target val, seed {wildcards.seed}'"
-        " --out {output} > {log} 2>&1"
+        "{UNCERDA} table-html --md {input:q} --title 'Results on target val, seed {wildcards.seed}'"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule report_iou:
@@ -89,7 +89,7 @@ rule report_iou:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_iou.tsv"
     shell:
-        "{UNCERDA} figure-iou {input.evals} --highlight-rank {input.rank} --out {output} > {log} 2>&1"
+        "{UNCERDA} figure-iou {input.evals:q} --highlight-rank {input.rank:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_curves:
@@ -139,8 +139,8 @@ rule report_examples:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_examples.tsv"
     shell:
-        "{UNCERDA} figure-examples --config {RESOLVED} --checkpoint {input.ckpts} --index {input.index}"
-        " --n-images {params.n} --entropy {params.entropy} --out {output} > {log} 2>&1"
+        "{UNCERDA} figure-examples --config-json {CONFIG_JSON:q} --checkpoint {input.ckpts:q}"
+        " --index {input.index:q} --n-images {params.n} --entropy {params.entropy} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_rank:
@@ -162,7 +162,7 @@ rule report_rank:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_rank.tsv"
     shell:
-        "{UNCERDA} figure-rank {input.ranks} --decisions {input.decisions} --out {output} > {log} 2>&1"
+        "{UNCERDA} figure-rank {input.ranks:q} --decisions {input.decisions:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_weights:
@@ -186,7 +186,7 @@ rule report_weights:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_weights.tsv"
     shell:
-        "{UNCERDA} figure-weights {input} --alpha {params.alpha} --mu {params.mu} --out {output} > {log} 2>&1"
+        "{UNCERDA} figure-weights {input:q} --alpha {params.alpha} --mu {params.mu} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_gmm:
@@ -210,8 +210,8 @@ rule report_gmm:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_gmm.tsv"
     shell:
-        "{UNCERDA} figure-gmm --maps {input.maps} --pseudo-dir {input.pseudo} --label {params.label}"
-        " --out {output} > {log} 2>&1"
+        "{UNCERDA} figure-gmm --maps {input.maps:q} --pseudo-dir {input.pseudo:q} --label {params.label:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule report_pseudo_quality:
@@ -234,7 +234,8 @@ rule report_pseudo_quality:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_pseudo_quality.tsv"
     shell:
-        "{UNCERDA} figure-pseudo-quality --pseudo-dir {input} --label '{params.label}' --out {output} > {log} 2>&1"
+        "{UNCERDA} figure-pseudo-quality --pseudo-dir {input:q} --label {params.label:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule report_ablation:
@@ -273,10 +274,11 @@ rule report_ablation:
     benchmark:
         f"{BENCH}/report_ablation.tsv"
     shell:
-        "({UNCERDA} table-html --md {input.ladder_md} --title 'Ablation ladder' --out {output.ladder_html}"
-        " && {UNCERDA} figure-ladder --csv {input.ladder} --out {output.ladder_png}"
-        " && {UNCERDA} table-html --md {input.methods_md} --title 'Pseudo-label methods' --out {output.methods_html}"
-        " && {UNCERDA} figure-pseudo-methods --csv {input.methods} --out {output.methods_png}) > {log} 2>&1"
+        "({UNCERDA} table-html --md {input.ladder_md:q} --title 'Ablation ladder' --out {output.ladder_html:q}"
+        " && {UNCERDA} figure-ladder --csv {input.ladder:q} --out {output.ladder_png:q}"
+        " && {UNCERDA} table-html --md {input.methods_md:q} --title 'Pseudo-label methods'"
+        " --out {output.methods_html:q}"
+        " && {UNCERDA} figure-pseudo-methods --csv {input.methods:q} --out {output.methods_png:q}) > {log:q} 2>&1"
 
 
 rule report_figures:

@@ -8,7 +8,8 @@ def _target_train_has_labels():
 
 
 # Pseudo-label precision and coverage need target train ground truth: a diagnosis, never used to train.
-GT_FLAGS = f"--gt-root {config['target']['root']} --gt-split {TRAIN_SPLIT}" if _target_train_has_labels() else ""
+GT_FLAGS = (f"--gt-root {shlex.quote(config['target']['root'])} --gt-split {TRAIN_SPLIT}"
+            if _target_train_has_labels() else "")
 
 
 def st_teacher(wildcards):
@@ -33,8 +34,8 @@ rule pseudo_labels:
     benchmark:
         f"{BENCH}/seed{{seed}}/pseudo_{{model}}_{{method}}.tsv"
     shell:
-        "{UNCERDA} pseudo-labels --config {RESOLVED} --maps {input.maps} --method {wildcards.method}"
-        " {params.gt} --out-dir {output} > {log} 2>&1"
+        "{UNCERDA} pseudo-labels --config-json {CONFIG_JSON:q} --maps {input.maps:q}"
+        " --method {wildcards.method} {params.gt} --out-dir {output:q} > {log:q} 2>&1"
 
 
 rule self_train:
@@ -55,6 +56,6 @@ rule self_train:
     benchmark:
         f"{BENCH}/seed{{seed}}/self_train_{{method}}_r{{k}}.tsv"
     shell:
-        "{TRAIN} self-train --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
-        " --pseudo-dir {input.pseudo} --source-index {input.source_index} --target-index {input.target_index}"
-        " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+        "{TRAIN} self-train --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        " --pseudo-dir {input.pseudo:q} --source-index {input.source_index:q}"
+        " --target-index {input.target_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"

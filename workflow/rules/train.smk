@@ -24,7 +24,7 @@ def adapt_init():
 
 def init_flag(wildcards, input):
     """The source-only model when adaptation starts from it; else the command falls back to model.init."""
-    return f"--init {input.init}" if "init" in input.keys() else ""
+    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
 
 
 def previous_model(wildcards):
@@ -49,8 +49,8 @@ rule train_source_only:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_source_only.tsv"
     shell:
-        "{TRAIN} train-source --config {RESOLVED} --seed {wildcards.seed}"
-        " --source-index {input.source_index} --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+        "{TRAIN} train-source --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
+        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule train_oracle:
@@ -70,8 +70,8 @@ rule train_oracle:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_oracle.tsv"
     shell:
-        "{TRAIN} train-oracle --config {RESOLVED} --seed {wildcards.seed}"
-        " --source-index {input.source_index} --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+        "{TRAIN} train-oracle --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
+        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule adapt_round0:
@@ -96,9 +96,9 @@ rule adapt_round0:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_{{variant}}.tsv"
     shell:
-        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} {params.flags} {params.init}"
-        " --source-index {input.source_index} --target-index {input.target_index}"
-        " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} {params.flags} {params.init}"
+        " --source-index {input.source_index:q} --target-index {input.target_index:q}"
+        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule adapt_tgaa:
@@ -122,10 +122,10 @@ rule adapt_tgaa:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_tgaa_r{{r}}.tsv"
     shell:
-        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
-        " --weights {input.weights} --rank {input.rank} --class-stats {input.class_stats}"
-        " --source-index {input.source_index} --target-index {input.target_index}"
-        " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        " --weights {input.weights:q} --rank {input.rank:q} --class-stats {input.class_stats:q}"
+        " --source-index {input.source_index:q} --target-index {input.target_index:q}"
+        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule adapt_sr:
@@ -148,10 +148,10 @@ rule adapt_sr:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_sr.tsv"
     shell:
-        "{TRAIN} adapt --config {RESOLVED} --seed {wildcards.seed} --init {input.init}"
-        " --weights {input.weights} --class-stats {input.class_stats}"
-        " --source-index {input.source_index} --target-index {input.target_index}"
-        " --out {output.ckpt} --losses {output.losses} > {log} 2>&1"
+        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        " --weights {input.weights:q} --class-stats {input.class_stats:q}"
+        " --source-index {input.source_index:q} --target-index {input.target_index:q}"
+        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule adabn:
@@ -171,5 +171,5 @@ rule adabn:
     benchmark:
         f"{BENCH}/seed{{seed}}/adabn.tsv"
     shell:
-        "{UNCERDA} adabn --config {RESOLVED} --checkpoint {input.ckpt} --target-index {input.target_index}"
-        " --out {output} > {log} 2>&1"
+        "{UNCERDA} adabn --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
+        " --target-index {input.target_index:q} --out {output:q} > {log:q} 2>&1"

@@ -19,8 +19,8 @@ rule dump_maps:
     benchmark:
         f"{BENCH}/seed{{seed}}/dump_{{model}}.tsv"
     shell:
-        "{UNCERDA} dump --config {RESOLVED} --checkpoint {input.ckpt} --index {input.index}"
-        " --out {output} > {log} 2>&1"
+        "{UNCERDA} dump --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
+        " --index {input.index:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule rank_classes:
@@ -44,7 +44,7 @@ rule rank_classes:
     benchmark:
         f"{BENCH}/seed{{seed}}/rank_{{model}}.tsv"
     shell:
-        "{UNCERDA} rank --maps {input.maps} --k {params.k} --out {output} > {log} 2>&1"
+        "{UNCERDA} rank --maps {input.maps:q} --k {params.k} --out {output:q} > {log:q} 2>&1"
 
 
 WEIGHT_FLAGS = (
@@ -68,8 +68,8 @@ rule weights_tgaa:
     benchmark:
         f"{BENCH}/seed{{seed}}/weights_tgaa_r{{r}}.tsv"
     shell:
-        "{UNCERDA} weights --class-stats {input.class_stats} --rank {input.rank} {params.flags}"
-        " --out {output} > {log} 2>&1"
+        "{UNCERDA} weights --class-stats {input.class_stats:q} --rank {input.rank:q} {params.flags}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule weights_sr:
@@ -87,8 +87,8 @@ rule weights_sr:
     benchmark:
         f"{BENCH}/seed{{seed}}/weights_sr.tsv"
     shell:
-        "{UNCERDA} weights --class-stats {input.class_stats} --all-classes {params.flags}"
-        " --out {output} > {log} 2>&1"
+        "{UNCERDA} weights --class-stats {input.class_stats:q} --all-classes {params.flags}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 checkpoint decide_round:
@@ -105,5 +105,5 @@ checkpoint decide_round:
     log:
         f"{LOGS}/seed{{seed}}/decide_round_r{{r}}.log",
     shell:
-        "{UNCERDA} decide-round --round {wildcards.r} --rank {input.rank} --previous-rank {input.previous}"
-        " --max-rounds {params.max_rounds} --out {output} > {log} 2>&1"
+        "{UNCERDA} decide-round --round {wildcards.r} --rank {input.rank:q} --previous-rank {input.previous:q}"
+        " --max-rounds {params.max_rounds} --out {output:q} > {log:q} 2>&1"
