@@ -49,7 +49,8 @@ def test_train_step_benchmark_small_on_cpu(tmp_path, capsys):
 
 
 def test_projected_hours_by_hand():
-    config = load_config(REPO / "workflow/presets/gta5_cityscapes.yaml", check_paths=False)
+    config = load_config(REPO / "workflow/presets/gta5_cityscapes.yaml", overrides={"model": {"init": "init.pth"}},
+                         check_paths=False)
     # 25k source-only x 1 s + (25k AA + 3 rounds x 25k) x 2 s + 1 round x 25k ST x 3 s = 300,000 s.
     hours = _bench().projected_hours(config, {"source": 1.0, "aa_fda": 2.0, "st": 3.0})
     assert hours == pytest.approx(300_000 / 3600)
