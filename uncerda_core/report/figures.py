@@ -967,7 +967,7 @@ def load_examples(config: dict, checkpoints: Mapping[str, str | os.PathLike], va
     from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
     from uncerda_core.data.index import read_index
     from uncerda_core.inference import load_model, predict_probabilities
-    from uncerda_core.train.loop import resolve_device
+    from uncerda_core.runtime import resolve_device
     from uncerda_core.uncertainty.maps import maps_from_logits
 
     unknown = [s for s in entropy_of if s not in checkpoints]
