@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 
 COMMANDS: dict[str, tuple[str, callable]] = {}
 

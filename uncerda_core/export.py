@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from uncerda_core import artifacts
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.labels import CLASS_NAMES
+from uncerda_core.errors import UncerdaError
 from uncerda_core.inference import checkpoint_config, load_model
 from uncerda_core.runtime import load_checkpoint
 

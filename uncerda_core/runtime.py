@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from uncerda_core.artifacts import UncerdaError, torch_load_weights_only
+from uncerda_core.artifacts import torch_load_weights_only
+from uncerda_core.errors import UncerdaError
 
 
 def resolve_device(requested: str) -> torch.device:

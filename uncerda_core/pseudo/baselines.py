@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 from uncerda_core.uncertainty.histogram import N_CODES, code_values
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.cli import _add_config, _config, command
+from uncerda_core.errors import UncerdaError
 
 
 def _labelled(items: list[str] | None, what: str, name=None) -> dict[str, str]:

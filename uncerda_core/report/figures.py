@@ -32,8 +32,9 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from uncerda_core.artifacts import UncerdaError, atomic_path  # noqa: E402
+from uncerda_core.artifacts import atomic_path  # noqa: E402
 from uncerda_core.data.labels import CLASS_NAMES, IGNORE, TRAIN_ID_COLORS, colorize  # noqa: E402
+from uncerda_core.errors import UncerdaError  # noqa: E402
 from uncerda_core.uncertainty.equations import logistic_weight  # noqa: E402
 from uncerda_core.uncertainty.rank import sk_flags  # noqa: E402
 

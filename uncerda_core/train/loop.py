@@ -24,11 +24,11 @@ import torch
 from tqdm import tqdm
 
 from uncerda_core import artifacts
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.index import read_index, with_translated_images
 from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBatches, SegmentationDataset,
                                         normalize)
 from uncerda_core.data.fda import fda_translate
+from uncerda_core.errors import UncerdaError
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
 from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everything
 from uncerda_core.train import distributed, guards, losses

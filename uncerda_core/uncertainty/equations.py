@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 
 
 def _clip_unit(x: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 
 N_CODES = 15361
 ONE_CODE = 0x3C00  # float16 1.0
