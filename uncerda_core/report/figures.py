@@ -286,7 +286,7 @@ def gmm_figure(hist: np.ndarray, values: np.ndarray, classes: pd.DataFrame, out:
     class, the fitted positive and negative components, and the selected intervals shaded.
 
     ``hist`` (C, K) counts per value, ``values`` (K,) the value of each bin
-    (float16 codes: :func:`uncerda_core.uncertainty.histogram.code_values`);
+    (float16 codes: :func:`uncerda_core.uncertainty.codes.code_values`);
     ``classes`` the pseudo-label folder's ``classes.csv`` (one row per class).
     """
     hist = np.asarray(hist)
@@ -938,7 +938,8 @@ def load_gmm_inputs(maps_path: str | os.PathLike, pseudo_dir: str | os.PathLike
                     ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """(histogram, bin values, classes.csv) for :func:`gmm_figure`: the maps file's histogram (the
     stored one, or one streaming pass) of the statistic and unit the pseudo labels were made with."""
-    from uncerda_core.uncertainty.histogram import code_values, maps_histogram
+    from uncerda_core.uncertainty.codes import code_values
+    from uncerda_core.uncertainty.histogram import maps_histogram
 
     classes, _, _ = read_pseudo_dir(pseudo_dir)
     statistic = str(classes["statistic"].iloc[0]) if "statistic" in classes else "entropy"
