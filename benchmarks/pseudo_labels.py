@@ -226,7 +226,7 @@ def sklearn_reference(maps: Path, hist_path: Path, cls: int, n_samples: int) -> 
     from sklearn.mixture import GaussianMixture
 
     from uncerda_core.pseudo.gmm import fit_gmm_1d, selection_intervals, selection_table
-    from uncerda_core.uncertainty.histogram import class_code_histogram, code_values
+    from uncerda_core.uncertainty.codes import class_code_histogram, code_values
     from uncerda_core.uncertainty.maps import open_maps
 
     parts, have = [], 0
@@ -338,7 +338,7 @@ def main() -> None:
         comp[label] = {"write_ms_per_image": ms, "mb_per_image": size / 1e6,
                        "ratio": (H * W * 5) / size}
     report["compression"] = comp
-    from uncerda_core.uncertainty.histogram import N_CODES, add_pixel_counts
+    from uncerda_core.uncertainty.codes import N_CODES, add_pixel_counts
     keys, table = np.empty(H * W, dtype=np.intp), np.zeros(C * N_CODES, dtype=np.int64)
     best = float("inf")
     for _ in range(3):

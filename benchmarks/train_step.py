@@ -50,8 +50,9 @@ from uncerda_core.data.demo import generate_demo
 from uncerda_core.data.fda import fda_translate
 from uncerda_core.data.index import build_index
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input
+from uncerda_core.runtime import resolve_device
 from uncerda_core.train import losses
-from uncerda_core.train.loop import resolve_device, self_training_loss, stage_settings
+from uncerda_core.train.loop import self_training_loss, stage_settings
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"source": "source_only", "aa_fda": "aa", "st": "st"}

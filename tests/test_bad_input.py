@@ -27,7 +27,7 @@ from uncerda_core.config import load_config
 from uncerda_core.data.index import read_index
 from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.models import build_model
-from uncerda_core.train.checkpoint import load_checkpoint
+from uncerda_core.runtime import load_checkpoint
 from uncerda_core.uncertainty.maps import MapsWriter
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import pytest
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.pseudo.baselines import argmax_table, cbst_table, cbst_thresholds, threshold_table
-from uncerda_core.uncertainty.histogram import N_CODES, class_code_histogram, code_values
+from uncerda_core.uncertainty.codes import N_CODES, class_code_histogram, code_values
 
 
 def _hist(per_class):

@@ -9,8 +9,8 @@ import pytest
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.uncertainty import equations as eq
-from uncerda_core.uncertainty.histogram import (N_CODES, class_code_histogram, code_values, image_class_means,
-                                                image_unit_histogram, mean_codes)
+from uncerda_core.uncertainty.codes import (N_CODES, class_code_histogram, code_values, image_class_means,
+                                            image_unit_histogram, mean_codes)
 
 
 # --- Eq. 2 -------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from uncerda_core.pseudo.gmm import (MIN_STD, GMMFit, fit_gmm_1d, init_params, select_class, selection_intervals,
                                      selection_table, single_mode)
-from uncerda_core.uncertainty.histogram import N_CODES, class_code_histogram, code_values
+from uncerda_core.uncertainty.codes import N_CODES, class_code_histogram, code_values
 
 VALUES = code_values()
 

@@ -19,7 +19,8 @@ import yaml
 from uncerda_core import artifacts
 from uncerda_core.data.demo import generate_demo
 from uncerda_core.data.index import build_index, write_index
-from uncerda_core.train.checkpoint import load_checkpoint, resume_path
+from uncerda_core.runtime import load_checkpoint
+from uncerda_core.train.checkpoint import resume_path
 from workflow_helpers import SMOKE, kill_group, snakemake, snakemake_command, temporary_files, wait_for
 
 # Enough iterations that the rest of the run takes seconds after the first periodic

@@ -13,8 +13,8 @@ import torch
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.uncertainty import histogram
-from uncerda_core.uncertainty.histogram import (N_CODES, class_code_histogram, histogram_pass, maps_histogram,
-                                                task_ranges)
+from uncerda_core.uncertainty.codes import N_CODES, ONE_CODE, class_code_histogram
+from uncerda_core.uncertainty.histogram import histogram_pass, maps_histogram, task_ranges
 from uncerda_core.uncertainty.maps import MapsWriter, maps_from_logits, open_maps
 
 NAMES3 = ["a", "b", "c"]
@@ -230,7 +230,7 @@ def _write_classes(path, n, h, w, c, seed=0):
     with MapsWriter(path, n, h, w, c, [str(k) for k in range(c)]) as writer:
         for i in range(n):
             argmax = rng.integers(0, c, size=(h, w)).astype(np.uint8)
-            codes = rng.integers(0, histogram.ONE_CODE + 1, size=(h, w)).astype(np.uint16)
+            codes = rng.integers(0, ONE_CODE + 1, size=(h, w)).astype(np.uint16)
             entropy = codes.view(np.float16)
             maxprob = np.flip(codes).copy().view(np.float16)
             writer.write(i, f"im{i}", argmax, entropy, maxprob)

@@ -48,7 +48,7 @@ def _eval(rng, missing=("truck",)) -> dict:
 
 
 def _rank(rng, k=7, never=(3, 4)) -> pd.DataFrame:
-    from uncerda_core.uncertainty.histogram import N_CODES
+    from uncerda_core.uncertainty.codes import N_CODES
     from uncerda_core.uncertainty.rank import rank_table
     hist = np.zeros((NUM_CLASSES, N_CODES), dtype=np.int64)
     for c in range(NUM_CLASSES):

@@ -274,7 +274,7 @@ def test_fake_gpu_job_sees_a_gpu_id_but_trains_on_the_cpu(cluster, tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent("""
         import os, warnings, torch
-        from uncerda_core.train.loop import resolve_device
+        from uncerda_core.runtime import resolve_device
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             device = resolve_device("auto")

@@ -17,8 +17,9 @@ from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import load_config
 from uncerda_core.data.demo import generate_demo
 from uncerda_core.data.index import build_index, write_index
+from uncerda_core.runtime import load_checkpoint
 from uncerda_core.train import guards, losses, loop
-from uncerda_core.train.checkpoint import load_checkpoint, resume_path
+from uncerda_core.train.checkpoint import resume_path
 from uncerda_core.train.loop import NonFiniteLoss, run_training, stage_settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -23,8 +23,9 @@ from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import load_config
 from uncerda_core.data.index import read_index
 from uncerda_core.models import build_model
+from uncerda_core.runtime import load_checkpoint
 from uncerda_core.train import losses
-from uncerda_core.train.checkpoint import load_checkpoint, resume_path
+from uncerda_core.train.checkpoint import resume_path
 from uncerda_core.train.loop import NonFiniteLoss, stage_settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# UncerdaError lives in errors.py (the pure modules raise it without importing I/O); it stays importable from
+# here for the tests and the workflow, which import it from artifacts.
+from uncerda_core.errors import UncerdaError  # noqa: F401
+
 PROVENANCE_SUFFIX = ".provenance.json"
-
-
-class UncerdaError(Exception):
-    """An error a user can act on: the message names the file and the fix."""
 
 
 def _current_umask() -> int:

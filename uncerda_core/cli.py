@@ -12,55 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from uncerda_core.artifacts import UncerdaError
-
-COMMANDS: dict[str, tuple[str, callable]] = {}
-
-
-def command(name: str, help_text: str):
-    def register(func):
-        COMMANDS[name] = (help_text, func)
-        return func
-    return register
-
-
-def _config(args) -> dict:
-    from uncerda_core.config import deep_merge, load_config
-    overrides = {}
-    for item in getattr(args, "set", None) or []:
-        key, _, value = item.partition("=")
-        import yaml
-        node = overrides
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    check_paths = getattr(args, "check_paths", True)
-    if getattr(args, "config_json", None) is not None:
-        try:
-            given = json.loads(args.config_json)
-        except json.JSONDecodeError as exc:
-            raise UncerdaError(f"--config-json: not valid JSON: {exc}") from exc
-        if not isinstance(given, dict):
-            raise UncerdaError(f"--config-json: the config must be a mapping, got {type(given).__name__}")
-        return load_config(overrides=deep_merge(given, overrides), check_paths=check_paths)
-    return load_config(*args.config, overrides=overrides, check_paths=check_paths)
-
-
-def _has_config(args) -> bool:
-    return bool(args.config) or getattr(args, "config_json", None) is not None
-
-
-def _add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
-    source = p.add_mutually_exclusive_group(required=required)
-    source.add_argument("--config", action="append", default=None, metavar="YAML",
-                        help="experiment config (repeat to layer presets; later files override)")
-    # The workflow's route: each job gets the config its Snakemake process resolved, so a dry run or a
-    # second invocation never changes what a running workflow's jobs read.
-    source.add_argument("--config-json", metavar="JSON",
-                        help="the whole config as one JSON mapping (how the workflow passes its resolved config)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set train.batch_size=4")
+from uncerda_core.cli_registry import COMMANDS, add_config_options, command, config_from_args, has_config
+from uncerda_core.errors import UncerdaError
 
 
 def _seed(args, config: dict) -> int:
@@ -72,23 +25,23 @@ def _seed(args, config: dict) -> int:
 @command("validate", "validate a config against the schema and print it with defaults filled in")
 def cmd_validate(p=None, args=None):
     if args is None:
-        _add_config(p)
+        add_config_options(p)
         p.add_argument("--no-check-paths", dest="check_paths", action="store_false",
                        help="do not check that data roots exist")
         return
     import yaml
-    print(yaml.safe_dump(_config(args), sort_keys=False), end="")
+    print(yaml.safe_dump(config_from_args(args), sort_keys=False), end="")
 
 
 @command("write-config", "write the resolved config (defaults filled in) as YAML: the workflow's record of it")
 def cmd_write_config(p=None, args=None):
     if args is None:
-        _add_config(p)
+        add_config_options(p)
         p.add_argument("--out", required=True, help="YAML file, written atomically")
         return
     from uncerda_core.config import write_resolved_config
     args.check_paths = False
-    write_resolved_config(_config(args), args.out)
+    write_resolved_config(config_from_args(args), args.out)
 
 
 @command("provenance", "print where an artifact came from (config, code version, inputs)")
@@ -105,12 +58,12 @@ def cmd_provenance(p=None, args=None):
 @command("generate-demo", "generate the embedded demo data set into source.root and target.root")
 def cmd_generate_demo(p=None, args=None):
     if args is None:
-        _add_config(p)
+        add_config_options(p)
         return
     from uncerda_core.config import check_demo_roots
     from uncerda_core.data.demo import generate_demo
     args.check_paths = False
-    config = _config(args)
+    config = config_from_args(args)
     check_demo_roots(config)
     demo = config["demo"]
     generate_demo(config["source"]["root"], config["target"]["root"], seed=demo["seed"], size=tuple(demo["size"]),
@@ -155,7 +108,7 @@ def cmd_class_stats(p=None, args=None):
 # --- training ------------------------------------------------------------------------------------
 
 def _add_train_io(p: argparse.ArgumentParser, target: bool = True, init: bool = True) -> None:
-    _add_config(p)
+    add_config_options(p)
     p.add_argument("--source-index", required=True, help="source index CSV (labelled)")
     if target:
         p.add_argument("--target-index", required=True, help="target train index CSV")
@@ -168,7 +121,7 @@ def _add_train_io(p: argparse.ArgumentParser, target: bool = True, init: bool = 
 
 def _train(args, stage: str, image_translation: bool | None = None, adversarial_weight: float = 1.0, **extra):
     from uncerda_core.train.loop import run_training, stage_settings
-    config = _config(args)
+    config = config_from_args(args)
     settings = stage_settings(config, stage, image_translation=image_translation,
                               adversarial_weight=adversarial_weight)
     source_dataset = config["target"]["dataset"] if stage == "oracle" else config["source"]["dataset"]
@@ -232,13 +185,13 @@ def cmd_self_train(p=None, args=None):
 @command("adabn", "re-estimate BatchNorm statistics on target images (control, no training)")
 def cmd_adabn(p=None, args=None):
     if args is None:
-        _add_config(p)
+        add_config_options(p)
         p.add_argument("--checkpoint", required=True)
         p.add_argument("--target-index", required=True)
         p.add_argument("--out", required=True)
         return
     from uncerda_core.train.adabn import adapt_batchnorm
-    adapt_batchnorm(_config(args), args.checkpoint, args.target_index, args.out)
+    adapt_batchnorm(config_from_args(args), args.checkpoint, args.target_index, args.out)
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -246,7 +199,7 @@ def cmd_adabn(p=None, args=None):
 @command("evaluate", "mIoU of a checkpoint on the target val set (JSON and CSV)")
 def cmd_evaluate(p=None, args=None):
     if args is None:
-        _add_config(p)
+        add_config_options(p)
         p.add_argument("--checkpoint", required=True)
         p.add_argument("--index", required=True, help="target val index CSV")
         p.add_argument("--out", required=True, help="metrics JSON")
@@ -256,7 +209,7 @@ def cmd_evaluate(p=None, args=None):
         return
     from uncerda_core.data.labels import eval_class_ids
     from uncerda_core.evaluate.evaluate import evaluate_checkpoint, format_table, protocol_of
-    config = _config(args)
+    config = config_from_args(args)
     result = evaluate_checkpoint(config, args.checkpoint, args.index, args.out, args.csv, args.pred_dir)
     print(format_table({args.name or Path(args.checkpoint).parent.name: result},
                        eval_class_ids(config["source"]["dataset"])))
@@ -299,10 +252,10 @@ def cmd_dump(p=None, args=None):
         p.add_argument("--split", default="train")
         p.add_argument("--index", help="index CSV instead of --root/--split")
         p.add_argument("--out", required=True, help="maps file (.h5)")
-        _add_config(p, required=False)
+        add_config_options(p, required=False)
         return
     from uncerda_core.uncertainty.dump import dump_maps
-    config = _config(args) if _has_config(args) else None
+    config = config_from_args(args) if has_config(args) else None
     dump_maps(args.checkpoint, args.out, config=config, dataset=args.dataset, root=args.root,
               split=args.split, index=args.index)
 
@@ -376,10 +329,10 @@ def cmd_pseudo_labels(p=None, args=None):
         p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
         p.add_argument("--recount", action="store_true",
                        help="count the pixels again instead of using the histogram stored in the maps file")
-        _add_config(p, required=False)
+        add_config_options(p, required=False)
         return
     from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
-    config = _config(args) if _has_config(args) else None
+    config = config_from_args(args) if has_config(args) else None
     settings = PseudoSettings.from_config((config or {}).get("pseudo", {}))
     if args.method:
         settings = PseudoSettings.from_config({**vars(settings), "method": args.method})
@@ -462,13 +415,13 @@ def cmd_predict(p=None, args=None):
         p.add_argument("--entropy", action="store_true",
                        help="also write the normalised entropy as a 16-bit PNG (<stem>_entropy.png)")
         p.add_argument("--zip", help="also zip the *_labelIds.png files here (a benchmark submission)")
-        _add_config(p, required=False)
+        add_config_options(p, required=False)
         return
     from uncerda_core.predict import predict_folder, write_submission_zip
     if args.zip and "labelIds" not in args.formats:
         raise UncerdaError("--zip packs the *_labelIds.png files: add labelIds to --formats")
     args.check_paths = False   # inference reads no data set root
-    config = _config(args) if args.config else None
+    config = config_from_args(args) if args.config else None
     summary = predict_folder(args.checkpoint, args.input, args.out_dir, formats=tuple(args.formats),
                              protocol=args.evaluation_protocol, entropy=args.entropy, config=config)
     print(f"{summary['images']} images -> {args.out_dir} ({', '.join(summary['formats'])}, "
@@ -483,11 +436,11 @@ def cmd_export(p=None, args=None):
     if args is None:
         p.add_argument("--checkpoint", required=True)
         p.add_argument("--out", required=True, help="model.pt2 (torch.export) or model.onnx")
-        _add_config(p, required=False)
+        add_config_options(p, required=False)
         return
     from uncerda_core.export import export_model
     args.check_paths = False   # exporting reads no data set root
-    config = _config(args) if args.config else None
+    config = config_from_args(args) if args.config else None
     info = export_model(args.checkpoint, args.out, config=config)
     print(f"wrote {args.out}: input {info['input']}, output {info['output']}")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 
 _SCHEMA: dict | None = None
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from uncerda_core import artifacts
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.labels import CLASS_NAMES
+from uncerda_core.errors import UncerdaError
 from uncerda_core.inference import checkpoint_config, load_model
-from uncerda_core.train.checkpoint import load_checkpoint
+from uncerda_core.runtime import load_checkpoint
 
 EXPORT_SUFFIXES: tuple[str, ...] = (".pt2", ".onnx")
 METADATA_NAME = "uncerda.json"

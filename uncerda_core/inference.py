@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import validate_config
 from uncerda_core.data.datasets import normalize
+from uncerda_core.errors import UncerdaError
 from uncerda_core.models import build_model
-from uncerda_core.train.checkpoint import load_checkpoint
+from uncerda_core.runtime import load_checkpoint
 
 
 def load_model(checkpoint: str | Path, device: torch.device, model_config: dict | None = None,

@@ -34,12 +34,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from uncerda_core import artifacts
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
 from uncerda_core.data.labels import NUM_CLASSES, TRAIN_TO_CITYSCAPES_ID, colorize, lookup_table
+from uncerda_core.errors import UncerdaError
 from uncerda_core.inference import EvalProtocol, check_protocol, checkpoint_config, load_model, protocol_logits
-from uncerda_core.train.checkpoint import load_checkpoint
-from uncerda_core.train.loop import resolve_device
+from uncerda_core.runtime import load_checkpoint, resolve_device
 from uncerda_core.uncertainty.equations import normalized_entropy
 
 FORMATS: tuple[str, ...] = ("trainIds", "labelIds", "color")

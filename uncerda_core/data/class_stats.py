@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from uncerda_core.artifacts import UncerdaError, atomic_path, write_sidecar
+from uncerda_core.artifacts import atomic_path, write_sidecar
 from uncerda_core.data import labels
 from uncerda_core.data.index import parallel_map
 from uncerda_core.data.readers import check_dataset, format_problems, label_lut, native_label_histogram
+from uncerda_core.errors import UncerdaError
 
 STATS_COLUMNS: tuple[str, ...] = ("name", *labels.CLASS_NAMES)
 

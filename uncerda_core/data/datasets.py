@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data import readers
 from uncerda_core.data.labels import IGNORE, NUM_CLASSES
+from uncerda_core.errors import UncerdaError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

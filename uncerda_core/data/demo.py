@@ -33,9 +33,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from uncerda_core.artifacts import UncerdaError, atomic_dir
+from uncerda_core.artifacts import atomic_dir
 from uncerda_core.data import labels as L
 from uncerda_core.data.class_stats import native_to_train_counts
+from uncerda_core.errors import UncerdaError
 
 # Internal void codes in the drawn label map (never train ids 0..18).
 VOID_STATIC = 250   # small street furniture that is not evaluated (Cityscapes "static", id 4)

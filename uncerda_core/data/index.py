@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from uncerda_core.artifacts import UncerdaError, atomic_path, write_sidecar
+from uncerda_core.artifacts import atomic_path, write_sidecar
 from uncerda_core.data import labels
 from uncerda_core.data.readers import (Sample, check_dataset, format_problems, label_lut, list_samples,
                                        native_label_histogram, open_decoded, translated_images)
+from uncerda_core.errors import UncerdaError
 
 INDEX_COLUMNS: tuple[str, ...] = ("name", "image", "label", "width", "height", "label_width",
                                   "label_height", "label_resized", "blank")

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data import labels
+from uncerda_core.errors import UncerdaError
 
 DATASETS: tuple[str, ...] = ("gta5", "synthia", "cityscapes")
 

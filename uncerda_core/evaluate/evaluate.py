@@ -16,15 +16,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from uncerda_core import artifacts
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data import readers
 from uncerda_core.data.index import read_index
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
 from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES, eval_class_ids
+from uncerda_core.errors import UncerdaError
 from uncerda_core.evaluate.metrics import confusion_matrix, summarize
 from uncerda_core.evaluate.predictions import find_predictions, to_train_ids
 from uncerda_core.inference import EvalProtocol, load_model, predict_logits, predict_multiscale_flip
-from uncerda_core.train.loop import resolve_device
+from uncerda_core.runtime import resolve_device
 
 SHORT_NAMES = ("road", "side.", "build.", "wall", "fence", "pole", "light", "sign", "vege.", "terr.",
                "sky", "person", "rider", "car", "truck", "bus", "train", "motor.", "bike")

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.labels import CITYSCAPES_LUT, CITYSCAPES_VALID_IDS, IGNORE, NUM_CLASSES
 from uncerda_core.data.readers import format_problems
+from uncerda_core.errors import UncerdaError
 
 ID_TYPES: tuple[str, ...] = ("auto", "train", "label")
 # Name tag -> the id type the name says (None: the name says nothing).

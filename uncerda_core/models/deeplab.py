@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 
 ARCHS = ("deeplabv2_resnet101", "deeplabv2_small")
 # How BatchNorm behaves while training (see DeepLabV2): statistics source and trainable affine.

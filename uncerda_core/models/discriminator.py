@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 
 DiscriminatorMode = Literal["softmax", "entropy"]
 MODES = ("softmax", "entropy")

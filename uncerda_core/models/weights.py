@@ -28,7 +28,8 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from uncerda_core.artifacts import UncerdaError, torch_load_weights_only
+from uncerda_core.artifacts import torch_load_weights_only
+from uncerda_core.errors import UncerdaError
 
 # (foreign prefix, our prefix); the first match wins, so specific entries come first.
 PREFIX_MAP: tuple[tuple[str, str], ...] = (

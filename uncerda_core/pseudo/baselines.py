@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError
-from uncerda_core.uncertainty.histogram import N_CODES, code_values
+from uncerda_core.errors import UncerdaError
+from uncerda_core.uncertainty.codes import N_CODES, code_values
 
 
 def cbst_thresholds(hist: np.ndarray, portion: float) -> np.ndarray:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 
 MIN_STD = 1e-4       # about the float16 spacing in [0.25, 1): narrower is fitting quantisation
 COINCIDE_TOL = 1e-6  # |mean difference| below which the two components are one

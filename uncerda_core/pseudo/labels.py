@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from uncerda_core.artifacts import UncerdaError, atomic_dir, provenance, remove_stale_temporaries, write_json
+from uncerda_core.artifacts import atomic_dir, provenance, remove_stale_temporaries, write_json
 from uncerda_core.data.labels import IGNORE
+from uncerda_core.errors import UncerdaError
 from uncerda_core.pseudo.baselines import argmax_table, cbst_table, threshold_table
 from uncerda_core.pseudo.gmm import select_class, selection_intervals
-from uncerda_core.uncertainty.histogram import (N_CODES, check_class_totals, code_values, histogram_pass,
-                                                image_class_means, mean_codes, to_codes)
+from uncerda_core.uncertainty.codes import N_CODES, code_values, image_class_means, mean_codes, to_codes
+from uncerda_core.uncertainty.histogram import check_class_totals, histogram_pass
 from uncerda_core.uncertainty.maps import MapsFile, open_maps
 
 METHODS = ("gmm", "cbst", "threshold", "argmax")

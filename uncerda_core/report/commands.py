@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uncerda_core.artifacts import UncerdaError
-from uncerda_core.cli import _add_config, _config, command
+from uncerda_core.cli_registry import add_config_options, command, config_from_args
+from uncerda_core.errors import UncerdaError
 
 
 def _labelled(items: list[str] | None, what: str, name=None) -> dict[str, str]:
@@ -161,7 +161,7 @@ def cmd_figure_pseudo_quality(p=None, args=None):
 @command("figure-examples", "target val images: ground truth, prediction per stage, entropy (Figs. 5, 7)")
 def cmd_figure_examples(p=None, args=None):
     if args is None:
-        _add_config(p)
+        add_config_options(p)
         p.add_argument("--checkpoint", nargs="+", required=True, metavar="CHECKPOINT",
                        help="checkpoint of each stage, in chain order (or LABEL=CHECKPOINT)")
         p.add_argument("--index", required=True, help="target val index CSV")
@@ -173,7 +173,7 @@ def cmd_figure_examples(p=None, args=None):
     from uncerda_core.report import figures
     if args.n_images < 1:
         raise UncerdaError("--n-images must be at least 1")
-    config = _config(args)
+    config = config_from_args(args)
     checkpoints = _labelled(args.checkpoint, "--checkpoint")
     models = {figures.model_name(path): label for label, path in checkpoints.items()}
     entropy = []

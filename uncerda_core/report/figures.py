@@ -32,8 +32,9 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from uncerda_core.artifacts import UncerdaError, atomic_path  # noqa: E402
+from uncerda_core.artifacts import atomic_path  # noqa: E402
 from uncerda_core.data.labels import CLASS_NAMES, IGNORE, TRAIN_ID_COLORS, colorize  # noqa: E402
+from uncerda_core.errors import UncerdaError  # noqa: E402
 from uncerda_core.uncertainty.equations import logistic_weight  # noqa: E402
 from uncerda_core.uncertainty.rank import sk_flags  # noqa: E402
 
@@ -285,7 +286,7 @@ def gmm_figure(hist: np.ndarray, values: np.ndarray, classes: pd.DataFrame, out:
     class, the fitted positive and negative components, and the selected intervals shaded.
 
     ``hist`` (C, K) counts per value, ``values`` (K,) the value of each bin
-    (float16 codes: :func:`uncerda_core.uncertainty.histogram.code_values`);
+    (float16 codes: :func:`uncerda_core.uncertainty.codes.code_values`);
     ``classes`` the pseudo-label folder's ``classes.csv`` (one row per class).
     """
     hist = np.asarray(hist)
@@ -937,7 +938,8 @@ def load_gmm_inputs(maps_path: str | os.PathLike, pseudo_dir: str | os.PathLike
                     ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """(histogram, bin values, classes.csv) for :func:`gmm_figure`: the maps file's histogram (the
     stored one, or one streaming pass) of the statistic and unit the pseudo labels were made with."""
-    from uncerda_core.uncertainty.histogram import code_values, maps_histogram
+    from uncerda_core.uncertainty.codes import code_values
+    from uncerda_core.uncertainty.histogram import maps_histogram
 
     classes, _, _ = read_pseudo_dir(pseudo_dir)
     statistic = str(classes["statistic"].iloc[0]) if "statistic" in classes else "entropy"
@@ -967,7 +969,7 @@ def load_examples(config: dict, checkpoints: Mapping[str, str | os.PathLike], va
     from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
     from uncerda_core.data.index import read_index
     from uncerda_core.inference import load_model, predict_probabilities
-    from uncerda_core.train.loop import resolve_device
+    from uncerda_core.runtime import resolve_device
     from uncerda_core.uncertainty.maps import maps_from_logits
 
     unknown = [s for s in entropy_of if s not in checkpoints]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.labels import CLASS_NAMES, eval_class_ids
+from uncerda_core.errors import UncerdaError
 from uncerda_core.evaluate.evaluate import format_table, protocol_of
 
 

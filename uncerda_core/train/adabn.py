@@ -15,10 +15,10 @@ from tqdm import tqdm
 from uncerda_core import artifacts
 from uncerda_core.data.index import read_index
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset, normalize
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 from uncerda_core.inference import load_model, non_finite_entries, require_finite
-from uncerda_core.train.checkpoint import load_checkpoint, save_checkpoint
-from uncerda_core.train.loop import resolve_device
+from uncerda_core.runtime import load_checkpoint, resolve_device
+from uncerda_core.train.checkpoint import save_checkpoint
 
 
 @torch.no_grad()

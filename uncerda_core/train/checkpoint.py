@@ -6,18 +6,18 @@ A checkpoint is a plain dict of tensors and primitives:
 states), ``losses`` (the logged rows so far), ``config`` (resolved), ``stage``
 and ``provenance``. The stage's final output is the same dict at the last
 iteration; ``<out>.resume.pt`` beside it holds the latest periodic state.
+Reading one is :func:`uncerda_core.runtime.load_checkpoint` (evaluation and
+prediction read checkpoints without the trainer).
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from uncerda_core.artifacts import UncerdaError, atomic_path, torch_load_weights_only
+from uncerda_core.artifacts import atomic_path
 from uncerda_core.train.guards import check_parent
 
 
@@ -39,12 +39,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 def _tensor_bytes(obj: Any) -> int:
     if torch.is_tensor(obj):
         return obj.numel() * obj.element_size()
@@ -63,14 +57,3 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     check_parent()
     with atomic_path(path, size_hint=_tensor_bytes(state)) as tmp:
         torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (weights-only unpickling)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UncerdaError(f"{path}: checkpoint not found")
-    state = torch_load_weights_only(path)
-    if not isinstance(state, dict) or "model" not in state:
-        raise UncerdaError(f"{path}: not an uncerda checkpoint (no 'model' entry)")
-    return state

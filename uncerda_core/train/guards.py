@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uncerda_core import artifacts
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
 
 # What makes a DeepLab run diverge in practice, most likely first; the learning rate is rarely the cause
 # when the published settings are used.

@@ -14,7 +14,6 @@ import json
 import math
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,15 @@ import torch
 from tqdm import tqdm
 
 from uncerda_core import artifacts
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.index import read_index, with_translated_images
 from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBatches, SegmentationDataset,
                                         normalize)
 from uncerda_core.data.fda import fda_translate
+from uncerda_core.errors import UncerdaError
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
+from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everything
 from uncerda_core.train import distributed, guards, losses
-from uncerda_core.train.checkpoint import (load_checkpoint, resume_path, rng_state, save_checkpoint,
-                                           seed_everything, set_rng_state)
+from uncerda_core.train.checkpoint import resume_path, rng_state, save_checkpoint, set_rng_state
 from uncerda_core.uncertainty.equations import balanced_power
 from uncerda_core.uncertainty.weights import read_class_stats
 
@@ -116,17 +115,6 @@ def _stage_settings(config: dict, stage: str, image_translation: bool | None,
                              fda_beta=adapt["fda_beta"], translated_root=None if st["target_only"] else translated,
                              **horizon)
     raise UncerdaError(f"unknown training stage {stage!r}; expected one of {', '.join(STAGES)}")
-
-
-def resolve_device(requested: str) -> torch.device:
-    """'auto' takes the GPU when one is visible, else the CPU with a warning."""
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UncerdaError("device: cuda requested but no GPU is visible (set device: auto or cpu)")
-        return torch.device("cuda")
-    if requested == "auto":
-        warnings.warn("no GPU visible: running on the CPU", stacklevel=2)
-    return torch.device("cpu")
 
 
 def _poly(horizon: int, power: float):

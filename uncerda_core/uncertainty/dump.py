@@ -14,14 +14,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from uncerda_core import artifacts
-from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data import readers
 from uncerda_core.data.index import read_index
 from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
 from uncerda_core.data.labels import CLASS_NAMES
+from uncerda_core.errors import UncerdaError
 from uncerda_core.inference import load_model, predict_logits
-from uncerda_core.train.checkpoint import load_checkpoint
-from uncerda_core.train.loop import resolve_device
+from uncerda_core.runtime import load_checkpoint, resolve_device
 from uncerda_core.uncertainty.maps import MapsWriter, maps_from_logits
 
 

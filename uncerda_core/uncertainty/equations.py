@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError
+from uncerda_core.errors import UncerdaError
+from uncerda_core.uncertainty.codes import code_values
 
 
 def _clip_unit(x: np.ndarray) -> np.ndarray:
@@ -39,13 +40,12 @@ def class_uncertainty(hist: np.ndarray, values: np.ndarray | None = None) -> np.
     """Eq. 1: mean entropy of the pixels predicted as each class.
 
     ``hist`` is the (C, K) per-class histogram of entropy codes (see
-    :mod:`uncerda_core.uncertainty.histogram`); ``values`` the (K,) value of each
+    :mod:`uncerda_core.uncertainty.codes`); ``values`` the (K,) value of each
     code (default: the 15,361 float16 codes in [0, 1]). Because every stored
     entropy is one of those codes, the mean is exact (up to float64 summation).
     A class with no pixels gets NaN.
     """
     if values is None:
-        from uncerda_core.uncertainty.histogram import code_values
         values = code_values()
     hist = np.asarray(hist)
     if hist.ndim != 2 or hist.shape[1] != len(values):

@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from uncerda_core.artifacts import UncerdaError, atomic_path, require_free_space
-from uncerda_core.uncertainty.histogram import FIELDS, N_CODES, ONE_CODE, add_pixel_counts, check_argmax, to_codes
+from uncerda_core.artifacts import atomic_path, require_free_space
+from uncerda_core.errors import UncerdaError
+from uncerda_core.uncertainty.codes import FIELDS, N_CODES, ONE_CODE, add_pixel_counts, check_argmax, to_codes
 
 LAYOUT_VERSION = 1
 MAP_FIELDS = ("argmax", "entropy", "maxprob")

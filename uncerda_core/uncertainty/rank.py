@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from uncerda_core.artifacts import UncerdaError, atomic_path, write_sidecar
+from uncerda_core.artifacts import atomic_path, write_sidecar
+from uncerda_core.errors import UncerdaError
 from uncerda_core.uncertainty.equations import class_uncertainty, rank_order
 from uncerda_core.uncertainty.histogram import maps_histogram
 

@@ -14,7 +14,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from uncerda_core.artifacts import UncerdaError, write_json
+from uncerda_core.artifacts import write_json
+from uncerda_core.errors import UncerdaError
 
 
 def decide(round_index: int, sk_current: Sequence[int], sk_previous: Sequence[int] | None,

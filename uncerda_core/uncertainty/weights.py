@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from uncerda_core.artifacts import UncerdaError, atomic_path, write_sidecar
+from uncerda_core.artifacts import atomic_path, write_sidecar
 from uncerda_core.data.labels import CLASS_NAMES
+from uncerda_core.errors import UncerdaError
 from uncerda_core.uncertainty.equations import sampling_weights
 
 WEIGHT_COLUMNS = ["name", "p_i", "p_norm", "weight", "probability"]
