@@ -173,7 +173,7 @@ def cmd_adapt(p=None, args=None):
            adversarial_weight=args.adversarial_weight, weights=args.weights, class_stats=args.class_stats, sk=sk)
 
 
-@command("self-train", "self-training on source and pseudo-labelled target images")
+@command("self-train", "self-training on pseudo-labelled target images (with source images unless selftrain.target_only)")
 def cmd_self_train(p=None, args=None):
     if args is None:
         _add_train_io(p)
