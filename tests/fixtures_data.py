@@ -172,20 +172,31 @@ def write_cityscapes_tree(root: str | Path, splits: dict[str, int] | None = None
     return out
 
 
-def demo_val_setup(tmp_path: Path, n_target_val: int, overrides: dict | None = None) -> tuple[dict, Path]:
-    """Generated demo data (one source and one target train image, ``n_target_val`` val images) under
-    ``tmp_path``, the target val index, and the smoke config on the CPU pointing at them, ``overrides``
-    merged last. Returns ``(config, val_index)``."""
+def demo_setup(root: Path, n_source: int, n_target_train: int, n_target_val: int, target_split: str,
+               overrides: dict | None = None) -> tuple[dict, Path, Path]:
+    """Generated demo data of 64x32 images under ``root`` (``source/``, ``target/``), the source index
+    ``source.csv``, the index of the target's ``target_split`` (``target_<split>.csv``; labels read
+    except for the train split, as the workflow does), and the smoke config on the CPU pointing at
+    them, ``overrides`` merged last. Returns ``(config, source_index, target_index)``."""
     from uncerda_core.config import deep_merge, load_config
     from uncerda_core.data.demo import generate_demo
     from uncerda_core.data.index import build_index, write_index
     repo = Path(__file__).resolve().parent.parent
-    src, tgt = tmp_path / "src", tmp_path / "tgt"
-    generate_demo(src, tgt, seed=0, size=(64, 32), n_source=1, n_target_train=1, n_target_val=n_target_val,
-                  progress=False)
-    index = tmp_path / "target_val_index.csv"
-    write_index(build_index("cityscapes", tgt, "val", workers=1, progress=False), index, {})
-    base = {"device": "cpu", "threads": 1, "source": {"root": str(src)}, "target": {"root": str(tgt)}}
+    source, target = root / "source", root / "target"
+    generate_demo(source, target, seed=0, size=(64, 32), n_source=n_source, n_target_train=n_target_train,
+                  n_target_val=n_target_val, progress=False)
+    source_index, target_index = root / "source.csv", root / f"target_{target_split}.csv"
+    write_index(build_index("gta5", source, "all", workers=1, progress=False), source_index, {})
+    write_index(build_index("cityscapes", target, target_split, require_labels=target_split != "train", workers=1,
+                            progress=False), target_index, {})
+    base = {"device": "cpu", "threads": 1, "source": {"root": str(source)}, "target": {"root": str(target)}}
     config = load_config(repo / "config.yaml", repo / "workflow/presets/smoke.yaml",
                          overrides=deep_merge(base, overrides or {}), check_paths=False)
+    return config, source_index, target_index
+
+
+def demo_val_setup(tmp_path: Path, n_target_val: int, overrides: dict | None = None) -> tuple[dict, Path]:
+    """:func:`demo_setup` with one source and one target train image and ``n_target_val`` val images.
+    Returns ``(config, val_index)``."""
+    config, _, index = demo_setup(tmp_path, 1, 1, n_target_val, "val", overrides)
     return config, index

@@ -18,12 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fixtures_data import write_rgb
+from fixtures_data import demo_setup, write_rgb
 from test_score import GT, PRED, _check_hand_count, _write_tree
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.cli import main
-from uncerda_core.config import load_config
-from uncerda_core.data.demo import generate_demo
 from uncerda_core.data.index import build_index, write_index
 from uncerda_core.data.labels import CITYSCAPES_LUT, TRAIN_ID_COLORS, TRAIN_TO_CITYSCAPES_ID
 from uncerda_core.evaluate.evaluate import evaluate_checkpoint, score_predictions
@@ -40,17 +38,12 @@ REPO = Path(__file__).resolve().parent.parent
 def trained(tmp_path_factory):
     """Demo data (8 source, 5 target val images of 64x32) and a source-only checkpoint of 6 iterations."""
     root = tmp_path_factory.mktemp("predict")
-    generate_demo(root / "source", root / "target", seed=0, size=(64, 32), n_source=8, n_target_train=1,
-                  n_target_val=5, progress=False)
-    write_index(build_index("gta5", root / "source", "all", workers=1, progress=False), root / "source.csv", {})
-    write_index(build_index("cityscapes", root / "target", "val", workers=1, progress=False), root / "val.csv", {})
-    config = load_config(REPO / "config.yaml", REPO / "workflow/presets/smoke.yaml", overrides={
-        "device": "cpu", "threads": 1, "source": {"root": str(root / "source")},
-        "target": {"root": str(root / "target")}, "source_only": {"iterations": 6}, "predict": {"batch_size": 2}})
+    config, source, val = demo_setup(root, 8, 1, 5, "val", {
+        "source_only": {"iterations": 6}, "predict": {"batch_size": 2}})
     ckpt = root / "models" / "source_only" / "checkpoint.pt"
     run_training(config, stage_settings(config, "source_only"), ckpt, seed=0, source_dataset="gta5",
-                 source_index=root / "source.csv", losses_csv=ckpt.with_name("losses.csv"), progress=False)
-    return {"root": root, "config": config, "ckpt": ckpt, "val": root / "val.csv",
+                 source_index=source, losses_csv=ckpt.with_name("losses.csv"), progress=False)
+    return {"root": root, "config": config, "ckpt": ckpt, "val": val,
             "images": root / "target" / "leftImg8bit" / "val"}
 
 

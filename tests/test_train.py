@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixtures_data import demo_setup
 from uncerda_core.artifacts import UncerdaError
-from uncerda_core.config import load_config
-from uncerda_core.data.demo import generate_demo
-from uncerda_core.data.index import build_index, write_index
 from uncerda_core.runtime import load_checkpoint
 from uncerda_core.train import guards, losses, loop
 from uncerda_core.train.checkpoint import resume_path
@@ -29,17 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 def data(tmp_path_factory):
     """Demo data (8 source, 4 target train images) with both indexes, and a smoke config."""
     root = tmp_path_factory.mktemp("train_data")
-    generate_demo(root / "source", root / "target", seed=0, size=(64, 32), n_source=8, n_target_train=4,
-                  n_target_val=2, progress=False)
-    write_index(build_index("gta5", root / "source", "all", workers=1, progress=False), root / "source.csv", {})
-    write_index(build_index("cityscapes", root / "target", "train", require_labels=False, workers=1,
-                            progress=False), root / "target.csv", {})
-    config = load_config(REPO / "config.yaml", REPO / "workflow/presets/smoke.yaml", overrides={
-        "device": "cpu", "threads": 1,
-        "source": {"root": str(root / "source")}, "target": {"root": str(root / "target")},
+    config, source, target = demo_setup(root, 8, 4, 2, "train", {
         "train": {"checkpoint_every": 2},
         "source_only": {"iterations": 6}, "adapt": {"iterations": 5, "image_translation": True}})
-    return {"root": root, "config": config, "source": root / "source.csv", "target": root / "target.csv"}
+    return {"root": root, "config": config, "source": source, "target": target}
 
 
 def _train(data, stage: str, out: Path, config: dict | None = None, **kwargs):
