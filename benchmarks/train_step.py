@@ -47,7 +47,7 @@ from uncerda_core import artifacts
 from uncerda_core.config import load_config
 from uncerda_core.data.datasets import BatchStream, ImageSettings, SegmentationDataset, collate, normalize
 from uncerda_core.data.demo import generate_demo
-from uncerda_core.data.fda import fda_translate
+from uncerda_core.data.fda import fda_dtype, fda_translate
 from uncerda_core.data.index import build_index
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input
 from uncerda_core.runtime import resolve_device
@@ -144,8 +144,8 @@ class StageRunner:
                 disc.requires_grad_(False)
         if s.image_translation and x_s is not None:
             with timer.phase("fda"):
-                dtype = torch.float32 if dev.type == "cuda" else torch.float64
-                x_s = fda_translate(x_s, losses.upsample(x_t_raw, x_s.shape[-2:]), s.fda_beta, dtype).clamp(0, 255)
+                x_s = fda_translate(x_s, losses.upsample(x_t_raw, x_s.shape[-2:]), s.fda_beta,
+                                    fda_dtype(dev)).clamp(0, 255)
         with timer.phase("host"):
             x_t = self._input(x_t_raw)
             x_s = self._input(x_s) if x_s is not None else None

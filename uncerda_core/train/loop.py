@@ -27,7 +27,7 @@ from uncerda_core import artifacts
 from uncerda_core.data.index import read_index, with_translated_images
 from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBatches, SegmentationDataset,
                                         normalize)
-from uncerda_core.data.fda import fda_translate
+from uncerda_core.data.fda import fda_dtype, fda_translate
 from uncerda_core.errors import UncerdaError
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
 from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everything
@@ -337,8 +337,6 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     source_batches = None if settings.target_only else loader(source_stream, source_set)
     target_batches = loader(target_stream, target_set) if target_set is not None else None
     norm = train_cfg["normalize"]
-    # FDA's transforms: float32 on the GPU (within 2e-3 of a pixel level of float64), float64 on the CPU as before.
-    fda_dtype = torch.float32 if on_gpu else torch.float64
     num_classes = config["model"]["num_classes"]
 
     def to_device(tensor: torch.Tensor) -> torch.Tensor:
@@ -375,7 +373,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             x_s = to_device(src["image"])
             if settings.image_translation and settings.translated_root is None:   # FDA, in the loop
                 x_t_raw = losses.upsample(tgt_image, x_s.shape[-2:])
-                x_s = fda_translate(x_s, x_t_raw, settings.fda_beta, dtype=fda_dtype).clamp(0, 255)
+                x_s = fda_translate(x_s, x_t_raw, settings.fda_beta, dtype=fda_dtype(device)).clamp(0, 255)
             x_s = prepare(x_s)
             y_s = to_device(src["label"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
