@@ -390,6 +390,16 @@ def test_predict_multiscale_flip(trained, tmp_path):
     assert len(list(out.rglob("*_trainIds.png"))) == 5
 
 
+def test_predict_takes_the_config_the_workflow_passes(trained, tmp_path):
+    """--config-json (the workflow's route) is the config predict infers with: here its protocol."""
+    from uncerda_core.config import deep_merge, dumps
+    config = deep_merge(trained["config"], {"evaluate": {"protocol": "multiscale_flip"}})
+    out = tmp_path / "from_json"
+    assert main(["predict", "--checkpoint", str(trained["ckpt"]), "--input", str(trained["images"]),
+                 "--out-dir", str(out), "--formats", "trainIds", "--config-json", dumps(config)]) == 0
+    assert json.loads((out / "provenance.json").read_text())["protocol"] == "multiscale_flip"
+
+
 # --- export -----------------------------------------------------------------------------------------------
 
 def test_export_pt2_gives_the_checkpoints_logits(trained, tmp_path):

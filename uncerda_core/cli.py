@@ -421,7 +421,7 @@ def cmd_predict(p=None, args=None):
     if args.zip and "labelIds" not in args.formats:
         raise UncerdaError("--zip packs the *_labelIds.png files: add labelIds to --formats")
     args.check_paths = False   # inference reads no data set root
-    config = config_from_args(args) if args.config else None
+    config = config_from_args(args) if has_config(args) else None
     summary = predict_folder(args.checkpoint, args.input, args.out_dir, formats=tuple(args.formats),
                              protocol=args.evaluation_protocol, entropy=args.entropy, config=config)
     print(f"{summary['images']} images -> {args.out_dir} ({', '.join(summary['formats'])}, "
@@ -440,7 +440,7 @@ def cmd_export(p=None, args=None):
         return
     from uncerda_core.export import export_model
     args.check_paths = False   # exporting reads no data set root
-    config = config_from_args(args) if args.config else None
+    config = config_from_args(args) if has_config(args) else None
     info = export_model(args.checkpoint, args.out, config=config)
     print(f"wrote {args.out}: input {info['input']}, output {info['output']}")
 

@@ -24,7 +24,7 @@ rule predict_split:
     benchmark:
         f"{BENCH}/seed{{seed}}/predict_{{split}}.tsv"
     shell:
-        "{UNCERDA} predict --config {RESOLVED:q} --checkpoint {input.ckpt:q} --input {params.images:q}"
+        "{UNCERDA} predict --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q} --input {params.images:q}"
         " --out-dir {output.preds:q} --zip {output.zip:q} > {log:q} 2>&1"
 
 
