@@ -72,7 +72,8 @@ def valid_ids(dataset: str) -> frozenset[int]:
     return labels.SYNTHIA_VALID_IDS if dataset == "synthia" else labels.CITYSCAPES_VALID_IDS
 
 
-def _valid_mask(dataset: str, size: int) -> np.ndarray:
+def valid_mask(dataset: str, size: int) -> np.ndarray:
+    """Boolean table over the ids 0..size-1: True where the id may occur in a label file of ``dataset``."""
     mask = np.zeros(size, dtype=bool)
     ids = [i for i in valid_ids(dataset) if i < size]
     mask[ids] = True
@@ -364,7 +365,7 @@ def read_native_label(dataset: str, path: str | Path) -> np.ndarray:
 
 def check_native_counts(dataset: str, counts: np.ndarray, path: str | Path) -> None:
     """Raise if ``counts`` (pixels per native id) has pixels outside the valid id set."""
-    bad = np.flatnonzero((counts > 0) & ~_valid_mask(dataset, len(counts)))
+    bad = np.flatnonzero((counts > 0) & ~valid_mask(dataset, len(counts)))
     if len(bad):
         shown = ", ".join(str(int(i)) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
         raise UncerdaError(

@@ -26,16 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from uncerda_core.data.labels import CITYSCAPES_LUT, CITYSCAPES_VALID_IDS, IGNORE, NUM_CLASSES
-from uncerda_core.data.readers import format_problems
+from uncerda_core.data.labels import CITYSCAPES_LUT, IGNORE, NUM_CLASSES
+from uncerda_core.data.readers import format_problems, valid_mask
 from uncerda_core.errors import UncerdaError
 
 ID_TYPES: tuple[str, ...] = ("auto", "train", "label")
 # Name tag -> the id type the name says (None: the name says nothing).
 NAME_TAGS: dict[str, str | None] = {"_trainIds": "train", "_labelIds": "label", "_leftImg8bit": None}
 SKIPPED_TAGS: tuple[str, ...] = ("_color", "_entropy")
-_VALID_LABEL_IDS = np.zeros(256, dtype=bool)
-_VALID_LABEL_IDS[sorted(CITYSCAPES_VALID_IDS)] = True
+_VALID_LABEL_IDS = valid_mask("cityscapes", 256)
 
 
 @dataclass(frozen=True)
