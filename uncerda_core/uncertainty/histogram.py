@@ -112,7 +112,7 @@ def histogram_pass(maps_path: str | os.PathLike, field: str = "entropy", unit: s
 
     For ``unit="pixel"`` the histogram the writer stored in the file is used
     when there is one (``stored=False`` counts again), once a lighter pass has
-    checked it against the maps (:func:`_verify_stored`; ``verify=False`` for
+    checked it against the maps (a ``"totals"`` pass and :func:`check_class_totals`; ``verify=False`` for
     a caller that reads every image anyway and checks the class totals itself
     with :func:`check_class_totals`). Otherwise one
     streaming pass. With ``workers > 1`` (and at least

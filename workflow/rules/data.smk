@@ -4,7 +4,6 @@
 if config["demo"]["enabled"]:
 
     rule generate_demo:
-        input:
         output:
             source=directory(config["source"]["root"]),
             target=directory(config["target"]["root"]),
