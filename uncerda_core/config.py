@@ -122,11 +122,7 @@ def _coerce_strings(value, node: dict, root: dict):
             and _wants(node, "string") and not _fits(value, node, root):
         return str(value)
     if isinstance(value, dict):
-        props = dict(node.get("properties", {}))
-        # Keys that only conditional branches describe (``then``) are still the node's keys.
-        for branch in (node.get("then"), node.get("else")):
-            for key, sub in (branch or {}).get("properties", {}).items():
-                props.setdefault(key, sub)
+        props = node.get("properties", {})
         return {k: _coerce_strings(v, props[k], root) if k in props else v for k, v in value.items()}
     if isinstance(value, list) and isinstance(node.get("items"), dict):
         return [_coerce_strings(v, node["items"], root) for v in value]
@@ -299,14 +295,11 @@ def dumps(config: dict) -> str:
 
 
 def write_resolved_config(config: dict, path: str | Path) -> str:
-    """Write ``config`` as YAML to ``path`` (atomically) unless the file already holds exactly it.
+    """Write ``config`` as YAML to ``path`` (atomically). Returns the path.
 
     Called by a workflow job (rule ``resolved_config``), never while the Snakefile is read, so that a
-    dry run, or a second run stopped by the lock, writes nothing. Returns the path.
+    dry run, or a second run stopped by the lock, writes nothing.
     """
     from uncerda_core.artifacts import write_text
-    path = Path(path)
-    text = yaml.safe_dump(config, sort_keys=True)
-    if not path.is_file() or path.read_text() != text:
-        write_text(path, text)
+    write_text(Path(path), yaml.safe_dump(config, sort_keys=True))
     return str(path)
