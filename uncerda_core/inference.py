@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from uncerda_core.config import validate_config
+from uncerda_core.config import schema, validate_config
 from uncerda_core.data.datasets import normalize
 from uncerda_core.errors import UncerdaError
 from uncerda_core.models import build_model
@@ -155,7 +155,7 @@ def predict_multiscale_flip(model: torch.nn.Module, views: list[torch.Tensor], n
 
 
 # The evaluation protocols (the schema's ``evaluate.protocol``): how one image becomes class scores.
-PROTOCOLS: tuple[str, ...] = ("single", "multiscale_flip")
+PROTOCOLS: tuple[str, ...] = tuple(schema()["properties"]["evaluate"]["properties"]["protocol"]["enum"])
 
 
 def check_protocol(protocol: str) -> str:
