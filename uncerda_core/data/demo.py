@@ -5,15 +5,24 @@ written in the GTA5 layout; the target domain looks photographed (another
 palette, lighting, texture, shadows, blur, sensor noise, other object
 frequencies and scales) and is written in the Cityscapes layout.
 
-The gap is built the way the design prototype (docs/method.md#the-demo) found to survive FDA and
-BatchNorm statistics: several target classes take a colour close to *another*
-class's source colour, cars and people get random per-object colours in the
-target, and a photographic shift (cast, exposure, texture, noise, blur) sits
-on top that alignment can partly undo. What transfers is shape and context:
-every scene follows the same street geometry (sky on top, facades and trees
-at the horizon, a road in perspective at the bottom, sidewalks at its sides,
-poles carrying lights and signs, vehicles on the road, people on sidewalks,
-riders on motorcycles and bicycles), and object sizes follow the perspective.
+The gap mirrors the parts of the GTA5 -> Cityscapes gap that the method's steps
+act on (docs/method.md#the-demo gives each choice and its reason):
+
+- a low-frequency photometric shift (exposure, white balance, saturation, a smooth
+  illumination field and haze towards the horizon) that FDA's amplitude swap and
+  BatchNorm statistics can transfer;
+- a per-instance, continuous appearance shift (every target instance's colour is
+  its class colour moved by a random hue, saturation and value offset; paving and
+  asphalt closer in tone), so that wrong predictions are mostly uncertain ones;
+- texture, sensor noise and blur that no colour statistic undoes.
+
+What transfers is shape and context: every scene follows the same street
+geometry (sky on top, facades and trees at the horizon, a road in perspective at
+the bottom, sidewalks at its sides, poles carrying lights and signs, vehicles on
+the road, people on sidewalks, riders on motorcycles and bicycles), object sizes
+follow the perspective, and a scene type (residential, arterial, cycle street,
+tram street) decides which of the rare classes can occur, so that most images
+contain none of them, as most street frames contain no train, bus or rider.
 
 Scenes are drawn in train ids (0..18) with two void codes, then written with
 Cityscapes label ids (:data:`labels.TRAIN_TO_CITYSCAPES_ID`). Everything is a
@@ -50,6 +59,13 @@ TRAIN_CITIES = ("demoburg", "pixelstadt")
 VAL_CITIES = ("synthberg",)
 ANNOTATED_FRAME = 19  # Cityscapes' annotated frame number in every file name
 
+# No object stands nearer the horizon than this depth (0 = horizon, 1 = bottom row): farther
+# away, at 128x64, people and poles would be one or two pixels, below what an output stride
+# of 4 can resolve, and the demo would measure resolution instead of adaptation.
+NEAREST_OBJECT_DEPTH = 0.12
+# Thinnest pole, in pixels (thinner poles vanish at the network's output stride).
+MIN_POLE_PX = 2.0
+
 _SHIFT = 4            # cv2 fixed-point bits: sub-pixel geometry at small resolutions
 _SCALE = 1 << _SHIFT
 
@@ -81,42 +97,82 @@ def _label_palette() -> list[int]:
 Colour = tuple[int, int, int]
 
 
+# Scene types: which of the rare classes a street can hold. Most street frames contain no
+# train, bus, truck or rider; drawing them only in some scene types gives the rare classes the
+# per-image presence of street data instead of putting one of them in almost every image.
+SCENE_TYPES = ("residential", "arterial", "cycle", "tram")
+
+
+# The class statistics the generator is designed to produce, in both domains (the README's
+# design table; tests/test_demo.py checks a generated set against them): per class, the share
+# of labelled pixels and the share of images that contain the class, as (low, high) bands.
+# The shape mirrors street data: a few stuff classes cover most pixels and occur everywhere,
+# thin and small things are under 5 % of the pixels but in most images, and the rare vehicles
+# and riders are in a minority of the images (scene types), each under 1.5 % of the pixels.
+DESIGN_TARGETS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    #              pixel share        images containing it
+    "road":       ((0.10, 0.40),     (0.95, 1.0)),
+    "sidewalk":   ((0.03, 0.12),     (0.95, 1.0)),
+    "building":   ((0.15, 0.35),     (0.95, 1.0)),
+    "wall":       ((0.002, 0.02),    (0.10, 0.45)),
+    "fence":      ((0.002, 0.02),    (0.15, 0.55)),
+    "pole":       ((0.01, 0.05),     (0.80, 1.0)),
+    "light":      ((0.001, 0.01),    (0.40, 0.85)),
+    "sign":       ((0.0005, 0.01),   (0.40, 0.85)),
+    "vegetation": ((0.08, 0.25),     (0.95, 1.0)),
+    "terrain":    ((0.02, 0.10),     (0.80, 1.0)),
+    "sky":        ((0.08, 0.25),     (0.95, 1.0)),
+    "person":     ((0.005, 0.03),    (0.70, 1.0)),
+    "rider":      ((0.0005, 0.005),  (0.10, 0.40)),
+    "car":        ((0.03, 0.12),     (0.90, 1.0)),
+    "truck":      ((0.001, 0.015),   (0.02, 0.25)),
+    "bus":        ((0.001, 0.01),    (0.02, 0.20)),
+    "train":      ((0.001, 0.012),   (0.03, 0.20)),
+    "motorcycle": ((0.0003, 0.005),  (0.03, 0.25)),
+    "bicycle":    ((0.0005, 0.008),  (0.08, 0.45)),
+}
+
+
 @dataclass(frozen=True)
 class DomainStyle:
     """Everything that differs between the two domains.
 
-    ``palette`` holds a base colour per train id (cars, people and riders use
-    ``car_colours`` / ``clothes_colours`` instead, or random colours when
-    ``random_object_colours``). Rates are expected counts per image (Poisson)
-    or probabilities per image (Bernoulli).
+    ``palette`` holds a base colour per train id (cars, people and riders get a
+    random colour per instance). Every instance's colour is its base colour moved
+    by a random hue (+- ``hue_shift`` degrees), saturation and value factor
+    (``sat_range``, ``val_range``): a continuous appearance shift per instance.
+    ``scene_shares`` is the probability of each of :data:`SCENE_TYPES`; rates are
+    expected counts per image (Poisson) or probabilities per image (Bernoulli), the
+    rare-class ones within the scene type that allows them.
     """
 
     name: str
     palette: dict[int, Colour]
-    car_colours: tuple[Colour, ...]
-    clothes_colours: tuple[Colour, ...]
     skin: Colour
-    random_object_colours: bool
     photographic: bool
-    colour_jitter: float          # per-instance +- jitter of the base colour (0-255 units)
+    hue_shift: float               # degrees, per instance
+    sat_range: tuple[float, float]  # saturation factor per instance
+    val_range: tuple[float, float]  # value (brightness) factor per instance
     horizon: tuple[float, float]  # horizon row as a fraction of the height
     lane_width: tuple[float, float]  # lane width at the bottom row, fraction of the width
     object_scale: float           # multiplies every object's metric size
+    scene_shares: tuple[float, float, float, float]  # residential, arterial, cycle, tram
     cars: float
     parked_cars: float
     persons: float
-    riders: float
-    p_motorcycle: float           # share of riders on a motorcycle (else a bicycle)
-    parked_bicycles: float
     poles: float
-    p_truck: float
-    p_bus: float
-    p_train: float
     p_wall: float
     p_fence: float
     p_terrain: float
     p_park: float                 # a facade gap becomes a park with trees
     static_objects: float
+    # rare classes, within the scene types that allow them
+    p_truck: float                # arterial
+    p_bus: float                  # arterial
+    p_train: float                # tram
+    riders: float                 # cycle (half as many on a tram street)
+    p_motorcycle: float           # share of riders on a motorcycle (else a bicycle)
+    parked_bicycles: float        # cycle (half as many on a tram street)
     description: str = ""
 
 
@@ -130,63 +186,46 @@ SOURCE_STYLE = DomainStyle(
         BUS: (224, 54, 38), TRAIN: (54, 166, 208), MOTORCYCLE: (42, 40, 46),
         BICYCLE: (18, 120, 212),
     },
-    car_colours=((204, 20, 20), (20, 48, 184), (232, 232, 232), (24, 24, 28), (160, 166, 172),
-                 (242, 188, 0)),
-    clothes_colours=((204, 28, 28), (28, 58, 204), (242, 200, 38), (30, 30, 30), (240, 240, 240),
-                     (28, 160, 60)),
     skin=(232, 180, 140),
-    random_object_colours=False,
     photographic=False,
-    colour_jitter=10.0,
+    hue_shift=6.0, sat_range=(0.9, 1.1), val_range=(0.9, 1.1),
     horizon=(0.36, 0.48),
     lane_width=(0.26, 0.38),
-    object_scale=1.0,
-    cars=3.0, parked_cars=1.0, persons=2.0, riders=0.5, p_motorcycle=0.65, parked_bicycles=0.15,
-    poles=3.0, p_truck=0.18, p_bus=0.14, p_train=0.08, p_wall=0.35, p_fence=0.3, p_terrain=0.35,
-    p_park=0.3, static_objects=0.5,
+    object_scale=1.4,
+    scene_shares=(0.45, 0.30, 0.15, 0.10),
+    cars=3.0, parked_cars=1.0, persons=2.0, poles=3.0,
+    p_wall=0.35, p_fence=0.3, p_terrain=0.35, p_park=0.3, static_objects=0.5,
+    p_truck=0.5, p_bus=0.4, p_train=0.85, riders=1.5, p_motorcycle=0.6, parked_bicycles=0.6,
     description="rendered: flat saturated colours, crisp edges, no noise",
 )
 
-# The dominant classes (road, building, sky, vegetation) keep their hue and
-# change only in brightness and saturation: a shift that colour statistics
-# (FDA, BatchNorm) can largely undo. Most other classes take a colour near
-# another class's *source* colour (noted per line): that part of the gap no
-# colour statistic can undo, only shape and context.
+# The target keeps every class's identity: its base colours are the source's with a
+# change of material where the two domains differ (greyer asphalt and paving with
+# less contrast between them, duller brick and greens, hazy sky). The gap is the
+# per-instance shift, which is wider than the source's, and the photography on top.
 TARGET_STYLE = DomainStyle(
     name="target",
     palette={
+        **SOURCE_STYLE.palette,
         ROAD: (106, 103, 100),        # lighter, greyer asphalt
-        SIDEWALK: (74, 74, 86),       # ~ source road (dark asphalt pavement)
-        BUILDING: (172, 140, 120),    # lighter, duller brick and plaster
-        WALL: (178, 150, 132),        # ~ source sidewalk
-        FENCE: (104, 106, 120),       # ~ source pole (metal)
-        POLE: (124, 88, 50),          # ~ source fence (wood, rust)
-        LIGHT: (44, 46, 44),          # dark housing
-        SIGN: (236, 196, 30),         # ~ source light
+        SIDEWALK: (138, 132, 126),    # grey paving, close in tone to the asphalt
+        BUILDING: (172, 140, 120),    # duller brick and plaster
         VEGETATION: (66, 112, 48),    # darker, duller green
-        TERRAIN: (40, 152, 50),       # ~ source vegetation
+        TERRAIN: (118, 142, 70),      # dry grass
         SKY: (160, 190, 226),         # hazy pale blue
-        TRUCK: (224, 54, 38),         # ~ source bus
-        BUS: (54, 166, 208),          # ~ source train
-        TRAIN: (206, 136, 38),        # ~ source truck
-        MOTORCYCLE: (150, 154, 164),
-        BICYCLE: (34, 34, 38),
     },
-    car_colours=(),
-    clothes_colours=(),
     skin=(206, 160, 130),
-    random_object_colours=True,
     photographic=True,
-    colour_jitter=16.0,
+    hue_shift=25.0, sat_range=(0.55, 1.1), val_range=(0.7, 1.2),
     horizon=(0.40, 0.52),
     lane_width=(0.24, 0.34),
-    object_scale=0.85,
-    cars=2.0, parked_cars=2.0, persons=4.0, riders=0.6, p_motorcycle=0.3, parked_bicycles=0.6,
-    poles=4.0, p_truck=0.1, p_bus=0.1, p_train=0.06, p_wall=0.25, p_fence=0.4, p_terrain=0.5,
-    p_park=0.4, static_objects=0.8,
-    description=("photographed: other palette (several classes near another class's source "
-                 "colour), random colours for cars and people, lighting, shadows, texture, "
-                 "blur, sensor noise, bonnet of the ego vehicle at the bottom (void)"),
+    object_scale=1.2,
+    scene_shares=(0.40, 0.20, 0.30, 0.10),
+    cars=2.0, parked_cars=2.0, persons=4.0, poles=4.0,
+    p_wall=0.25, p_fence=0.4, p_terrain=0.5, p_park=0.4, static_objects=0.8,
+    p_truck=0.4, p_bus=0.4, p_train=0.85, riders=1.5, p_motorcycle=0.3, parked_bicycles=1.2,
+    description=("photographed: greyer materials, a wider per-instance colour shift, lighting, haze, "
+                 "shadows, texture, blur, sensor noise, bonnet of the ego vehicle at the bottom (void)"),
 )
 
 
@@ -261,6 +300,17 @@ class _Street:
         return self.lane_px * t / 3.5
 
 
+def _shift(rng: np.random.Generator, colour: Colour, style: DomainStyle) -> Colour:
+    """``colour`` moved by one instance's random hue, saturation and value offset."""
+    rgb = np.asarray([[colour]], dtype=np.float32) / 255.0
+    h, s, v = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[0, 0]  # h in degrees, s and v in 0..1
+    h = (h + rng.uniform(-style.hue_shift, style.hue_shift)) % 360.0
+    s = min(1.0, s * rng.uniform(*style.sat_range))
+    v = min(1.0, v * rng.uniform(*style.val_range))
+    out = cv2.cvtColor(np.asarray([[[h, s, v]]], dtype=np.float32), cv2.COLOR_HSV2RGB)[0, 0]
+    return tuple(float(c) for c in np.clip(out * 255.0, 0, 255))  # type: ignore[return-value]
+
+
 def _jitter(rng: np.random.Generator, colour: Colour, amount: float) -> Colour:
     c = np.asarray(colour, dtype=np.float64) + rng.uniform(-amount, amount, 3)
     return tuple(float(v) for v in np.clip(c, 0, 255))  # type: ignore[return-value]
@@ -271,7 +321,7 @@ def _shade(colour: Colour, factor: float) -> Colour:
 
 
 def _random_colour(rng: np.random.Generator) -> Colour:
-    """A photographed object's colour: any hue, mostly muted, sometimes dark or white."""
+    """A car's or a garment's colour: any hue, sometimes dark or white."""
     kind = rng.random()
     if kind < 0.25:
         v = rng.uniform(15, 70)
@@ -284,16 +334,10 @@ def _random_colour(rng: np.random.Generator) -> Colour:
 
 
 def _class_colour(rng: np.random.Generator, style: DomainStyle, cls: int) -> Colour:
-    if cls == CAR:
-        if style.random_object_colours:
-            return _random_colour(rng)
-        return _jitter(rng, style.car_colours[rng.integers(len(style.car_colours))], style.colour_jitter)
-    if cls in (PERSON, RIDER):
-        if style.random_object_colours:
-            return _random_colour(rng)
-        return _jitter(rng, style.clothes_colours[rng.integers(len(style.clothes_colours))],
-                       style.colour_jitter)
-    return _jitter(rng, style.palette[cls], style.colour_jitter)
+    """One instance's colour: random for cars and clothes, else the shifted base colour."""
+    if cls in (CAR, PERSON, RIDER):
+        return _random_colour(rng)
+    return _shift(rng, style.palette[cls], style)
 
 
 def _draw_ground(cv: _Canvas, st: _Street, rng: np.random.Generator, style: DomainStyle) -> None:
@@ -532,16 +576,15 @@ def _draw_two_wheeler(cv: _Canvas, st: _Street, o: _Object, rng: np.random.Gener
     facing = 1.0 if rng.random() < 0.5 else -1.0
     r = (0.33 if cls == MOTORCYCLE else 0.34) * k
     base = 0.6 * k if cls == MOTORCYCLE else 0.55 * k
-    wheel_col = (18, 18, 20) if cls == MOTORCYCLE else col
-    thick = -1 if cls == MOTORCYCLE else max(1, int(round(0.08 * k)))
-    for s in (-1.0, 1.0):
-        cv.ellipse(x + s * base, y - r, r, r, cls, wheel_col, thickness=thick)
+    wheel_col = (18, 18, 20) if cls == MOTORCYCLE else _shade(col, 0.5)
+    for s in (-1.0, 1.0):  # solid wheels: spoked rings are sub-pixel at the demo's size
+        cv.ellipse(x + s * base, y - r, r, r, cls, wheel_col)
     if cls == MOTORCYCLE:
         cv.ellipse(x, y - 2.0 * r, 0.55 * k, 0.28 * k, cls, col)
         cv.rect(x + facing * 0.4 * k, y - 3.4 * r, x + facing * 0.5 * k, y - 2.0 * r, cls, _shade(col, 0.6))
         seat_y = y - 2.4 * r
     else:
-        lw = max(1, int(round(0.07 * k)))
+        lw = max(2, int(round(0.1 * k)))
         cv.line(x - base, y - r, x, y - r, cls, col, lw)
         cv.line(x, y - r, x - 0.2 * k, y - 2.6 * r, cls, col, lw)
         cv.line(x - 0.2 * k, y - 2.6 * r, x + base, y - r, cls, col, lw)
@@ -559,7 +602,7 @@ def _draw_pole(cv: _Canvas, st: _Street, o: _Object, rng: np.random.Generator, s
     x, y = st.x(o.u, o.t), st.y(o.t)
     col = _class_colour(rng, style, POLE)
     hgt = rng.uniform(4.0, 7.0) * k
-    width = max(0.9, 0.22 * k)
+    width = max(MIN_POLE_PX, 0.22 * k)
     cv.rect(x - width / 2, y - hgt, x + width / 2, y, POLE, col)
     r = rng.random()
     if r < 0.35:  # traffic light, on the pole or on an arm over the road
@@ -599,7 +642,8 @@ def _draw_static(cv: _Canvas, st: _Street, o: _Object, rng: np.random.Generator,
     cv.rect(x - w / 2, y - hgt, x + w / 2, y, VOID_STATIC, col)
 
 
-def _place_objects(st: _Street, rng: np.random.Generator, style: DomainStyle) -> list[_Object]:
+def _place_objects(st: _Street, rng: np.random.Generator, style: DomainStyle,
+                   scene: str) -> list[_Object]:
     objs: list[_Object] = []
     nl, nr = st.half_road
     walk = (st.half_road[0] + 0.5 * st.sidewalk[0], st.half_road[1] + 0.5 * st.sidewalk[1])
@@ -609,9 +653,9 @@ def _place_objects(st: _Street, rng: np.random.Generator, style: DomainStyle) ->
         lanes = [-(i + 0.5) for i in range(int(n_left))] + [i + 0.5 for i in range(int(n_right))]
         return float(lanes[int(rng.integers(len(lanes)))]) + rng.uniform(-0.1, 0.1)
 
-    def depth(lo: float = 0.06, hi: float = 1.1) -> float:
+    def depth(lo: float = NEAREST_OBJECT_DEPTH, hi: float = 1.1) -> float:
         # between uniform in rows and uniform in metres: near objects stay common
-        return float(lo + (hi - lo) * rng.random() ** 1.3)
+        return float(max(lo, NEAREST_OBJECT_DEPTH) + (hi - max(lo, NEAREST_OBJECT_DEPTH)) * rng.random() ** 1.3)
 
     for _ in range(rng.poisson(style.cars)):
         objs.append(_Object(depth(), "car", lane(nl, nr)))
@@ -619,7 +663,9 @@ def _place_objects(st: _Street, rng: np.random.Generator, style: DomainStyle) ->
         s = int(rng.integers(2))
         u = (-nl + 0.45) if s == 0 else (nr - 0.45)
         objs.append(_Object(depth(0.08, 0.9), "car", u))
-    for kind, p in (("truck", style.p_truck), ("bus", style.p_bus), ("train", style.p_train)):
+    heavy = {"arterial": (("truck", style.p_truck), ("bus", style.p_bus)),
+             "tram": (("train", style.p_train),)}.get(scene, ())
+    for kind, p in heavy:
         if rng.random() < p:
             objs.append(_Object(depth(0.1, 0.8), kind, lane(nl, nr) if kind != "train" else 0.0))
     for _ in range(rng.poisson(style.persons)):
@@ -629,10 +675,11 @@ def _place_objects(st: _Street, rng: np.random.Generator, style: DomainStyle) ->
         for _ in range(1 + int(rng.poisson(0.4))):  # small groups
             objs.append(_Object(t * rng.uniform(0.95, 1.05), "person",
                                 base + rng.uniform(-0.3, 0.3) * st.sidewalk[s]))
-    for _ in range(rng.poisson(style.riders)):
+    cyclists = {"cycle": 1.0, "tram": 0.5}.get(scene, 0.0)
+    for _ in range(rng.poisson(style.riders * cyclists)):
         kind = "rider_motorcycle" if rng.random() < style.p_motorcycle else "rider_bicycle"
         objs.append(_Object(depth(0.1, 1.0), kind, lane(nl, nr)))
-    for _ in range(rng.poisson(style.parked_bicycles)):
+    for _ in range(rng.poisson(style.parked_bicycles * cyclists)):
         s = int(rng.integers(2))
         objs.append(_Object(depth(0.1, 1.0), "bicycle", -walk[0] if s == 0 else walk[1]))
     for _ in range(rng.poisson(style.poles)):
@@ -693,7 +740,8 @@ def draw_scene(rng: np.random.Generator, size: tuple[int, int], style: DomainSty
     _draw_ground(cv, st, rng, style)
     _draw_skyline(cv, st, rng, style)
     _draw_barriers(cv, st, rng, style)
-    _draw_objects(cv, st, _place_objects(st, rng, style), rng, style)
+    scene = SCENE_TYPES[int(rng.choice(len(SCENE_TYPES), p=np.asarray(style.scene_shares) / sum(style.scene_shares)))]
+    _draw_objects(cv, st, _place_objects(st, rng, style, scene), rng, style)
     if style.photographic:
         # The ego vehicle's bonnet at the bottom, void as in Cityscapes.
         depth = rng.uniform(0.05, 0.1) * height
@@ -717,7 +765,7 @@ def photograph(rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> 
     """Make a drawn scene look photographed; returns uint8 RGB of the same shape.
 
     Texture (per-class multiplicative noise), a smooth illumination field and
-    cast shadows on the ground, a random exposure and white balance around a
+    cast shadows on the ground, haze around the horizon, a random exposure and white balance around a
     warm overcast mean, reduced saturation, lens blur, sensor noise and
     vignetting. Labels are unchanged.
     """
@@ -737,6 +785,10 @@ def photograph(rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> 
         cv2.fillPoly(shade, [np.round(pts).astype(np.int32)], float(rng.uniform(0.55, 0.75)))
     shade = cv2.GaussianBlur(shade, (0, 0), 1.0)
     img *= shade[..., None]
+    # haze: airlight mixed in around the horizon band (a low-frequency change FDA can transfer)
+    rows = (np.arange(h, dtype=np.float32) + 0.5) / h
+    haze = (rng.uniform(0.1, 0.3) * np.exp(-((rows - 0.45) / 0.18) ** 2)).astype(np.float32)[:, None, None]
+    img = img * (1.0 - haze) + haze * np.array([200.0, 204.0, 210.0], dtype=np.float32)
     # exposure, white balance, saturation, gamma
     img *= rng.uniform(0.75, 1.1)
     balance = np.array([1.06, 1.0, 0.9], dtype=np.float32) * rng.uniform(0.93, 1.07, 3).astype(np.float32)
