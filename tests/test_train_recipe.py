@@ -146,21 +146,23 @@ def test_target_only_self_training_reads_no_source_batch(data, pseudo, monkeypat
     seen = []
     real = losses.rectified_loss_seguncertainty
 
-    def recording(main, aux, labels, lambda_aux, class_weight=None):
-        seen.append((tuple(labels.shape), lambda_aux, class_weight))
-        return real(main, aux, labels, lambda_aux, class_weight)
+    def recording(main, aux, labels, lambda_aux, class_weight=None, *, stride=None):
+        seen.append((tuple(labels.shape), lambda_aux, class_weight, stride))
+        return real(main, aux, labels, lambda_aux, class_weight, stride=stride)
 
     monkeypatch.setattr(losses, "rectified_loss_seguncertainty", recording)
-    monkeypatch.setattr(losses, "segmentation_loss", lambda *a: pytest.fail("a source loss was computed"))
+    monkeypatch.setattr(losses, "segmentation_loss", lambda *a, **k: pytest.fail("a source loss was computed"))
     out = data["root"] / "st_target_only" / "checkpoint.pt"
     _train(data, "st", out, config=config, target_index=data["target"], pseudo_dir=pseudo)
     table = _losses(out)
     assert list(table.columns) == ["iteration", "lr", "st", "total"]
     assert table["st"].tolist() == table["total"].tolist() and np.isfinite(table["st"]).all()
-    assert len(seen) == 3 and all(lam == 0.5 for _, lam, _ in seen)
+    # the network's output stride reaches the loss, which places the logits on the labels' pixels
+    assert len(seen) == 3 and all(lam == 0.5 and stride == config["model"]["output_stride"]
+                                  for _, lam, _, stride in seen)
     # Class weights from each batch: 7 for classes under 1/32 of its pixels (19 random classes: all of them
     # hold about 1/19 of the labelled 7/8, above 1/32, so most weights are 1).
-    weights = torch.stack([w for _, _, w in seen])
+    weights = torch.stack([w for _, _, w, _ in seen])
     assert set(weights.unique().tolist()) <= {1.0, 7.0} and (weights == 1.0).any()
 
 
@@ -182,9 +184,9 @@ def test_non_finite_loss_between_log_points_is_reported_with_its_iteration(data,
     real = losses.segmentation_loss
     calls = {"n": 0}
 
-    def poisoned(logits, labels):
+    def poisoned(logits, labels, **kwargs):
         calls["n"] += 1
-        loss = real(logits, labels)
+        loss = real(logits, labels, **kwargs)
         return loss * math.nan if calls["n"] == 6 else loss      # the aux head at iteration 3
 
     monkeypatch.setattr(losses, "segmentation_loss", poisoned)
