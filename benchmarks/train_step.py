@@ -53,7 +53,7 @@ from uncerda_core.data.index import build_index
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input
 from uncerda_core.runtime import resolve_device
 from uncerda_core.train import losses
-from uncerda_core.train.loop import self_training_loss, stage_settings
+from uncerda_core.train.loop import build_optimizer, self_training_loss, stage_settings
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"source": "source_only", "aa_fda": "aa", "st": "st"}
@@ -115,12 +115,7 @@ class StageRunner:
         self.model = build_model(config["model"]).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        train = config["train"]
-        backbone, heads = self.model.param_groups()
-        self.optimizers = [torch.optim.SGD(
-            [{"params": backbone, "lr": train["lr"] * train["backbone_lr_mult"]},
-             {"params": heads, "lr": train["lr"] * train["head_lr_mult"]}],
-            lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"])]
+        self.optimizers = [build_optimizer(self.model.param_groups(), config["train"])]
         self.discriminators = {}
         if self.settings.adversarial:
             for head in ("aux", "main"):

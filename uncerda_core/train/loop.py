@@ -184,6 +184,28 @@ def self_training_loss(settings: StageSettings, main_logits: torch.Tensor, aux_l
     raise UncerdaError(f"selftrain.loss must be rectified, rectified_seguncertainty or ce, got {settings.st_loss!r}")
 
 
+def build_optimizer(param_groups: tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]],
+                    train_cfg: dict) -> torch.optim.Optimizer:
+    """The network's optimiser from the config's ``train`` section, as ``train.optimizer`` says.
+
+    ``param_groups``: (backbone, heads), as :meth:`DeepLabV2.param_groups` gives them; their
+    learning rates are ``lr * backbone_lr_mult`` and ``lr * head_lr_mult``, with
+    ``weight_decay`` on both. ``sgd``: SGD with ``momentum`` (the paper's recipe); ``adamw``:
+    AdamW with ``adam_betas`` (decoupled weight decay). The poly schedule scales either.
+    """
+    backbone, heads = param_groups
+    lr = train_cfg["lr"]
+    groups = [{"params": backbone, "lr": lr * train_cfg["backbone_lr_mult"]},
+              {"params": heads, "lr": lr * train_cfg["head_lr_mult"]}]
+    name = train_cfg["optimizer"]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(train_cfg["adam_betas"]),
+                                 weight_decay=train_cfg["weight_decay"])
+    raise UncerdaError(f"train.optimizer must be sgd or adamw, got {name!r}")
+
+
 def loss_row(names: list[str], parts: dict[str, list[str]], values: torch.Tensor, iteration: int,
              lr: float) -> dict[str, float]:
     """One row of losses.csv from the device values of one iteration (one host read).
@@ -236,11 +258,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     stride = model.output_stride   # the unwrapped network's (DDP below hides its attributes)
-    backbone, heads = model.param_groups()
-    lr = train_cfg["lr"]
-    optimizer = torch.optim.SGD([{"params": backbone, "lr": lr * train_cfg["backbone_lr_mult"]},
-                                 {"params": heads, "lr": lr * train_cfg["head_lr_mult"]}],
-                                lr=lr, momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+    optimizer = build_optimizer(model.param_groups(), train_cfg)
     schedule = _poly(settings.horizon, train_cfg["power"])
     optimizers: dict[str, torch.optim.Optimizer] = {"model": optimizer}
     schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)}
