@@ -1,7 +1,7 @@
 """Benchmark of the maps file and the pseudo-label stage at Cityscapes scale.
 
 Generates ``--n`` maps of 1024x512 (Cityscapes train has 2,975) through the
-real dump path (low-resolution logits upsampled bilinearly, Eq. 2 via
+real dump path (low-resolution logits placed on the pixels, Eq. 2 via
 ``maps_from_logits``) with spatially smooth class regions and a bimodal mix of
 confident and uncertain regions per class, then times:
 
@@ -64,9 +64,9 @@ def generate(path: Path, n: int, compression: str = "lzf", compress_floats: bool
              cache: list | None = None) -> float:
     """Write ``n`` maps; return the mean write time per image (ms), excluding generation."""
     import torch
-    import torch.nn.functional as F
 
     from uncerda_core.data.labels import CLASS_NAMES
+    from uncerda_core.models.deeplab import logits_to_input
     from uncerda_core.uncertainty.maps import MapsWriter, maps_from_logits
 
     write_s = 0.0
@@ -77,7 +77,7 @@ def generate(path: Path, n: int, compression: str = "lzf", compress_floats: bool
                 a, e, m = cache[i]
             else:
                 with torch.no_grad():
-                    up = F.interpolate(synthetic_logits(i), size=(H, W), mode="bilinear", align_corners=False)
+                    up = logits_to_input(synthetic_logits(i), (H, W), stride=8)   # as predict_logits does
                     a, e, m = (x[0] for x in maps_from_logits(up))
                 if cache is not None:
                     cache.append((a, e, m))

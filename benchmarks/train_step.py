@@ -45,14 +45,15 @@ import torch
 
 from uncerda_core import artifacts
 from uncerda_core.config import load_config
-from uncerda_core.data.datasets import BatchStream, ImageSettings, SegmentationDataset, collate, normalize
+from uncerda_core.data.datasets import (BatchStream, ImageSettings, SegmentationDataset, collate, normalize,
+                                        resize_bilinear)
 from uncerda_core.data.demo import generate_demo
 from uncerda_core.data.fda import fda_dtype, fda_translate
 from uncerda_core.data.index import build_index
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input
 from uncerda_core.runtime import resolve_device
 from uncerda_core.train import losses
-from uncerda_core.train.loop import self_training_loss, stage_settings
+from uncerda_core.train.loop import build_optimizer, self_training_loss, stage_settings
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"source": "source_only", "aa_fda": "aa", "st": "st"}
@@ -114,12 +115,7 @@ class StageRunner:
         self.model = build_model(config["model"]).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        train = config["train"]
-        backbone, heads = self.model.param_groups()
-        self.optimizers = [torch.optim.SGD(
-            [{"params": backbone, "lr": train["lr"] * train["backbone_lr_mult"]},
-             {"params": heads, "lr": train["lr"] * train["head_lr_mult"]}],
-            lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"])]
+        self.optimizers = [build_optimizer(self.model.param_groups(), config["train"])]
         self.discriminators = {}
         if self.settings.adversarial:
             for head in ("aux", "main"):
@@ -133,7 +129,7 @@ class StageRunner:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def iteration(self, src: dict, tgt: dict, timer: PhaseTimer) -> torch.Tensor:
-        s, dev = self.settings, self.device
+        s, dev, stride = self.settings, self.device, self.model.output_stride
         autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=self.bf16)
         with timer.phase("host"):
             x_t_raw = tgt["image"].to(dev, non_blocking=True)
@@ -144,7 +140,7 @@ class StageRunner:
                 disc.requires_grad_(False)
         if s.image_translation and x_s is not None:
             with timer.phase("fda"):
-                x_s = fda_translate(x_s, losses.upsample(x_t_raw, x_s.shape[-2:]), s.fda_beta,
+                x_s = fda_translate(x_s, resize_bilinear(x_t_raw, x_s.shape[-2:]), s.fda_beta,
                                     fda_dtype(dev)).clamp(0, 255)
         with timer.phase("host"):
             x_t = self._input(x_t_raw)
@@ -154,26 +150,27 @@ class StageRunner:
             if x_s is not None:
                 y_s = src["label"].to(dev)
                 aux_s, main_s = self.model(x_s)
-                loss = s.source_weight * (losses.segmentation_loss(main_s.float(), y_s) + self.config["train"][
-                    "lambda_seg_aux"] * losses.segmentation_loss(aux_s.float(), y_s))
+                loss = s.source_weight * (losses.segmentation_loss(main_s.float(), y_s, stride=stride)
+                                          + self.config["train"]["lambda_seg_aux"]
+                                          * losses.segmentation_loss(aux_s.float(), y_s, stride=stride))
             if s.adversarial or s.self_training:
                 aux_t, main_t = (t.float() for t in self.model(x_t))
                 if s.adversarial:
-                    pred_t = {"aux": losses.upsample(aux_t, x_t.shape[-2:]),
-                              "main": losses.upsample(main_t, x_t.shape[-2:])}
+                    pred_t = {"aux": losses.upsample(aux_t, x_t.shape[-2:], stride),
+                              "main": losses.upsample(main_t, x_t.shape[-2:], stride)}
                     for head, weight in (("main", s.lambda_adv_main), ("aux", s.lambda_adv_aux)):
                         out = self.discriminators[head](discriminator_input(pred_t[head], s.disc_input))
                         loss = loss + weight * losses.adversarial_loss(out, losses.SOURCE_LABEL)
                 if s.self_training:
                     loss = loss + self_training_loss(s, main_t, aux_t, tgt["label"].to(dev),
                                                      self.config["model"]["num_classes"],
-                                                     self.config["train"]["lambda_seg_aux"])
+                                                     self.config["train"]["lambda_seg_aux"], stride=stride)
         with timer.phase("backward"):
             loss.backward()
         if self.discriminators:
             with timer.phase("discriminator"):
-                pred_s = {"aux": losses.upsample(aux_s.detach().float(), x_s.shape[-2:]),
-                          "main": losses.upsample(main_s.detach().float(), x_s.shape[-2:])}
+                pred_s = {"aux": losses.upsample(aux_s.detach().float(), x_s.shape[-2:], stride),
+                          "main": losses.upsample(main_s.detach().float(), x_s.shape[-2:], stride)}
                 for head, disc in self.discriminators.items():
                     disc.requires_grad_(True)
                     for pred, label in ((pred_s[head], losses.SOURCE_LABEL),

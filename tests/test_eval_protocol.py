@@ -30,6 +30,8 @@ class ToyHeads(torch.nn.Module):
     the logits exactly.
     """
 
+    output_stride = 1
+
     def __init__(self, ramp: torch.Tensor):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))   # gives the model a device
@@ -109,6 +111,60 @@ def test_views_of_any_size_are_upsampled_to_the_label():
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(2, 14, 26))
     with pytest.raises(UncerdaError, match="at least one scale"):
         predict_multiscale_flip(model, [], "imagenet", size=(14, 26), aux_weight=0.5)
+
+
+class SubsampledHeads(ToyHeads):
+    """ToyHeads read at every ``stride``-th pixel: cell ``j`` is exactly pixel ``stride * j``
+    (``ceil(H / stride)`` cells), as the network's cells are centred there."""
+
+    def __init__(self, ramp: torch.Tensor, stride: int):
+        super().__init__(ramp)
+        self.output_stride = stride
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        aux, main = super().forward(x)
+        s = self.output_stride
+        return aux[..., ::s, ::s], main[..., ::s, ::s]
+
+
+def test_predict_logits_puts_each_cell_back_on_its_pixel():
+    """On a ramp image a pointwise model's logits are linear in the pixel position, so placing the
+    cells right gives back the full-resolution logits exactly (up to the last cell centre)."""
+    rows, columns = torch.meshgrid(torch.arange(13.0), torch.arange(21.0), indexing="ij")
+    image = torch.zeros(1, 3, 13, 21)
+    image[0, 0] = 5 * rows + 3 * columns
+    full = predict_logits(ToyHeads(torch.zeros(3)), image, "imagenet")
+    got = predict_logits(SubsampledHeads(torch.zeros(3), 4), image, "imagenet")    # cells at pixels 0, 4, .., 20
+    torch.testing.assert_close(got, full)
+    # at 14x22 the last row and column lie past the last centre: they repeat the one before
+    image = torch.nn.functional.pad(image, (0, 1, 0, 1), mode="replicate")
+    torch.testing.assert_close(predict_logits(SubsampledHeads(torch.zeros(3), 4), image, "imagenet"),
+                               torch.nn.functional.pad(full, (0, 1, 0, 1), mode="replicate"))
+    # another output size: placed on the input's pixels, then resized as an image
+    resized = predict_logits(SubsampledHeads(torch.zeros(3), 4), image[..., :13, :21], "imagenet", size=(26, 42))
+    torch.testing.assert_close(resized, torch.nn.functional.interpolate(full, size=(26, 42), mode="bilinear",
+                                                                        align_corners=False))
+
+
+def test_multiscale_flip_flips_back_on_the_pixels_not_the_cells():
+    """Width 12 at stride 4: the image's cells sit on columns 0, 4, 8, its mirror's (flipped back) on
+    11, 7, 3. Each pass's probabilities are interpolated between its own centres, by hand."""
+    model = SubsampledHeads(RAMP, 4)
+    red = np.random.default_rng(2).uniform(0, 255, 12)
+    got = predict_multiscale_flip(model, [_row_image(list(red))], "imagenet", size=(1, 12), aux_weight=0.5)
+    v = (red - IMAGENET_MEAN[0] * 255) / (IMAGENET_STD[0] * 255)
+    cols = np.arange(12)
+    expected = np.zeros((3, 12))
+    for mirrored in (False, True):
+        seen = v[::-1] if mirrored else v
+        centres = np.arange(0, 12, 4)                                # cell j at column 4j of what the model sees
+        logits = (np.outer(WM.numpy(), seen[centres]) + np.outer(RAMP.numpy(), centres)
+                  + 0.5 * np.outer(WA.numpy(), seen[centres]))
+        probs = _softmax(logits)
+        at = 11 - centres if mirrored else centres                   # the centres in the image's columns
+        order = np.argsort(at)
+        expected += np.stack([np.interp(cols, at[order], p[order]) for p in probs]) / 2
+    np.testing.assert_allclose(got[0, :, 0].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_scaled_input_size():

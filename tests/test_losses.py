@@ -41,12 +41,27 @@ def test_adversarial_loss_sign_pushes_logits_towards_the_label():
     assert torch.allclose(logits.grad, torch.full_like(logits, 0.125))
 
 
-def test_upsample_bilinear_half_pixel_by_hand():
-    x = torch.tensor([[[[1.0, 5.0]]]])                       # (1, 1, 1, 2) -> (1, 1, 1, 4)
-    # align_corners=False: sample points -0.25, 0.25, 0.75, 1.25 (clamped at the ends).
-    out = losses.upsample(x, (1, 4))
-    assert out.flatten().tolist() == pytest.approx([1.0, 2.0, 4.0, 5.0])
-    assert losses.upsample(x, (1, 2)) is x                    # same size: untouched
+def test_upsample_places_cell_j_on_pixel_stride_j_by_hand():
+    x = torch.tensor([[[[1.0, 5.0, 3.0]]]])                   # (1, 1, 1, 3): cells at pixels 0, 2, 4
+    # stride 2, width 5: pixel 1 halfway between cells 0 and 1, pixel 3 between cells 1 and 2.
+    out = losses.upsample(x, (1, 5), stride=2)
+    assert out.flatten().tolist() == pytest.approx([1.0, 3.0, 5.0, 4.0, 3.0])
+    # width 6: pixel 5 lies past the last cell centre and keeps its value.
+    assert losses.upsample(x, (1, 6), stride=2).flatten().tolist() == pytest.approx([1.0, 3.0, 5.0, 4.0, 3.0, 3.0])
+    assert losses.upsample(x, (1, 3)) is x                    # same size: untouched, no stride needed
+
+
+def test_upsample_without_a_stride_refuses_to_guess():
+    with pytest.raises(ValueError, match="needs the network's output stride"):
+        losses.upsample(torch.zeros(1, 2, 3, 3), (9, 9))
+    with pytest.raises(ValueError, match="needs the network's output stride"):
+        losses.segmentation_loss(torch.zeros(1, 2, 3, 3), torch.zeros(1, 9, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="needs the network's output stride"):
+        losses.rectified_loss(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3),
+                              torch.zeros(1, 9, 9, dtype=torch.long), 0.1)
+    with pytest.raises(ValueError, match="needs the network's output stride"):
+        losses.rectified_loss_seguncertainty(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3),
+                                             torch.zeros(1, 9, 9, dtype=torch.long), 0.1)
 
 
 def test_segmentation_loss_ignores_255_and_upsamples():
@@ -54,15 +69,26 @@ def test_segmentation_loss_ignores_255_and_upsamples():
     logits = torch.tensor([[[[0.0]], [[math.log(3.0)]]]], requires_grad=True)
     labels = torch.tensor([[[0, 1], [255, 0]]])
     expected = (2 * math.log(4.0) + math.log(4.0 / 3.0)) / 3    # 3 labelled pixels
-    loss = losses.segmentation_loss(logits, labels)
+    loss = losses.segmentation_loss(logits, labels, stride=2)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     loss.backward()
     assert logits.grad is not None
 
 
+def test_segmentation_loss_reads_each_label_at_its_cell():
+    # Two cells at stride 2 over 3 pixels: class 0 certain at cell 0 (pixel 0), class 1 at cell 1 (pixel 2);
+    # pixel 1 is their even blend (logits 0, 0: probability 1/2 each).
+    big = 20.0
+    logits = torch.tensor([[[[big, -big]], [[-big, big]]]])     # (1, 2 classes, 1, 2 cells)
+    labels = torch.tensor([[[0, 1, 1]]])
+    loss = losses.segmentation_loss(logits, labels, stride=2)
+    ce_cells = math.log1p(math.exp(-2 * big))                   # -log softmax at a certain cell
+    assert loss.item() == pytest.approx((2 * ce_cells + math.log(2.0)) / 3, rel=1e-6)
+
+
 def test_segmentation_loss_all_ignored_is_zero_with_gradient():
     logits = torch.randn(1, 3, 2, 2, requires_grad=True)
-    loss = losses.segmentation_loss(logits, torch.full((1, 4, 4), 255))
+    loss = losses.segmentation_loss(logits, torch.full((1, 4, 4), 255), stride=2)
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(logits.grad, torch.zeros_like(logits))
@@ -148,9 +174,9 @@ def test_rectified_loss_upsamples_and_handles_all_ignored():
     kl = sum(p[c] * math.log(p[c] / q[c]) for c in range(2))
     ce = [-math.log(p[0]), -math.log(p[1]), -math.log(p[1])]
     expected = sum(c * math.exp(-kl) for c in ce) / 3 + kl
-    assert losses.rectified_loss_single(a, b, labels).item() == pytest.approx(expected, rel=1e-12)
+    assert losses.rectified_loss_single(a, b, labels, stride=2).item() == pytest.approx(expected, rel=1e-12)
     a.requires_grad_(True)
-    zero = losses.rectified_loss(a, b, torch.full((1, 2, 2), 255), 0.1)
+    zero = losses.rectified_loss(a, b, torch.full((1, 2, 2), 255), 0.1, stride=2)
     assert zero.item() == 0.0 and zero.requires_grad
 
 

@@ -20,6 +20,7 @@ from uncerda_core.models import (
     discriminator_input,
     weighted_self_information,
 )
+from uncerda_core.models.deeplab import logits_to_input, output_stride_of
 from uncerda_core.models.discriminator import discriminator_output_size
 
 torch.set_num_threads(1)
@@ -105,6 +106,83 @@ def test_small_os4_dilates_layer2_instead_of_striding():
     assert [bb.layer2[0].conv2.dilation[0], bb.layer3[0].conv2.dilation[0], bb.layer4[0].conv2.dilation[0]] == [2, 4, 8]
     assert deeplabv2_small(output_stride=4).settings.aspp_dilations == (2, 4, 6, 8)
     assert deeplabv2_small(output_stride=8).settings.aspp_dilations == (1, 2, 3, 4)
+
+
+# ---------------------------------------------------------------- logits on the input's pixels
+
+
+def test_logits_to_input_ramp_by_hand():
+    cells = torch.tensor([[[[0.0, 1.0, 2.0], [10.0, 11.0, 12.0], [20.0, 21.0, 22.0]]]])   # 10 * row + column
+    out = logits_to_input(cells, (9, 9), stride=4)
+    assert out.shape == (1, 1, 9, 9)
+    assert out[0, 0, 4, 8].item() == 12.0 and out[0, 0, 8, 4].item() == 21.0      # pixel 4j is cell j
+    assert out[0, 0, 2, 0].item() == pytest.approx(5.0)                           # mean of cells 0 and 1
+    assert out[0, 0, 0, 2].item() == pytest.approx(0.5)
+    ys, xs = torch.meshgrid(torch.arange(9.0), torch.arange(9.0), indexing="ij")
+    torch.testing.assert_close(out[0, 0], 10 * ys / 4 + xs / 4)                   # bilinear keeps a ramp
+    # 11x10 pixels: past the last centre (pixel 8) the last cell's value is kept.
+    wide = logits_to_input(cells, (11, 10), stride=4)
+    ys, xs = torch.meshgrid(torch.arange(11.0).clamp(max=8), torch.arange(10.0).clamp(max=8), indexing="ij")
+    torch.testing.assert_close(wide[0, 0], 10 * ys / 4 + xs / 4)
+
+
+@pytest.mark.parametrize("size,stride,cells", [((64, 128), 4, (17, 33)), ((512, 1024), 8, (65, 129)),
+                                               ((70, 45), 8, (9, 6)), ((7, 5), 1, (7, 5))])
+def test_logits_to_input_puts_every_cell_on_pixel_stride_times_j(size, stride, cells):
+    logits = torch.randn((2, 3) + cells, generator=torch.Generator().manual_seed(0))
+    out = logits_to_input(logits, size, stride)
+    assert out.shape == (2, 3) + size
+    on_centres = out[..., ::stride, ::stride]
+    torch.testing.assert_close(on_centres, logits[..., :on_centres.shape[-2], :on_centres.shape[-1]],
+                               rtol=0, atol=1e-5)
+    if stride == 1:
+        assert out is logits
+
+
+def test_logits_to_input_refuses_cells_of_another_stride():
+    with pytest.raises(ValueError, match=r"9x17 logit cells do not come from a 64x128 input at output stride 4"):
+        logits_to_input(torch.zeros(1, 2, 9, 17), (64, 128), 4)        # output stride 8 logits
+    with pytest.raises(ValueError, match="output stride 8"):
+        logits_to_input(torch.zeros(1, 2, 17, 33), (64, 128), 8)
+
+
+@pytest.mark.parametrize("stride,size,cells", [(4, (192, 200), (49, 51)), (8, (192, 200), (25, 26))])
+def test_each_logit_cell_is_centred_on_pixel_stride_times_j(stride, size, cells):
+    """The premise of logits_to_input, on the network itself: made linear with positive weights
+    (ReLUs removed, the max-pool replaced by an average over the same windows), a cell's
+    logit depends on exactly its receptive field, which is centred on pixel stride * j."""
+    torch.manual_seed(0)
+    model = deeplabv2_small(num_classes=2, width=4, output_stride=stride, aspp_dilations=(1,), aspp_branches=1)
+    assert model.output_stride == stride and output_stride_of(model) == stride
+    for module in list(model.modules()):
+        if hasattr(module, "relu"):
+            module.relu = nn.Identity()
+        if isinstance(module, nn.Conv2d):
+            module.weight.data.abs_()
+    model.backbone.maxpool = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True)
+    model.eval()
+    x = torch.zeros((1, 3) + size, requires_grad=True)
+    main = model(x)[1]
+    assert tuple(main.shape[-2:]) == cells
+    i, j = cells[0] // 2, cells[1] // 2
+    main[0, 0, i, j].backward()
+    rows = torch.nonzero(x.grad[0].abs().sum(dim=(0, 2)) > 0).flatten()
+    columns = torch.nonzero(x.grad[0].abs().sum(dim=(0, 1)) > 0).flatten()
+    assert rows[0] > 0 and rows[-1] < size[0] - 1 and columns[0] > 0 and columns[-1] < size[1] - 1  # inside
+    assert (rows[0] + rows[-1]).item() == 2 * stride * i and (columns[0] + columns[-1]).item() == 2 * stride * j
+
+
+def test_output_stride_of_unwraps_wrapped_models():
+    model = deeplabv2_small(width=4, output_stride=4)
+
+    class Wrapper(nn.Module):        # DistributedDataParallel keeps the network as .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert output_stride_of(Wrapper(model)) == 4 and output_stride_of(Wrapper(Wrapper(model))) == 4
+    with pytest.raises(ValueError, match="Linear has no output_stride"):
+        output_stride_of(nn.Linear(2, 2))
 
 
 def test_build_model_from_config():

@@ -347,6 +347,8 @@ MULTISCALE = EvalProtocol("multiscale_flip", (1.0, 1.25), 0.5)
 class _PixelModel(torch.nn.Module):
     """Logits that are a fixed 1x1 map of the input pixels (aux: another one), no downsampling."""
 
+    output_stride = 1
+
     def __init__(self):
         super().__init__()
         gen = torch.Generator().manual_seed(0)

@@ -166,9 +166,9 @@ def test_non_finite_loss_stops_with_stage_and_iteration_and_keeps_the_checkpoint
     real = losses.segmentation_loss
     calls = {"n": 0}
 
-    def poisoned(logits, labels):
+    def poisoned(logits, labels, **kwargs):
         calls["n"] += 1                        # two calls (main, aux) per iteration
-        loss = real(logits, labels)
+        loss = real(logits, labels, **kwargs)
         return loss * math.nan if calls["n"] == 5 else loss     # the main head at iteration 3
 
     monkeypatch.setattr(losses, "segmentation_loss", poisoned)

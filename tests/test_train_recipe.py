@@ -20,13 +20,13 @@ from PIL import Image
 
 from test_train import _train, data  # noqa: F401  (module fixture: generated data and a smoke config)
 from uncerda_core.artifacts import UncerdaError
-from uncerda_core.config import load_config
+from uncerda_core.config import load_config, validate_config
 from uncerda_core.data.index import read_index
 from uncerda_core.models import build_model
 from uncerda_core.runtime import load_checkpoint
 from uncerda_core.train import losses
 from uncerda_core.train.checkpoint import resume_path
-from uncerda_core.train.loop import NonFiniteLoss, stage_settings
+from uncerda_core.train.loop import NonFiniteLoss, build_optimizer, stage_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,6 +74,44 @@ def test_backbone_lr_mult_scales_only_the_backbone_group(data):
     assert [g["initial_lr"] for g in groups] == pytest.approx([3.0 * lr, 10.0 * lr])
     assert [g["lr"] for g in groups] == pytest.approx([3.0 * lr * factor, 10.0 * lr * factor])
     assert _losses(out)["lr"].iloc[0] == pytest.approx(3.0 * lr)    # the column is the backbone's rate
+
+
+def test_adamw_option_builds_adamw_with_both_groups_and_trains(data, capsys):
+    config = _config(data, train={"optimizer": "adamw", "adam_betas": [0.8, 0.95], "backbone_lr_mult": 3.0})
+    train = config["train"]
+    lr, head_mult = train["lr"], train["head_lr_mult"]
+    model = build_model(config["model"])
+    backbone, heads = model.param_groups()
+    opt = build_optimizer((backbone, heads), train)
+    assert type(opt) is torch.optim.AdamW
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([3.0 * lr, head_mult * lr])
+    assert [[id(p) for p in g["params"]] for g in opt.param_groups] == [[id(p) for p in backbone],
+                                                                        [id(p) for p in heads]]
+    assert all(g["betas"] == (0.8, 0.95) and g["weight_decay"] == train["weight_decay"] for g in opt.param_groups)
+    sgd = build_optimizer((backbone, heads), data["config"]["train"])       # the schema default
+    assert data["config"]["train"]["optimizer"] == "sgd" and type(sgd) is torch.optim.SGD
+    assert sgd.param_groups[0]["momentum"] == data["config"]["train"]["momentum"]
+    # Training with it: a resume file written under SGD is not taken (the settings digest covers the key),
+    # the poly schedule scales AdamW's rates, and the losses stay finite.
+    out = data["root"] / "adamw" / "checkpoint.pt"
+    _train(data, "source_only", out, stop_after=2)
+    capsys.readouterr()
+    _train(data, "source_only", out, config=config)
+    assert "written with other settings: starting over" in capsys.readouterr().err
+    table = _losses(out)
+    assert np.isfinite(table["seg"]).all() and np.isfinite(table["total"]).all()
+    assert table["lr"].tolist() == pytest.approx([3.0 * lr * (1 - k / 6) ** 0.9 for k in range(6)], rel=1e-12)
+    state = load_checkpoint(out)["optimizers"]["model"]
+    assert [tuple(g["betas"]) for g in state["param_groups"]] == [(0.8, 0.95)] * 2
+    assert {"exp_avg", "exp_avg_sq"} <= set(next(iter(state["state"].values())))
+
+
+@pytest.mark.parametrize("train,message", [({"optimizer": "adam"}, r"'train.optimizer': 'adam' is not one of"),
+                                           ({"adam_betas": [0.9, 1.0]}, r"'train.adam_betas.1': 1.0 is greater than or"),
+                                           ({"adam_betas": [0.9]}, r"'train.adam_betas': \[0.9\] is too short")])
+def test_optimizer_keys_are_checked_by_the_schema(train, message):
+    with pytest.raises(UncerdaError, match=message):
+        validate_config({"train": train})
 
 
 def test_sgd_with_a_tensor_listed_three_times_moves_it_three_times_as_far():
@@ -146,21 +184,23 @@ def test_target_only_self_training_reads_no_source_batch(data, pseudo, monkeypat
     seen = []
     real = losses.rectified_loss_seguncertainty
 
-    def recording(main, aux, labels, lambda_aux, class_weight=None):
-        seen.append((tuple(labels.shape), lambda_aux, class_weight))
-        return real(main, aux, labels, lambda_aux, class_weight)
+    def recording(main, aux, labels, lambda_aux, class_weight=None, *, stride=None):
+        seen.append((tuple(labels.shape), lambda_aux, class_weight, stride))
+        return real(main, aux, labels, lambda_aux, class_weight, stride=stride)
 
     monkeypatch.setattr(losses, "rectified_loss_seguncertainty", recording)
-    monkeypatch.setattr(losses, "segmentation_loss", lambda *a: pytest.fail("a source loss was computed"))
+    monkeypatch.setattr(losses, "segmentation_loss", lambda *a, **k: pytest.fail("a source loss was computed"))
     out = data["root"] / "st_target_only" / "checkpoint.pt"
     _train(data, "st", out, config=config, target_index=data["target"], pseudo_dir=pseudo)
     table = _losses(out)
     assert list(table.columns) == ["iteration", "lr", "st", "total"]
     assert table["st"].tolist() == table["total"].tolist() and np.isfinite(table["st"]).all()
-    assert len(seen) == 3 and all(lam == 0.5 for _, lam, _ in seen)
+    # the network's output stride reaches the loss, which places the logits on the labels' pixels
+    assert len(seen) == 3 and all(lam == 0.5 and stride == config["model"]["output_stride"]
+                                  for _, lam, _, stride in seen)
     # Class weights from each batch: 7 for classes under 1/32 of its pixels (19 random classes: all of them
     # hold about 1/19 of the labelled 7/8, above 1/32, so most weights are 1).
-    weights = torch.stack([w for _, _, w in seen])
+    weights = torch.stack([w for _, _, w, _ in seen])
     assert set(weights.unique().tolist()) <= {1.0, 7.0} and (weights == 1.0).any()
 
 
@@ -182,9 +222,9 @@ def test_non_finite_loss_between_log_points_is_reported_with_its_iteration(data,
     real = losses.segmentation_loss
     calls = {"n": 0}
 
-    def poisoned(logits, labels):
+    def poisoned(logits, labels, **kwargs):
         calls["n"] += 1
-        loss = real(logits, labels)
+        loss = real(logits, labels, **kwargs)
         return loss * math.nan if calls["n"] == 6 else loss      # the aux head at iteration 3
 
     monkeypatch.setattr(losses, "segmentation_loss", poisoned)

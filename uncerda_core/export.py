@@ -3,8 +3,10 @@
 The exported program is the network as trained: input a normalised float
 batch ``(N, 3, H, W)`` (the config's ``train.normalize``; batch size, height
 and width free), output ``(aux_logits, main_logits)`` at the output stride
-(upsample and take the argmax of the main logits for a prediction; the
-discriminators, optimiser and training state are left out). Formats:
+(for a prediction, place the main logits on the input's pixels, cell ``(i, j)``
+on pixel ``(s*i, s*j)`` as :func:`uncerda_core.models.deeplab.logits_to_input`
+does, and take the argmax; the discriminators, optimiser and training state
+are left out). Formats:
 
 - ``.pt2``: ``torch.export`` (load with ``torch.export.load(path).module()``);
   the file also holds ``uncerda.json`` (normalisation, classes, the network
@@ -65,8 +67,9 @@ def export_model(checkpoint: str | Path, out: str | Path, config: dict | None = 
     record = artifacts.provenance("export", config=config, inputs={"checkpoint": checkpoint})
     metadata = {
         "input": f"(N, 3, H, W) float32, normalised '{config['train']['normalize']}' from 0-255 RGB",
-        "output": "(aux_logits, main_logits), each (N, C, H/s, W/s) with s the output stride "
-                  f"{config['model']['output_stride']}",
+        "output": "(aux_logits, main_logits), each (N, C, h, w) at the output stride "
+                  f"s = {config['model']['output_stride']}: h = ceil((H - 1) / s) + 1 or one fewer, "
+                  "cell (i, j) centred on input pixel (s*i, s*j)",
         "normalize": config["train"]["normalize"], "network_input_size": resize,
         "class_names": list(CLASS_NAMES[: config["model"]["num_classes"]]), "provenance": record,
     }

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from uncerda_core.config import schema, validate_config
-from uncerda_core.data.datasets import normalize
+from uncerda_core.data.datasets import normalize, resize_bilinear
 from uncerda_core.errors import UncerdaError
 from uncerda_core.models import build_model
+from uncerda_core.models.deeplab import logits_to_input, output_stride_of
 from uncerda_core.runtime import load_checkpoint
 
 
@@ -111,14 +111,21 @@ def network_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode:
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode: str,
                    size: tuple[int, int] | None = None, fuse_aux: float = 0.0,
                    source: str = "the model") -> torch.Tensor:
-    """Logits (B, C, H, W) of 0-255 RGB ``images``, upsampled bilinearly to ``size`` (default: the input's).
+    """Logits (B, C, H, W) of 0-255 RGB ``images`` on the pixels of ``size`` (default: the input's).
+
+    The network's logits are placed on the input's own pixels first
+    (:func:`logits_to_input`: cell ``j`` on pixel ``stride * j``, with the
+    model's output stride), then, when ``size`` differs, resized to it as an
+    image is (:func:`resize_bilinear`): the input and an output of another size
+    cover the same scene. The first step's knots lie on whole pixels, so the
+    second adds no blur when upsampling.
 
     Main head only, or ``main + fuse_aux * aux`` when ``fuse_aux`` > 0.
     Non-finite logits raise :class:`UncerdaError` naming ``source``.
     """
     logits = network_logits(model, images, normalize_mode, fuse_aux, source)
-    size = tuple(size) if size is not None else tuple(images.shape[-2:])
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    pixels = logits_to_input(logits, tuple(images.shape[-2:]), output_stride_of(model))
+    return pixels if size is None else resize_bilinear(pixels, size)
 
 
 @torch.no_grad()
@@ -136,20 +143,26 @@ def predict_multiscale_flip(model: torch.nn.Module, views: list[torch.Tensor], n
 
     ``views``: the same 0-255 RGB images at each test scale (any sizes). For
     each view and for its horizontal mirror, the softmax of
-    ``main + aux_weight * aux`` is taken at the network's output resolution
-    (the mirror's flipped back), upsampled bilinearly to ``size`` and
-    averaged: 2 x len(views) terms of equal weight. Averaging instead of
-    summing does not change the argmax and keeps the result a distribution.
+    ``main + aux_weight * aux`` is taken at the network's output resolution,
+    placed on the view's pixels and then resized to ``size`` (as in
+    :func:`predict_logits`), and averaged: 2 x len(views) terms of equal
+    weight. The mirror's probabilities are flipped back once on the view's
+    pixels: flipping its cell grid instead would shift it by
+    ``W - 1 - stride * (w - 1)`` pixels. Averaging instead of summing does not
+    change the argmax and keeps the result a distribution.
     """
     if not views:
         raise UncerdaError("multi-scale evaluation needs at least one scale")
+    stride = output_stride_of(model)
     total = None
     for view in views:
+        view_size = tuple(view.shape[-2:])
         for mirrored in (False, True):
             images = view.flip(-1) if mirrored else view
             probs = torch.softmax(network_logits(model, images, normalize_mode, aux_weight, source), dim=1)
+            probs = logits_to_input(probs, view_size, stride)
             probs = probs.flip(-1) if mirrored else probs
-            probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
+            probs = resize_bilinear(probs, size)
             total = probs if total is None else total + probs
     return total / (2 * len(views))
 
@@ -214,7 +227,6 @@ def protocol_logits(model: torch.nn.Module, images: torch.Tensor, normalize_mode
     if protocol.name == "single":
         return predict_logits(model, images, normalize_mode, size, source=source)
     height, width = images.shape[-2:]
-    views = [images if scale == 1.0 else F.interpolate(
-        images.float(), size=(round(height * scale), round(width * scale)), mode="bilinear", align_corners=False)
-        for scale in protocol.scales]
+    views = [images if scale == 1.0 else resize_bilinear(images.float(), (round(height * scale), round(width * scale)))
+             for scale in protocol.scales]
     return torch.log(predict_multiscale_flip(model, views, normalize_mode, size, protocol.aux_weight, source))

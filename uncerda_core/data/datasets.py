@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from uncerda_core.data import readers
@@ -62,6 +63,17 @@ def normalize(images: torch.Tensor, mode: str) -> torch.Tensor:
         bgr = images.flip(1)
         return bgr - images.new_tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
     raise ValueError(f"unknown normalisation {mode!r}")
+
+
+def resize_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, h, w) images (or per-pixel scores) resized to (H, W) as images are: bilinear with
+    half-pixel centres (``align_corners=False``), both covering the same scene extent; returned as
+    they are when already that size. Not for a network's logit grid, whose cells sit on every
+    ``stride``-th pixel (:func:`uncerda_core.models.deeplab.logits_to_input`).
+    """
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class SegmentationDataset(torch.utils.data.Dataset):

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uncerda_core.errors import UncerdaError
@@ -186,7 +187,9 @@ class DeepLabV2(nn.Module):
     ``forward(x)`` takes a normalised ``(N, 3, H, W)`` batch and returns
     ``(aux_logits, main_logits)``, both ``(N, num_classes, h, w)`` at the output
     stride, not upsampled: for output stride 8, ``h = ceil(ceil(H/2)/2 ... )``, e.g.
-    512x1024 -> 65x129 and 64x128 -> 9x17 (the Caffe stem rounds up).
+    512x1024 -> 65x129 and 64x128 -> 9x17 (the Caffe stem rounds up). Logit cell
+    ``j`` is centred on input pixel ``output_stride * j``; :func:`logits_to_input`
+    puts the logits on the input's pixels accordingly.
 
     ``bn_mode`` says what BatchNorm does while training:
 
@@ -219,6 +222,11 @@ class DeepLabV2(nn.Module):
                     m.requires_grad_(False)
         self.train()
 
+    @property
+    def output_stride(self) -> int:
+        """Input pixels per logit cell (4 or 8): cell ``j`` is centred on pixel ``output_stride * j``."""
+        return self.settings.output_stride
+
     def train(self, mode: bool = True) -> DeepLabV2:
         """Like ``nn.Module.train``, but keeps BatchNorm in eval mode under ``bn_mode: frozen``."""
         super().train(mode)
@@ -241,6 +249,55 @@ class DeepLabV2(nn.Module):
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         heads = [p for h in (self.head_aux, self.head_main) for p in h.parameters() if p.requires_grad]
         return backbone, heads
+
+
+def output_stride_of(model: nn.Module) -> int:
+    """The output stride of a network, also when wrapped (DDP's ``.module``, ``torch.compile``'s
+    ``._orig_mod``): every caller that resizes its logits to pixels needs it."""
+    while not hasattr(model, "output_stride"):
+        inner = next((m for m in (getattr(model, "module", None), getattr(model, "_orig_mod", None))
+                      if isinstance(m, nn.Module)), None)
+        if inner is None:
+            raise ValueError(f"{type(model).__name__} has no output_stride: cannot place its logits on the "
+                             "input's pixels")
+        model = inner
+    return int(model.output_stride)
+
+
+def logits_to_input(logits: Tensor, size: Sequence[int], stride: int) -> Tensor:
+    """(B, C, h, w) logits at output stride ``stride``, resampled onto the pixels of an (H, W) input.
+
+    The network's logit cell ``j`` is centred on input pixel ``stride * j``
+    (7x7/2 conv, 3x3/2 ceil-mode max-pool, then strided 1x1 convs: every stage
+    keeps the first sample on pixel 0). Output pixel ``y`` therefore takes the
+    bilinear value at cell coordinate ``y / stride``: pixel ``stride * j`` is cell
+    ``j`` exactly, pixels in between are linear blends of their two cells, and
+    pixels past the last cell centre keep the last cell's value. (Plain
+    ``interpolate(..., align_corners=False)`` to (H, W) would stretch the grid by
+    ``h / (H / stride)``: at 64x128 and stride 4, 17x33 cells, cell 0 would land
+    on pixel 1.4 and cell 16 on pixel 61.6 instead of 0 and 64.)
+
+    The ceil-mode stem gives ``h = ceil((H - 1) / stride) + 1`` cells or one
+    fewer (the last pixels then lie past the last centre); anything else means
+    the stride or the size does not belong to these logits, and raises
+    ``ValueError``. Stride 1 with ``(h, w) == (H, W)`` returns the logits.
+    """
+    height, width = (int(v) for v in size)
+    h, w = logits.shape[-2:]
+    if stride < 1:
+        raise ValueError(f"output stride must be >= 1, got {stride}")
+    need_h, need_w = -(-(height - 1) // stride) + 1, -(-(width - 1) // stride) + 1
+    if not (need_h - 1 <= h <= need_h and need_w - 1 <= w <= need_w):
+        raise ValueError(f"{h}x{w} logit cells do not come from a {height}x{width} input at output stride "
+                         f"{stride} (expected {need_h}x{need_w} or one fewer)")
+    if stride == 1 and (h, w) == (height, width):
+        return logits
+    pad_h, pad_w = need_h - h, need_w - w
+    if pad_h or pad_w:
+        logits = F.pad(logits, (0, pad_w, 0, pad_h), mode="replicate")
+    # align_corners=True maps output index i to input index i * (n - 1) / (m - 1) = i / stride.
+    span = (stride * (need_h - 1) + 1, stride * (need_w - 1) + 1)
+    return F.interpolate(logits, size=span, mode="bilinear", align_corners=True)[..., :height, :width]
 
 
 def small_aspp_dilations(output_stride: int) -> tuple[int, ...]:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from uncerda_core import artifacts
 from uncerda_core.data.index import read_index, with_translated_images
 from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBatches, SegmentationDataset,
-                                        normalize)
+                                        normalize, resize_bilinear)
 from uncerda_core.data.fda import fda_dtype, fda_translate
 from uncerda_core.errors import UncerdaError
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
@@ -167,18 +167,43 @@ class NonFiniteLoss(UncerdaError):
 
 
 def self_training_loss(settings: StageSettings, main_logits: torch.Tensor, aux_logits: torch.Tensor,
-                       labels: torch.Tensor, num_classes: int, lambda_seg_aux: float) -> torch.Tensor:
-    """The loss on a pseudo-labelled target batch, as ``selftrain.loss`` says."""
+                       labels: torch.Tensor, num_classes: int, lambda_seg_aux: float, *,
+                       stride: int | None = None) -> torch.Tensor:
+    """The loss on a pseudo-labelled target batch, as ``selftrain.loss`` says; ``stride``: the
+    network's output stride, to place the logits on the labels' pixels."""
     if settings.st_loss == "rectified":
-        return losses.rectified_loss(main_logits, aux_logits, labels, settings.st_lambda_aux)
+        return losses.rectified_loss(main_logits, aux_logits, labels, settings.st_lambda_aux, stride=stride)
     if settings.st_loss == "rectified_seguncertainty":
         weight = (losses.small_class_weights(labels, num_classes, settings.st_class_balance_max)
                   if settings.st_class_balanced else None)
-        return losses.rectified_loss_seguncertainty(main_logits, aux_logits, labels, settings.st_lambda_aux, weight)
+        return losses.rectified_loss_seguncertainty(main_logits, aux_logits, labels, settings.st_lambda_aux, weight,
+                                                    stride=stride)
     if settings.st_loss == "ce":
-        return (losses.segmentation_loss(main_logits, labels)
-                + lambda_seg_aux * losses.segmentation_loss(aux_logits, labels))
+        return (losses.segmentation_loss(main_logits, labels, stride=stride)
+                + lambda_seg_aux * losses.segmentation_loss(aux_logits, labels, stride=stride))
     raise UncerdaError(f"selftrain.loss must be rectified, rectified_seguncertainty or ce, got {settings.st_loss!r}")
+
+
+def build_optimizer(param_groups: tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]],
+                    train_cfg: dict) -> torch.optim.Optimizer:
+    """The network's optimiser from the config's ``train`` section, as ``train.optimizer`` says.
+
+    ``param_groups``: (backbone, heads), as :meth:`DeepLabV2.param_groups` gives them; their
+    learning rates are ``lr * backbone_lr_mult`` and ``lr * head_lr_mult``, with
+    ``weight_decay`` on both. ``sgd``: SGD with ``momentum`` (the paper's recipe); ``adamw``:
+    AdamW with ``adam_betas`` (decoupled weight decay). The poly schedule scales either.
+    """
+    backbone, heads = param_groups
+    lr = train_cfg["lr"]
+    groups = [{"params": backbone, "lr": lr * train_cfg["backbone_lr_mult"]},
+              {"params": heads, "lr": lr * train_cfg["head_lr_mult"]}]
+    name = train_cfg["optimizer"]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(train_cfg["adam_betas"]),
+                                 weight_decay=train_cfg["weight_decay"])
+    raise UncerdaError(f"train.optimizer must be sgd or adamw, got {name!r}")
 
 
 def loss_row(names: list[str], parts: dict[str, list[str]], values: torch.Tensor, iteration: int,
@@ -232,11 +257,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    backbone, heads = model.param_groups()
-    lr = train_cfg["lr"]
-    optimizer = torch.optim.SGD([{"params": backbone, "lr": lr * train_cfg["backbone_lr_mult"]},
-                                 {"params": heads, "lr": lr * train_cfg["head_lr_mult"]}],
-                                lr=lr, momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+    stride = model.output_stride   # the unwrapped network's (DDP below hides its attributes)
+    optimizer = build_optimizer(model.param_groups(), train_cfg)
     schedule = _poly(settings.horizon, train_cfg["power"])
     optimizers: dict[str, torch.optim.Optimizer] = {"model": optimizer}
     schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)}
@@ -372,14 +394,14 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         if src is not None:
             x_s = to_device(src["image"])
             if settings.image_translation and settings.translated_root is None:   # FDA, in the loop
-                x_t_raw = losses.upsample(tgt_image, x_s.shape[-2:])
+                x_t_raw = resize_bilinear(tgt_image, x_s.shape[-2:])
                 x_s = fda_translate(x_s, x_t_raw, settings.fda_beta, dtype=fda_dtype(device)).clamp(0, 255)
             x_s = prepare(x_s)
             y_s = to_device(src["label"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 aux_s, main_s = net(x_s)
-                seg_main = losses.segmentation_loss(main_s.float(), y_s)
-                seg_aux = losses.segmentation_loss(aux_s.float(), y_s)
+                seg_main = losses.segmentation_loss(main_s.float(), y_s, stride=stride)
+                seg_aux = losses.segmentation_loss(aux_s.float(), y_s, stride=stride)
                 loss_src = settings.source_weight * (seg_main + train_cfg["lambda_seg_aux"] * seg_aux)
             loss_src.backward()
             logged.update(seg=seg_main, seg_aux=seg_aux, _source=loss_src)
@@ -394,14 +416,15 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 loss_t = aux_t.sum() * 0.0
                 if settings.adversarial:
                     size = x_t.shape[-2:]
-                    pred_t = {"aux": losses.upsample(aux_t, size), "main": losses.upsample(main_t, size)}
+                    pred_t = {"aux": losses.upsample(aux_t, size, stride), "main": losses.upsample(main_t, size, stride)}
                     adv = {h: losses.adversarial_loss(discriminators[h](discriminator_input(pred_t[h], settings.disc_input)),
                                                       losses.SOURCE_LABEL) for h in ("aux", "main")}
                     loss_t = loss_t + settings.lambda_adv_main * adv["main"] + settings.lambda_adv_aux * adv["aux"]
                     logged.update(adv_main=adv["main"], adv_aux=adv["aux"])
                 if settings.self_training:
                     y_t = to_device(tgt["label"])
-                    st = self_training_loss(settings, main_t, aux_t, y_t, num_classes, train_cfg["lambda_seg_aux"])
+                    st = self_training_loss(settings, main_t, aux_t, y_t, num_classes, train_cfg["lambda_seg_aux"],
+                                            stride=stride)
                     loss_t = loss_t + st
                     logged.update(st=st)
             loss_t.backward()
@@ -410,8 +433,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
 
         if discriminators:
             size = x_s.shape[-2:]
-            pred_s = {"aux": losses.upsample(aux_s.detach().float(), size),
-                      "main": losses.upsample(main_s.detach().float(), size)}
+            pred_s = {"aux": losses.upsample(aux_s.detach().float(), size, stride),
+                      "main": losses.upsample(main_s.detach().float(), size, stride)}
             for head, disc in disc_nets.items():
                 discriminators[head].requires_grad_(True)
                 # One backward per forward, so DDP reduces each pass (and the two may differ in size).

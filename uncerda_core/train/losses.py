@@ -6,25 +6,35 @@ import torch
 import torch.nn.functional as F
 
 from uncerda_core.data.labels import IGNORE
+from uncerda_core.models.deeplab import logits_to_input
 
 # Discriminator targets (the reference code's convention): source 0, target 1.
 SOURCE_LABEL = 0.0
 TARGET_LABEL = 1.0
 
 
-def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of (B, C, h, w) logits to (H, W)."""
+def upsample(logits: torch.Tensor, size: tuple[int, int], stride: int | None = None) -> torch.Tensor:
+    """(B, C, h, w) logits at output stride ``stride`` placed on the (H, W) input pixels
+    (:func:`uncerda_core.models.deeplab.logits_to_input`: cell ``j`` on pixel ``stride * j``).
+
+    Logits already at (H, W) are returned as they are; any other size needs the
+    network's ``stride`` (``ValueError`` without it: a guessed grid would be
+    silently misaligned).
+    """
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    if stride is None:
+        raise ValueError(f"resizing {tuple(logits.shape[-2:])} logits to {tuple(size)} needs the network's "
+                         "output stride")
+    return logits_to_input(logits, size, stride)
 
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of logits upsampled to the labels' size; 255 is ignored.
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, *, stride: int | None = None) -> torch.Tensor:
+    """Cross-entropy of logits upsampled to the labels' size (:func:`upsample`); 255 is ignored.
 
     Returns 0 (with a gradient path) when every pixel is ignored.
     """
-    logits = upsample(logits, labels.shape[-2:])
+    logits = upsample(logits, labels.shape[-2:], stride)
     mean = F.cross_entropy(logits, labels, ignore_index=IGNORE)  # 0/0 when every pixel is ignored
     # Chosen on the device: asking the host whether any pixel is labelled would wait for the GPU.
     return torch.where((labels != IGNORE).any(), mean, logits.sum() * 0.0)
@@ -43,17 +53,19 @@ def prediction_variance(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
 
-def rectified_loss_single(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def rectified_loss_single(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, *,
+                          stride: int | None = None) -> torch.Tensor:
     """``mean(CE(a, y) * exp(-var)) + mean(var)`` over the labelled pixels, var = KL(a || b).
 
     The uncertainty-rectified loss used for self-training (the paper's
     "variance restraint"): pixels where the two heads disagree get a smaller
     cross-entropy weight, and the disagreement itself is penalised. Pixels
-    labelled 255 take part in neither mean.
+    labelled 255 take part in neither mean. Logits are first upsampled to the
+    labels (:func:`upsample`, at output stride ``stride``).
     """
     size = labels.shape[-2:]
-    logits_a = upsample(logits_a, size)
-    logits_b = upsample(logits_b, size)
+    logits_a = upsample(logits_a, size, stride)
+    logits_b = upsample(logits_b, size, stride)
     valid = labels != IGNORE
     if not bool(valid.any()):
         return logits_a.sum() * 0.0
@@ -63,10 +75,10 @@ def rectified_loss_single(logits_a: torch.Tensor, logits_b: torch.Tensor, labels
 
 
 def rectified_loss(main_logits: torch.Tensor, aux_logits: torch.Tensor, labels: torch.Tensor,
-                   lambda_aux: float) -> torch.Tensor:
+                   lambda_aux: float, *, stride: int | None = None) -> torch.Tensor:
     """The main head's rectified loss plus ``lambda_aux`` times the aux head's (heads swapped)."""
-    return (rectified_loss_single(main_logits, aux_logits, labels)
-            + lambda_aux * rectified_loss_single(aux_logits, main_logits, labels))
+    return (rectified_loss_single(main_logits, aux_logits, labels, stride=stride)
+            + lambda_aux * rectified_loss_single(aux_logits, main_logits, labels, stride=stride))
 
 
 # A class covering less than this fraction of a batch's pixels counts as small under class balancing
@@ -107,10 +119,11 @@ def rectified_loss_all_pixels(logits: torch.Tensor, other: torch.Tensor, labels:
 
 
 def rectified_loss_seguncertainty(main_logits: torch.Tensor, aux_logits: torch.Tensor, labels: torch.Tensor,
-                                  lambda_aux: float, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+                                  lambda_aux: float, class_weight: torch.Tensor | None = None, *,
+                                  stride: int | None = None) -> torch.Tensor:
     """``L(main; var = KL(aux || main)) + lambda_aux * L(aux; var = KL(main || aux))``
-    with :func:`rectified_loss_all_pixels` (logits upsampled to the labels first)."""
+    with :func:`rectified_loss_all_pixels` (logits upsampled to the labels first, :func:`upsample`)."""
     size = labels.shape[-2:]
-    main_logits, aux_logits = upsample(main_logits, size), upsample(aux_logits, size)
+    main_logits, aux_logits = upsample(main_logits, size, stride), upsample(aux_logits, size, stride)
     return (rectified_loss_all_pixels(main_logits, aux_logits, labels, class_weight)
             + lambda_aux * rectified_loss_all_pixels(aux_logits, main_logits, labels, class_weight))

@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from uncerda_core import artifacts
 from uncerda_core.data import readers
 from uncerda_core.data.index import read_index
-from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
+from uncerda_core.data.datasets import ImageSettings, SegmentationDataset, resize_bilinear
 from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.errors import UncerdaError
 from uncerda_core.inference import load_model, predict_logits
@@ -79,8 +78,8 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
             argmax, entropy, maxprob = maps_from_logits(logits)
             small = None
             if prob_size is not None:
-                small = F.interpolate(torch.softmax(logits, dim=1), size=prob_size, mode="bilinear",
-                                      align_corners=False).clamp(0, 1).half().cpu().numpy()
+                # logits are already on the input's pixels (predict_logits); prob_size is an image resize
+                small = resize_bilinear(torch.softmax(logits, dim=1), prob_size).clamp(0, 1).half().cpu().numpy()
             for j, i in enumerate(indices):
                 writer.write(i, images.names[i], argmax[j], entropy[j], maxprob[j],
                              None if small is None else small[j])
