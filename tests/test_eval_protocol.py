@@ -262,3 +262,19 @@ def test_tables_say_which_protocol_made_each_number(tmp_path):
                                            "scales 1, 1.25 + flip, main + 0.5 aux; single scale, main head"]
     methods = pseudo_label_comparison([("gmm", 0, "", c), ("gmm", 1, "", c)])
     assert methods["protocol"].tolist() == ["scales 1, 1.25 + flip, main + 0.5 aux"]
+
+
+def test_table5_row_without_self_training_reports_precision_only(tmp_path):
+    """CBST at the GMM's coverage is compared on its labels only: no mIoU, its seeds still counted."""
+    import json as _json
+    from uncerda_core.report.tables import pseudo_label_comparison
+    quality = []
+    for seed, (p, c) in enumerate([(0.8, 0.4), (0.7, 0.5)]):
+        q = tmp_path / f"q{seed}.json"
+        q.write_text(_json.dumps({"precision": p, "coverage": c}))
+        quality.append(q)
+    df = pseudo_label_comparison([("cbst at gmm's coverage", 0, str(quality[0]), ""),
+                                  ("cbst at gmm's coverage", 1, str(quality[1]), "")])
+    row = df.iloc[0]
+    assert row["precision_mean"] == pytest.approx(0.75) and row["coverage_mean"] == pytest.approx(0.45)
+    assert row["n_seeds"] == 2 and row["miou_mean"] != row["miou_mean"]  # NaN: not self-trained

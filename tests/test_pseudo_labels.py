@@ -195,3 +195,34 @@ def test_command_with_and_without_recount(tmp_path, capsys):
     pd.testing.assert_frame_equal(csv[0], csv[1])
     for name, *_ in images:
         np.testing.assert_array_equal(_read(tmp_path / "kept", name), _read(tmp_path / "recounted", name))
+
+
+def test_selection_coverage_is_selected_over_predicted_pixels():
+    import pandas as pd
+    from uncerda_core.pseudo.labels import selection_coverage
+    classes = pd.DataFrame({"predicted_pixels": [100, 300, 0], "selected_pixels": [50, 30, 0]})
+    assert selection_coverage(classes) == pytest.approx(80 / 400)
+    with pytest.raises(UncerdaError, match="x.csv: no predicted pixels"):
+        selection_coverage(pd.DataFrame({"predicted_pixels": [0], "selected_pixels": [0]}), "x.csv")
+
+
+def test_cbst_at_the_coverage_of_another_selection_selects_the_same_share(tmp_path, capsys):
+    """The command line's --cbst-at-coverage-of: CBST's portion is the other folder's coverage."""
+    import pandas as pd
+    from uncerda_core.cli import main
+    from uncerda_core.pseudo.labels import selection_coverage
+    _maps(tmp_path / "m.h5")
+    generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(method="threshold", threshold=0.5, min_pixels=5),
+                           tmp_path / "thr")
+    target = selection_coverage(pd.read_csv(tmp_path / "thr" / "classes.csv"))
+    assert 0 < target < 1
+    assert main(["pseudo-labels", "--maps", str(tmp_path / "m.h5"), "--cbst-at-coverage-of",
+                 str(tmp_path / "thr"), "--out-dir", str(tmp_path / "cbst")]) in (0, None)
+    got = pd.read_csv(tmp_path / "cbst" / "classes.csv")
+    assert set(got["method"]) == {"cbst"}
+    assert selection_coverage(got) == pytest.approx(target, abs=0.02)
+    capsys.readouterr()
+    assert main(["pseudo-labels", "--maps", str(tmp_path / "m.h5"), "--cbst-at-coverage-of",
+                 str(tmp_path / "none"), "--out-dir", str(tmp_path / "x")]) not in (0, None)
+    assert "none/classes.csv does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

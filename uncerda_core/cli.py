@@ -329,13 +329,26 @@ def cmd_pseudo_labels(p=None, args=None):
         p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
         p.add_argument("--recount", action="store_true",
                        help="count the pixels again instead of using the histogram stored in the maps file")
+        p.add_argument("--cbst-at-coverage-of", metavar="PSEUDO_DIR",
+                       help="CBST whose portion is the overall coverage of another selection (its classes.csv): "
+                            "the two methods compared at equal coverage")
         add_config_options(p, required=False)
         return
-    from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
+    from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels, selection_coverage
     config = config_from_args(args) if has_config(args) else None
     settings = PseudoSettings.from_config((config or {}).get("pseudo", {}))
     if args.method:
         settings = PseudoSettings.from_config({**vars(settings), "method": args.method})
+    if args.cbst_at_coverage_of:
+        if args.method not in (None, "cbst"):
+            raise UncerdaError("--cbst-at-coverage-of selects with CBST; drop --method or give --method cbst")
+        classes_csv = Path(args.cbst_at_coverage_of) / "classes.csv"
+        if not classes_csv.is_file():
+            raise UncerdaError(f"--cbst-at-coverage-of: {classes_csv} does not exist; give a pseudo-label folder")
+        import pandas as pd
+        portion = selection_coverage(pd.read_csv(classes_csv), str(classes_csv))
+        settings = PseudoSettings.from_config({**vars(settings), "method": "cbst", "cbst_portion": portion})
+        print(f"pseudo-labels: CBST at the coverage of {classes_csv}: portion {portion:.6f}", file=sys.stderr)
     gt_lookup = None
     if args.gt_root:
         from uncerda_core.data.lookup import ground_truth_lookup

@@ -240,6 +240,19 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
     return df
 
 
+def selection_coverage(classes: pd.DataFrame, source: str = "classes.csv") -> float:
+    """Overall coverage of a pseudo-label selection: selected / predicted pixels over every class.
+
+    ``classes`` is a pseudo-label folder's ``classes.csv``. Needs no ground truth,
+    so another method can be set to select the same share of the pixels (Table 5's
+    comparison at equal coverage).
+    """
+    predicted = float(pd.to_numeric(classes["predicted_pixels"]).sum())
+    if predicted <= 0:
+        raise UncerdaError(f"{source}: no predicted pixels, so the selection has no coverage")
+    return float(pd.to_numeric(classes["selected_pixels"]).sum()) / predicted
+
+
 CLASSES_COLUMNS = ["class_id", "class", "method", "unit", "statistic", "weight_pos", "weight_neg", "mean_pos",
                    "mean_neg", "std_pos", "std_neg", "log_likelihood", "n_iter", "converged", "threshold",
                    "intervals", "predicted_pixels", "selected_pixels", "selected_fraction", "degenerate", "notes"]

@@ -107,7 +107,8 @@ def _add_protocol(seen: list[str], metrics: dict) -> None:
 def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]) -> pd.DataFrame:
     """Table 5: per pseudo-label method, precision and coverage of its labels and the mIoU after ST.
 
-    ``items`` holds ``(method, seed, quality_json or '', st_metrics_json)``.
+    ``items`` holds ``(method, seed, quality_json or '', st_metrics_json or '')``; a method
+    without self-training (CBST at the GMM's coverage, compared on precision) has no mIoU.
     """
     per_method: dict[str, dict[str, list[float]]] = {}
     for method, seed, quality, st_eval in items:
@@ -117,14 +118,16 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
             for key in ("precision", "coverage"):
                 value = q.get(key)
                 entry[key].append(float("nan") if value is None else float(value))
-        metrics = load_metrics(st_eval)
-        entry["miou"].append(metrics["miou"])
-        _add_protocol(entry["protocol"], metrics)
+        if st_eval:
+            metrics = load_metrics(st_eval)
+            entry["miou"].append(metrics["miou"])
+            _add_protocol(entry["protocol"], metrics)
     rows = []
     for method, e in per_method.items():
         mean = lambda v: float(pd.Series(v).mean()) if v else float("nan")  # noqa: E731
         rows.append({"method": method, "precision_mean": mean(e["precision"]), "coverage_mean": mean(e["coverage"]),
-                     "miou_mean": mean(e["miou"]), "miou_std": _spread(e["miou"]), "n_seeds": len(e["miou"]),
+                     "miou_mean": mean(e["miou"]), "miou_std": _spread(e["miou"]),
+                     "n_seeds": max(len(e["miou"]), len(e["precision"])),
                      "protocol": "; ".join(e["protocol"])})
     return pd.DataFrame(rows)
 

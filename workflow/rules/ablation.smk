@@ -32,13 +32,17 @@ def ablation_pseudo(wildcards):
         for method in ABL_METHODS:
             quality = f"{seed_dir(seed)}/pseudo/{final}/{method}/quality.json" if GT_FLAGS else ""
             items.append((method, seed, quality, _eval(seed, f"st_{method}_{ST_FINAL}")))
+        if GT_FLAGS and {"gmm", "cbst"} <= set(ABL_METHODS):  # precision only: no self-training from it
+            items.append(("cbst at gmm's coverage", seed,
+                          f"{seed_dir(seed)}/pseudo/{final}/{CBST_AT_GMM}/quality.json", ""))
     return items
 
 
 def _ablation_inputs(wildcards):
     files = [path for *_, path in ablation_evals(wildcards)]
     for method, seed, quality, st in ablation_pseudo(wildcards):
-        files.append(st)
+        if st:
+            files.append(st)
         if quality:
             files.append(str(Path(quality).parent))
     return sorted(set(files))

@@ -47,6 +47,9 @@ TRAIN_SPLIT = config["target"]["train_split"]
 VAL_SPLIT = config["target"]["val_split"]
 
 
+# Table 5's comparison at equal coverage: CBST set to select the GMM's share of the pixels.
+CBST_AT_GMM = "cbst_at_gmm_coverage"
+
 wildcard_constraints:
     seed=r"\d+",
     r=r"[1-9]\d*",

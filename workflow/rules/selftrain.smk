@@ -38,6 +38,26 @@ rule pseudo_labels:
         " --method {wildcards.method} {params.gt} --out-dir {output:q} > {log:q} 2>&1"
 
 
+rule pseudo_labels_cbst_at_gmm_coverage:
+    """CBST with its portion set to the GMM selection's overall coverage: Table 5 at equal coverage."""
+    input:
+        maps=f"{EXP}/seed{{seed}}/maps/{{model}}.h5",
+        gmm=f"{EXP}/seed{{seed}}/pseudo/{{model}}/gmm",
+    output:
+        directory(f"{EXP}/seed{{seed}}/pseudo/{{model}}/{CBST_AT_GMM}"),
+    params:
+        gt=GT_FLAGS,
+        settings=settings("pseudo"),
+    threads: 2
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/seed{{seed}}/pseudo_{{model}}_{CBST_AT_GMM}.log",
+    shell:
+        "{UNCERDA} pseudo-labels --config-json {CONFIG_JSON:q} --maps {input.maps:q}"
+        " --cbst-at-coverage-of {input.gmm:q} {params.gt} --out-dir {output:q} > {log:q} 2>&1"
+
+
 rule self_train:
     input:
         **TRAIN_INPUT,
