@@ -191,7 +191,10 @@ def test_a_killed_run_resumes_and_keeps_its_snapshots(data, trained, tmp_path):
     first = snapshot_dir(out) / "iter_000002.pt"
     assert _iterations(snapshot_dir(out)) == [2] and resume_path(out).exists()
     written = first.stat().st_mtime_ns
+    interrupted = snapshot_dir(out) / ".iter_000004.pt.1a2b.tmp"    # what a kill during a write leaves
+    interrupted.write_bytes(b"half a snapshot")
     _train(data, out, keep_snapshots=True)
+    assert not interrupted.exists()
     assert _iterations(snapshot_dir(out)) == [2, 4, 6]
     assert first.stat().st_mtime_ns == written                           # not rewritten on resume
     for it in (2, 4, 6):   # the resumed run's snapshots are those of the uninterrupted one

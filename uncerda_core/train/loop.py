@@ -222,11 +222,15 @@ def loss_row(names: list[str], parts: dict[str, list[str]], values: torch.Tensor
     return row
 
 
-def _remove_snapshots(out: Path) -> None:
+def _tidy_snapshots(out: Path, start: int) -> None:
+    """Snapshots beside ``out`` belong to the run that writes it: a fresh run (``start`` 0) drops an
+    older run's; the temporaries of a write a kill interrupted (never complete) go either way."""
     folder = snapshot_dir(out)
-    if folder.is_dir():
-        for path in folder.glob("iter_*.pt"):
-            path.unlink()
+    if not folder.is_dir():
+        return
+    stale = list(folder.glob(".iter_*.pt.*.tmp*")) + (list(folder.glob("iter_*.pt")) if start == 0 else [])
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed: int,
@@ -343,9 +347,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             set_rng_state(state["rng"])
             start, rows = int(state["iteration"]), list(state["losses"])
             print(f"[{settings.stage}] resuming from {resume} at iteration {start}", file=sys.stderr)
-    if start == 0 and main_process:
-        # snapshots beside the output belong to the run that wrote it: a fresh run drops an older run's
-        _remove_snapshots(out)
+    if main_process:
+        _tidy_snapshots(out, start)
 
     # Under torchrun every process trains a replica; gradients are averaged by DDP.
     net = distributed.wrap(model, dist_info, device)
