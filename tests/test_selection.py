@@ -129,6 +129,20 @@ def test_holdout_files(data):
     assert (sidecar["holdout_fraction"], sidecar["holdout_images"], sidecar["part"]) == (0.25, 2, "holdout")
 
 
+def test_holdout_split_command_reads_the_fraction_and_seed_of_the_config(data, tmp_path):
+    import subprocess
+    outs = {k: tmp_path / f"{k}.csv" for k in ("adapt", "holdout", "adapt_labelled")}
+    proc = subprocess.run([sys.executable, "-m", "uncerda_core", "holdout-split", "--config-json",
+                           json.dumps(data["config"]), "--index", str(data["target"]), "--labelled-index",
+                           str(data["labelled"]), "--adapt-out", str(outs["adapt"]), "--holdout-out",
+                           str(outs["holdout"]), "--labelled-adapt-out", str(outs["adapt_labelled"])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 target train images held out" in proc.stdout
+    for key, path in outs.items():
+        assert path.read_bytes() == data[key].read_bytes(), key
+
+
 def test_holdout_split_refuses_an_index_without_labels(data, tmp_path):
     outs = [tmp_path / f"{k}.csv" for k in ("a", "h", "al")]
     with pytest.raises(UncerdaError, match=r"needs the labels of the target train split, 8 image\(s\) have none"):

@@ -101,7 +101,8 @@ UNSELECTED_MODELS = ("source_only_adabn",)
 # What a training rule adds to its command and params when selection is on; empty when it is off,
 # so that the jobs and their commands stay exactly as without selection.
 KEEP_SNAPSHOTS = " --keep-snapshots" if SELECTION else ""
-SELECTION_PARAMS = {"selection": settings("selection")} if SELECTION else {}
+# (the held-out share reaches the rules that read target train through their index input)
+SELECTION_PARAMS = {"selection": settings("selection", omit=("selection.holdout_fraction",))} if SELECTION else {}
 
 
 def target_train_index(labelled=False):
