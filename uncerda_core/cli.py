@@ -105,6 +105,28 @@ def cmd_class_stats(p=None, args=None):
     write_class_stats(table, args.out, artifacts.provenance("class-stats", inputs={"index": args.index}))
 
 
+@command("holdout-split", "hold out a seeded part of labelled target train for checkpoint selection")
+def cmd_holdout_split(p=None, args=None):
+    if args is None:
+        add_config_options(p)
+        p.add_argument("--index", required=True, help="target train index CSV (without labels)")
+        p.add_argument("--labelled-index", required=True, help="the same split's index CSV with labels")
+        p.add_argument("--adapt-out", required=True, help="index CSV of the images adaptation reads")
+        p.add_argument("--holdout-out", required=True, help="index CSV of the held-out images (with labels)")
+        p.add_argument("--labelled-adapt-out", required=True,
+                       help="index CSV of the adaptation images with labels (the target oracle's)")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.data.index import write_holdout_split
+    config = config_from_args(args)
+    fraction, seed = config["selection"]["holdout_fraction"], config["seed"]
+    record = artifacts.provenance("holdout-split", config=config, seed=seed, inputs={
+        "index": args.index, "labelled_index": args.labelled_index})
+    adapt, held = write_holdout_split(args.index, args.labelled_index, fraction, seed, args.adapt_out,
+                                      args.holdout_out, args.labelled_adapt_out, record)
+    print(f"holdout-split: {held} target train images held out for checkpoint selection, {adapt} for adaptation")
+
+
 # --- training ------------------------------------------------------------------------------------
 
 def _add_train_io(p: argparse.ArgumentParser, target: bool = True, init: bool = True) -> None:
@@ -117,6 +139,9 @@ def _add_train_io(p: argparse.ArgumentParser, target: bool = True, init: bool = 
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.add_argument("--losses", help="losses CSV to write")
     p.add_argument("--seed", type=int, help="default: the config's seed")
+    p.add_argument("--keep-snapshots", action="store_true",
+                   help="also keep the weights every selection.keep_every iterations in <dir of --out>/snapshots/ "
+                        "(the candidates of `uncerda select`)")
 
 
 def _train(args, stage: str, image_translation: bool | None = None, adversarial_weight: float = 1.0, **extra):
@@ -132,7 +157,7 @@ def _train(args, stage: str, image_translation: bool | None = None, adversarial_
         stop_with_parent()
     run_training(config, settings, args.out, seed=_seed(args, config), source_dataset=source_dataset,
                  source_index=args.source_index, target_index=getattr(args, "target_index", None),
-                 init=init, losses_csv=args.losses, **extra)
+                 init=init, losses_csv=args.losses, keep_snapshots=args.keep_snapshots, **extra)
 
 
 @command("train-source", "source-only training (Table 3 'Source only')")
@@ -214,6 +239,19 @@ def cmd_evaluate(p=None, args=None):
     print(format_table({args.name or Path(args.checkpoint).parent.name: result},
                        eval_class_ids(config["source"]["dataset"])))
     print(f"evaluation protocol: {protocol_of(result)}")
+
+
+@command("select", "checkpoint selection: the snapshot with the best mIoU on held-out target train images")
+def cmd_select(p=None, args=None):
+    if args is None:
+        add_config_options(p)
+        p.add_argument("--checkpoint", required=True,
+                       help="a stage's final checkpoint, trained with --keep-snapshots (snapshots/ beside it)")
+        p.add_argument("--holdout-index", required=True, help="held-out target train index CSV (with labels)")
+        p.add_argument("--out", required=True, help="folder: checkpoint.pt (the chosen snapshot) and selection.json")
+        return
+    from uncerda_core.evaluate.select import select_checkpoint
+    select_checkpoint(config_from_args(args), args.checkpoint, args.holdout_index, args.out)
 
 
 @command("score", "score a folder of predicted label PNGs against a data set's ground truth")

@@ -249,6 +249,22 @@ def check_data_roots(config: dict) -> None:
     if init is not None and not Path(init).is_file():
         raise UncerdaError(f"model.init: checkpoint '{init}' not found")
     _check_translated_root(config, source_exists=True)
+    _check_selection_labels(config)
+
+
+def _check_selection_labels(config: dict) -> None:
+    """Checkpoint selection reads target train labels: a Cityscapes root without its train labels'
+    folder fails here (one look at a folder); a folder missing single label files fails in the
+    labelled index of target train, which names each missing file."""
+    target = config["target"]
+    if not config["selection"]["enabled"]:
+        return
+    labels_dir = Path(target["root"]) / "gtFine" / target["train_split"]
+    if not labels_dir.is_dir():
+        raise UncerdaError(
+            f"selection.enabled: checkpoint selection evaluates on held-out labelled target train images, "
+            f"but {labels_dir} does not exist; add the {target['train_split']} labels or set "
+            "selection.enabled to false (selection never uses the val split)")
 
 
 def _check_translated_root(config: dict, source_exists: bool) -> None:

@@ -46,3 +46,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise UncerdaError(f"{path}: not an uncerda checkpoint (no 'model' entry)")
     return state
+
+
+def snapshot_dir(checkpoint: str | Path) -> Path:
+    """Where the stage writing ``checkpoint`` keeps its snapshots for checkpoint selection
+    (``snapshots/`` beside it): the trainer writes them, ``uncerda select`` reads them."""
+    return Path(checkpoint).with_name("snapshots")
+
+
+def snapshot_path(checkpoint: str | Path, iteration: int) -> Path:
+    """``<dir of checkpoint>/snapshots/iter_<NNNNNN>.pt``: the weights after ``iteration`` iterations."""
+    return snapshot_dir(checkpoint) / f"iter_{iteration:06d}.pt"

@@ -225,3 +225,62 @@ def with_translated_images(table: pd.DataFrame, translated_root: str | Path) -> 
     translated file of the same name, checked before anything is read.
     """
     return table.assign(image=translated_images(list(table["image"]), translated_root))
+
+
+def split_holdout(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(adapt, holdout): the target train ``table`` split for checkpoint selection.
+
+    ``round(fraction * n)`` images (half up, at least 1, at most ``n - 1``) are drawn
+    without replacement with ``seed`` and held out; the rest is adapted on. The draw is
+    made on the rows sorted by image name, so it depends only on the set of names, not
+    on the order the index lists them in. Both tables come back sorted by name, disjoint
+    and together covering ``table``.
+    """
+    if not 0 < fraction <= 0.5:
+        raise UncerdaError(f"selection.holdout_fraction must be in (0, 0.5], got {fraction}")
+    names = table["name"].astype(str)
+    duplicated = sorted(set(names[names.duplicated()]))
+    if duplicated:
+        raise UncerdaError(f"the target train index lists {len(duplicated)} image name(s) twice, e.g. "
+                           f"{duplicated[0]}; rebuild it with the index stage")
+    n = len(table)
+    if n < 2:
+        raise UncerdaError(f"checkpoint selection needs at least 2 target train images (one to adapt on, one "
+                           f"to hold out); the index has {n}: set selection.enabled to false")
+    held = min(n - 1, max(1, int(np.floor(fraction * n + 0.5))))
+    ordered = table.assign(name=names).sort_values("name", kind="stable").reset_index(drop=True)
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.default_rng(seed).permutation(n)[:held]] = True
+    return ordered[~chosen].reset_index(drop=True), ordered[chosen].reset_index(drop=True)
+
+
+def write_holdout_split(index: str | Path, labelled_index: str | Path, fraction: float, seed: int,
+                        adapt_out: str | Path, holdout_out: str | Path, labelled_adapt_out: str | Path,
+                        record: dict[str, Any]) -> tuple[int, int]:
+    """Split the target train split for checkpoint selection (:func:`split_holdout`) and write it.
+
+    ``index``: target train without labels (what adaptation reads); ``labelled_index``: the
+    same images with their labels. Writes the adapt part without labels (``adapt_out``), the
+    held-out part with labels (``holdout_out``: selection evaluates on it) and the adapt part
+    with labels (``labelled_adapt_out``: the target oracle's training set, so that it is never
+    selected on images it trained on). Returns (adapt images, held-out images).
+    """
+    unlabelled, labelled = read_index(index), read_index(labelled_index)
+    if set(unlabelled["name"]) != set(labelled["name"]):
+        only = sorted(set(unlabelled["name"]) ^ set(labelled["name"]))
+        raise UncerdaError(f"{index} and {labelled_index} list different images ({len(only)} differ, e.g. "
+                           f"{only[0]}); rebuild both with the index stage")
+    missing = labelled.loc[labelled["label"].isna(), "image"].tolist()
+    if missing:
+        raise UncerdaError(format_problems(
+            f"{labelled_index}: checkpoint selection needs the labels of the target train split, "
+            f"{len(missing)} image(s) have none (add the label files or set selection.enabled to false):",
+            [f"{m}: no label" for m in missing]))
+    adapt, holdout = split_holdout(labelled, fraction, seed)
+    adapt_names = set(adapt["name"])
+    extra = {"holdout_fraction": fraction, "seed": seed, "adapt_images": len(adapt), "holdout_images": len(holdout)}
+    write_index(unlabelled[unlabelled["name"].isin(adapt_names)].sort_values("name", kind="stable"), adapt_out,
+                {**record, **extra, "part": "adapt"})
+    write_index(adapt, labelled_adapt_out, {**record, **extra, "part": "adapt, labelled"})
+    write_index(holdout, holdout_out, {**record, **extra, "part": "holdout"})
+    return len(adapt), len(holdout)

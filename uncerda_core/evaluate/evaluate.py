@@ -47,10 +47,29 @@ def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | P
                         out_csv: str | Path | None = None, pred_dir: str | Path | None = None,
                         progress: bool = True) -> dict:
     """mIoU of ``checkpoint`` on the images of ``val_index`` (target data set, labels required)."""
+    result, predictions = checkpoint_metrics(config, checkpoint, val_index, keep_predictions=pred_dir is not None,
+                                             progress=progress)
+    result["provenance"] = artifacts.provenance("evaluate", config=config, inputs={
+        "checkpoint": checkpoint, "val_index": val_index})
+    _write_result(result, out_json, out_csv)
+    if pred_dir is not None:
+        with artifacts.atomic_dir(pred_dir) as tmp:
+            for name, pred in predictions.items():
+                Image.fromarray(pred).save(tmp / f"{name}.png")
+    return result
+
+
+def checkpoint_metrics(config: dict, checkpoint: str | Path, index: str | Path, keep_predictions: bool = False,
+                       progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """The metrics of ``checkpoint`` on the labelled target images of ``index``, under the config's
+    evaluation protocol (``evaluate``), and (``keep_predictions``) each image's prediction by name.
+
+    Writes nothing: the reported evaluation and checkpoint selection both compute through here.
+    """
     torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
     model = load_model(checkpoint, device, config["model"])
-    table = read_index(val_index)
+    table = read_index(index)
     protocol = EvalProtocol.from_config(config["evaluate"])
     dataset_name = config["target"]["dataset"]
     settings = ImageSettings.from_config(config["target"], train=False, flip=False)
@@ -79,20 +98,13 @@ def evaluate_checkpoint(config: dict, checkpoint: str | Path, val_index: str | P
         c, m = confusion_matrix(pred, label, NUM_CLASSES)
         cm += c
         misses += m
-        if pred_dir is not None:
+        if keep_predictions:
             predictions[dataset.names[i]] = pred
     subsets = eval_class_ids(config["source"]["dataset"])
     result = summarize(cm, misses, subsets)
     result["images"] = len(dataset)
     result["protocol"] = protocol.record()
-    result["provenance"] = artifacts.provenance("evaluate", config=config, inputs={
-        "checkpoint": checkpoint, "val_index": val_index})
-    _write_result(result, out_json, out_csv)
-    if pred_dir is not None:
-        with artifacts.atomic_dir(pred_dir) as tmp:
-            for name, pred in predictions.items():
-                Image.fromarray(pred).save(tmp / f"{name}.png")
-    return result
+    return result, predictions
 
 
 def score_predictions(pred_dir: str | Path, dataset: str, root: str | Path, split: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from uncerda_core.data.labels import CLASS_NAMES, IGNORE
+from uncerda_core.errors import UncerdaError
 
 
 def confusion_matrix(prediction: np.ndarray, ground_truth: np.ndarray,
@@ -59,3 +60,14 @@ def summarize(cm: np.ndarray, misses: np.ndarray, subsets: dict[str, tuple[int, 
     result["unpredicted_pixels"] = misses.tolist()
     result["ignore_label"] = IGNORE
     return result
+
+
+def best_candidate(scores: list[float]) -> int:
+    """Index of the highest score; ties go to the earliest (the snapshot trained least).
+
+    A NaN score (nothing evaluable) never wins; all NaN (or none) is an error.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    if not len(values) or np.isnan(values).all():
+        raise UncerdaError(f"no candidate has a score to select by (scores: {list(scores)})")
+    return int(np.argmax(np.where(np.isnan(values), -np.inf, values)))   # argmax returns the first maximum

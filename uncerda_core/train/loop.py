@@ -30,7 +30,7 @@ from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBat
 from uncerda_core.data.fda import fda_dtype, fda_translate
 from uncerda_core.errors import UncerdaError
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
-from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everything
+from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everything, snapshot_dir, snapshot_path
 from uncerda_core.train import distributed, guards, losses
 from uncerda_core.train.checkpoint import resume_path, rng_state, save_checkpoint, set_rng_state
 from uncerda_core.uncertainty.equations import balanced_power
@@ -222,16 +222,32 @@ def loss_row(names: list[str], parts: dict[str, list[str]], values: torch.Tensor
     return row
 
 
+def _tidy_snapshots(out: Path, start: int) -> None:
+    """Snapshots beside ``out`` belong to the run that writes it: a fresh run (``start`` 0) drops an
+    older run's; the temporaries of a write a kill interrupted (never complete) go either way."""
+    folder = snapshot_dir(out)
+    if not folder.is_dir():
+        return
+    stale = list(folder.glob(".iter_*.pt.*.tmp*")) + (list(folder.glob("iter_*.pt")) if start == 0 else [])
+    for path in stale:
+        path.unlink(missing_ok=True)
+
+
 def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed: int,
                  source_dataset: str, source_index: str | Path, target_index: str | Path | None = None,
                  init: str | Path | None = None, weights: str | Path | None = None,
                  class_stats: str | Path | None = None, sk: list[int] | None = None,
                  pseudo_dir: str | Path | None = None, losses_csv: str | Path | None = None,
-                 stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
+                 stop_after: int | None = None, progress: bool = True,
+                 keep_snapshots: bool = False) -> dict[str, Any]:
     """Train one stage and write its checkpoint to ``out``; resumes from ``<out>.resume.pt``.
 
     ``stop_after`` ends the run early (after that iteration's checkpoint), as a
-    kill would: used to test resuming.
+    kill would: used to test resuming. ``keep_snapshots``: also keep the weights every
+    ``selection.keep_every`` iterations (``train.checkpoint_every`` when null) and at the
+    last, as ``<dir of out>/snapshots/iter_<NNNNNN>.pt``, the candidates of checkpoint
+    selection. A resumed run keeps the snapshots already written (it rewrites, identically,
+    only those after its resume point).
     """
     out = Path(out)
     train_cfg = config["train"]
@@ -308,8 +324,12 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         target_stream = BatchStream(len(target_set), train_cfg["batch_size"], seed, TARGET_STREAM, **shard)
 
     # --- resume -------------------------------------------------------------
-    digest = settings_digest({"settings": asdict(settings), "config": {k: config[k] for k in ("model", "train")},
-                              "seed": seed, "init": str(init), "weights": str(weights), "pseudo": str(pseudo_dir)})
+    keep_every = config["selection"]["keep_every"] or train_cfg["checkpoint_every"]
+    digest_payload = {"settings": asdict(settings), "config": {k: config[k] for k in ("model", "train")},
+                      "seed": seed, "init": str(init), "weights": str(weights), "pseudo": str(pseudo_dir)}
+    if keep_snapshots:   # a resume state from a run that kept other snapshots (or none) is not used
+        digest_payload["keep_snapshots_every"] = keep_every
+    digest = settings_digest(digest_payload)
     start, rows = 0, []
     resume = resume_path(out)
     if resume.exists():
@@ -327,6 +347,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             set_rng_state(state["rng"])
             start, rows = int(state["iteration"]), list(state["losses"])
             print(f"[{settings.stage}] resuming from {resume} at iteration {start}", file=sys.stderr)
+    if main_process:
+        _tidy_snapshots(out, start)
 
     # Under torchrun every process trains a replica; gradients are averaged by DDP.
     net = distributed.wrap(model, dist_info, device)
@@ -345,6 +367,14 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 "iteration": iteration, "rng": rng_state(), "losses": rows, "digest": digest,
                 "stage": settings.stage, "settings": asdict(settings), "config": config,
                 "model_config": config["model"], "provenance": record}
+
+    def keep_snapshot(iteration: int) -> None:
+        """The weights alone (no optimiser state): enough to evaluate, and to start a later stage from."""
+        if keep_snapshots and main_process and (iteration % keep_every == 0 or iteration == settings.iterations):
+            save_checkpoint(snapshot_path(out, iteration), {
+                "model": model.state_dict(), "iteration": iteration, "stage": settings.stage,
+                "settings": asdict(settings), "config": config, "model_config": config["model"],
+                "provenance": record})
 
     def write_losses() -> None:
         if losses_csv is not None and main_process:
@@ -477,6 +507,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 raise divergence.error(settings.stage, done, row, resume)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
         bar.update(1)
+        keep_snapshot(done)   # before the resume state: a kill between the two rewrites it on resume
         if checkpoint_now:
             if main_process:
                 save_checkpoint(resume, snapshot(done))  # the losses so far travel inside it

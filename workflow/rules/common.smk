@@ -91,7 +91,33 @@ def seed_dir(seed):
     return f"{EXP}/seed{seed}"
 
 
+# Checkpoint selection (selection.enabled): a seeded part of the labelled target train split is held
+# out of adaptation; every training stage keeps snapshots, and the one best on the held-out images
+# replaces the stage's last checkpoint downstream. The reported val split is never used to select.
+SELECTION = config["selection"]["enabled"]
+SELECTION_DATA = f"{EXP}/data/selection"
+# Models no training loop writes (nothing to select from): used as they are.
+UNSELECTED_MODELS = ("source_only_adabn",)
+# What a training rule adds to its command and params when selection is on; empty when it is off,
+# so that the jobs and their commands stay exactly as without selection.
+KEEP_SNAPSHOTS = " --keep-snapshots" if SELECTION else ""
+# (the held-out share reaches the rules that read target train through their index input)
+SELECTION_PARAMS = {"selection": settings("selection", omit=("selection.holdout_fraction",))} if SELECTION else {}
+
+
+def target_train_index(labelled=False):
+    """The target train images adaptation reads (dump, pseudo labels, training, AdaBN): the whole
+    split, or without the held-out images when selection is on. ``labelled``: the same images with
+    their labels (the target oracle's training set)."""
+    if SELECTION:
+        return f"{SELECTION_DATA}/target_adapt{'_labelled' if labelled else ''}_index.csv"
+    return f"{EXP}/data/{'labelled/' if labelled else ''}target_{TRAIN_SPLIT}_index.csv"
+
+
 def model_ckpt(model, seed="{seed}"):
+    """The checkpoint every later rule reads for a stage: its last, or its selected one when selection is on."""
+    if SELECTION and model not in UNSELECTED_MODELS:
+        return f"{EXP}/seed{seed}/selected/{model}/checkpoint.pt"
     return f"{EXP}/seed{seed}/models/{model}/checkpoint.pt"
 
 

@@ -88,6 +88,28 @@ rule index_target_labelled:
         " --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
+rule holdout_split:
+    """Checkpoint selection: a seeded share of target train held out of adaptation (with its labels)."""
+    input:
+        index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
+        labelled=f"{EXP}/data/labelled/target_{TRAIN_SPLIT}_index.csv",
+    output:
+        adapt=f"{SELECTION_DATA}/target_adapt_index.csv",
+        holdout=f"{SELECTION_DATA}/target_holdout_index.csv",
+        labelled_adapt=f"{SELECTION_DATA}/target_adapt_labelled_index.csv",
+    params:
+        settings=settings("selection", omit=("selection.keep_every",)),
+        seed=SEED,
+    log:
+        f"{LOGS}/holdout_split.log",
+    resources:
+        **res("cpu"),
+    shell:
+        "{UNCERDA} holdout-split --config-json {CONFIG_JSON:q} --index {input.index:q}"
+        " --labelled-index {input.labelled:q} --adapt-out {output.adapt:q} --holdout-out {output.holdout:q}"
+        " --labelled-adapt-out {output.labelled_adapt:q} > {log:q} 2>&1"
+
+
 rule class_stats:
     input:
         index=rules.index_source.output[0],

@@ -3,7 +3,7 @@
 rule evaluate:
     """Per-class IoU and mIoU on target val, at the labels' full resolution."""
     input:
-        ckpt=model_ckpt("{model}"),
+        ckpt=lambda w: model_ckpt(w.model, w.seed),
         index=f"{EXP}/data/target_{VAL_SPLIT}_index.csv",
     output:
         json=f"{EXP}/seed{{seed}}/eval/{{model}}.json",

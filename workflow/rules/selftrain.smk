@@ -68,6 +68,7 @@ rule self_train:
         losses=f"{MODELS}/st_{{method}}_r{{k}}/losses.csv",
     params:
         settings=settings("model", "train", "source", "target", "adapt", "selftrain", omit=("selftrain.rounds",)),
+        **SELECTION_PARAMS,
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -78,4 +79,4 @@ rule self_train:
     shell:
         "{TRAIN} self-train --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
         " --pseudo-dir {input.pseudo:q} --source-index {input.source_index:q}"
-        " --target-index {input.target_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
+        " --target-index {input.target_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"

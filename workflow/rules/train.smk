@@ -4,7 +4,7 @@
 MODELS = f"{EXP}/seed{{seed}}/models"
 TRAIN_INPUT = dict(
     source_index=rules.index_source.output[0],
-    target_index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
+    target_index=target_train_index(),
 )
 # Round-0 variants: "+AA" (no image translation), "+IT" (FDA, or the pre-translated images of
 # source.translated_root when set), and the control with the
@@ -41,6 +41,7 @@ rule train_source_only:
         losses=f"{MODELS}/source_only/losses.csv",
     params:
         settings=settings("model", "train", "source", "source_only", omit=("source.translated_root",)),
+        **SELECTION_PARAMS,
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -50,18 +51,19 @@ rule train_source_only:
         f"{BENCH}/seed{{seed}}/train_source_only.tsv"
     shell:
         "{TRAIN} train-source --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
-        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
+        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
 
 rule train_oracle:
     """Trained on labelled target images: the upper end of the domain gap (analysis only)."""
     input:
-        source_index=f"{EXP}/data/labelled/target_{TRAIN_SPLIT}_index.csv",
+        source_index=target_train_index(labelled=True),
     output:
         ckpt=f"{MODELS}/oracle/checkpoint.pt",
         losses=f"{MODELS}/oracle/losses.csv",
     params:
         settings=settings("model", "train", "target", "ablation", omit=("ablation.seeds", "ablation.pseudo_methods")),
+        **SELECTION_PARAMS,
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -71,7 +73,7 @@ rule train_oracle:
         f"{BENCH}/seed{{seed}}/train_oracle.tsv"
     shell:
         "{TRAIN} train-oracle --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
-        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
+        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
 
 rule adapt_round0:
@@ -88,6 +90,7 @@ rule adapt_round0:
         flags=lambda w: AA_VARIANTS[w.variant],
         init=init_flag,
         settings=settings("model", "train", "source", "target", "adapt"),
+        **SELECTION_PARAMS,
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -98,7 +101,7 @@ rule adapt_round0:
     shell:
         "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} {params.flags} {params.init}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
-        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
+        " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
 
 rule adapt_tgaa:
@@ -114,6 +117,7 @@ rule adapt_tgaa:
         losses=f"{MODELS}/tgaa_r{{r}}/losses.csv",
     params:
         settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
+        **SELECTION_PARAMS,
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -125,7 +129,7 @@ rule adapt_tgaa:
         "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --rank {input.rank:q} --class-stats {input.class_stats:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
-        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
+        " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
 
 rule adapt_sr:
@@ -140,6 +144,7 @@ rule adapt_sr:
         losses=f"{MODELS}/sr/losses.csv",
     params:
         settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
+        **SELECTION_PARAMS,
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -151,7 +156,7 @@ rule adapt_sr:
         "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --class-stats {input.class_stats:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
-        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
+        " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
 
 rule adabn:

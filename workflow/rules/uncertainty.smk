@@ -5,8 +5,8 @@
 rule dump_maps:
     """Argmax, entropy (Eq. 2) and max-probability maps of every target train image (HDF5)."""
     input:
-        ckpt=model_ckpt("{model}"),
-        index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
+        ckpt=lambda w: model_ckpt(w.model, w.seed),
+        index=target_train_index(),
     output:
         f"{EXP}/seed{{seed}}/maps/{{model}}.h5",
     params:
