@@ -1,8 +1,10 @@
 # Configuration checks, paths and helpers shared by every rule file.
+import hashlib
 import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
@@ -122,6 +124,185 @@ def final_aa(wildcards):
 def main_targets():
     """The main chain of one seed: every rung evaluated and the summary table."""
     return [f"{seed_dir(SEED)}/summary.md"]
+
+
+# --- data (data.smk) ------------------------------------------------------------------------------
+SOURCE_INDEX = f"{EXP}/data/source_index.csv"
+
+
+def data_root(role):
+    """The generated root as an input when the demo makes it; a real root is checked at start-up."""
+    return [config[role]["root"]] if config["demo"]["enabled"] else []
+
+
+# --- training (train.smk) ------------------------------------------------------------------------
+MODELS = f"{EXP}/seed{{seed}}/models"
+TRAIN_INPUT = dict(
+    source_index=SOURCE_INDEX,
+    target_index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
+)
+# Round-0 variants: "+AA" (no image translation), "+IT" (FDA, or the pre-translated images of
+# source.translated_root when set), and the control with the
+# adversarial losses switched off but target batches still passed through the network.
+AA_VARIANTS = {
+    "aa": "--image-translation off",
+    "aa_it": "--image-translation on",
+    "aa_noadv": "--image-translation config --adversarial-weight 0",
+}
+
+
+def adapt_init():
+    if config["adapt"]["init"] == "source_only":
+        return {"init": model_ckpt("source_only")}
+    return {}
+
+
+def init_flag(wildcards, input):
+    """The source-only model when adaptation starts from it; else the command falls back to model.init."""
+    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
+
+
+def previous_model(wildcards):
+    """The model a target-guided round starts from: round 0, or the previous round."""
+    r = int(wildcards.r)
+    return R0 if r == 1 else f"tgaa_r{r - 1}"
+
+
+# --- uncertainty (uncertainty.smk) ---------------------------------------------------------------
+WEIGHT_FLAGS = (
+    f"--balance {config['tgaa']['balance']} --alpha {config['tgaa']['alpha']} --mu {config['tgaa']['mu']}"
+)
+
+
+# --- pseudo labels and self-training (selftrain.smk) ---------------------------------------------
+def _target_train_has_labels():
+    root = Path(config["target"]["root"])
+    return config["demo"]["enabled"] or (root / "gtFine" / TRAIN_SPLIT).is_dir()
+
+
+# Pseudo-label precision and coverage need target train ground truth: a diagnosis, never used to train.
+GT_FLAGS = (f"--gt-root {shlex.quote(config['target']['root'])} --gt-split {TRAIN_SPLIT}"
+            if _target_train_has_labels() else "")
+
+
+def st_teacher(wildcards):
+    """Self-training round k learns from the pseudo labels of the final AA model (k = 1) or of round k-1."""
+    k = int(wildcards.k)
+    return final_aa(wildcards) if k == 1 else f"st_{wildcards.method}_r{k - 1}"
+
+
+# --- evaluation (evaluate.smk) -------------------------------------------------------------------
+def chain_rungs(wildcards):
+    """The main chain's rungs, in the order of Table 3: label -> eval JSON."""
+    base = f"{seed_dir(wildcards.seed)}/eval"
+    return {
+        "Source only": f"{base}/source_only.json",
+        R0_LABEL: f"{base}/{R0}.json",
+        "+TGAA": f"{base}/{final_aa(wildcards)}.json",
+        "+UPST": f"{base}/{ST_LAST}.json",
+    }
+
+
+# --- ablation (ablation.smk) ---------------------------------------------------------------------
+ABL_SEEDS = config["ablation"]["seeds"]
+ABL_METHODS = config["ablation"]["pseudo_methods"]
+ABLATION_TABLES = {
+    "ladder": f"{EXP}/ablation/ladder.csv",
+    "ladder_md": f"{EXP}/ablation/ladder.md",
+    "methods": f"{EXP}/ablation/pseudo_methods.csv",
+    "methods_md": f"{EXP}/ablation/pseudo_methods.md",
+}
+
+
+def _eval(seed, model):
+    return f"{seed_dir(seed)}/eval/{model}.json"
+
+
+def ablation_evals(wildcards):
+    """(label, kind, seed, metrics JSON) for every rung and control of every seed."""
+    items = []
+    for seed in ABL_SEEDS:
+        final = final_aa_of(seed)
+        rungs = [("Source only", "source_only"), ("+AA", "aa"), ("+IT", "aa_it"), ("+SR", "sr"),
+                 ("+TGAA", final), ("+UPST", ST_LAST)]
+        controls = [("Source only + AdaBN", "source_only_adabn"),
+                    ("AA with lambda_adv = 0 (target batches seen)", "aa_noadv"),
+                    ("Target oracle (trained on target labels)", "oracle")]
+        items += [(label, "rung", seed, _eval(seed, model)) for label, model in rungs]
+        items += [(label, "control", seed, _eval(seed, model)) for label, model in controls]
+    return items
+
+
+def ablation_pseudo(wildcards):
+    """(method, seed, quality JSON or '', self-trained model's metrics) for Table 5."""
+    items = []
+    for seed in ABL_SEEDS:
+        final = final_aa_of(seed)
+        for method in ABL_METHODS:
+            quality = f"{seed_dir(seed)}/pseudo/{final}/{method}/quality.json" if GT_FLAGS else ""
+            items.append((method, seed, quality, _eval(seed, f"st_{method}_{ST_FINAL}")))
+        if GT_FLAGS and {"gmm", "cbst"} <= set(ABL_METHODS):  # precision only: no self-training from it
+            items.append(("cbst at gmm's coverage", seed,
+                          f"{seed_dir(seed)}/pseudo/{final}/{CBST_AT_GMM}/quality.json", ""))
+    return items
+
+
+def _ablation_inputs(wildcards):
+    files = [path for *_, path in ablation_evals(wildcards)]
+    for method, seed, quality, st in ablation_pseudo(wildcards):
+        if st:
+            files.append(st)
+        if quality:
+            files.append(str(Path(quality).parent))
+    return sorted(set(files))
+
+
+# --- report (report.smk) -------------------------------------------------------------------------
+REPORT = f"{EXP}/report"
+REPORT_SEED = f"{EXP}/report/seed{{seed}}"
+# Target val images in the examples grid, spread evenly over the val index.
+EXAMPLE_IMAGES = 4
+REPORT_FIGURES = ["summary.html", "iou_per_class.png", "examples.png", "rank.png", "weights.png",
+                  "entropy_gmm.png", "pseudo_quality.png", "training_curves.png"]
+ABLATION_FIGURES = [f"{REPORT}/ablation/{name}" for name in
+                    ("ladder.html", "ladder.png", "pseudo_methods.html", "pseudo_methods.png")]
+
+
+def report_rounds(wildcards):
+    """Target-guided rounds 1..final of a seed."""
+    return list(range(1, final_round(wildcards) + 1))
+
+
+def report_models(wildcards):
+    """Every stage of a seed in chain order: source only, round 0, each target-guided round, ST.
+    The figure commands name each stage from its file (``tgaa_r2`` -> ``+TGAA r2``)."""
+    return ["source_only", R0, *[f"tgaa_r{r}" for r in report_rounds(wildcards)], ST_LAST]
+
+
+def report_checkpoints(wildcards):
+    """The stages of the examples grid (Fig. 5: baseline, round 0, final round, ST)."""
+    return [model_ckpt(m, wildcards.seed) for m in ("source_only", R0, final_aa(wildcards), ST_LAST)]
+
+
+def report_pseudo_dir(wildcards):
+    """The GMM pseudo labels the first self-training round learns from (final adapted model)."""
+    return f"{seed_dir(wildcards.seed)}/pseudo/{final_aa(wildcards)}/gmm"
+
+
+def report_labels(figure):
+    return {"figure": figure, "seed": "{seed}"}
+
+
+def report_figure_files(seed=SEED):
+    """Every report figure of one seed, plus the ablation's once its tables exist."""
+    files = [f"{REPORT}/seed{seed}/{name}" for name in REPORT_FIGURES]
+    if all(os.path.exists(path) for path in ABLATION_TABLES.values()):
+        files += ABLATION_FIGURES
+    return files
+
+
+# --- prediction (predict.smk) --------------------------------------------------------------------
+PREDICT_SPLIT = config["predict"]["split"] or VAL_SPLIT
 
 
 rule resolved_config:

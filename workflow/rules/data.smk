@@ -19,16 +19,11 @@ if config["demo"]["enabled"]:
             "{UNCERDA} generate-demo --config-json {CONFIG_JSON:q} > {log:q} 2>&1"
 
 
-def data_root(role):
-    """The generated root as an input when the demo makes it; a real root is checked at start-up."""
-    return [config[role]["root"]] if config["demo"]["enabled"] else []
-
-
 rule index_source:
     input:
         data_root("source"),
     output:
-        f"{EXP}/data/source_index.csv",
+        SOURCE_INDEX,
     params:
         dataset=config["source"]["dataset"],
         root=config["source"]["root"],

@@ -1,5 +1,6 @@
 # Evaluation of every model on the target val set, and the main chain's summary table.
 
+
 rule evaluate:
     """Per-class IoU and mIoU on target val, at the labels' full resolution."""
     input:
@@ -21,17 +22,6 @@ rule evaluate:
         "{UNCERDA} evaluate --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
         " --index {input.index:q} --name {wildcards.model:q} --out {output.json:q} --csv {output.csv:q}"
         " > {log:q} 2>&1"
-
-
-def chain_rungs(wildcards):
-    """The main chain's rungs, in the order of Table 3: label -> eval JSON."""
-    base = f"{seed_dir(wildcards.seed)}/eval"
-    return {
-        "Source only": f"{base}/source_only.json",
-        R0_LABEL: f"{base}/{R0}.json",
-        "+TGAA": f"{base}/{final_aa(wildcards)}.json",
-        "+UPST": f"{base}/{ST_LAST}.json",
-    }
 
 
 rule summary:

@@ -3,8 +3,6 @@
 #   snakemake predict --cores 2                                   predict.split, default the val split
 #   snakemake predict --cores 2 --config predict='{split: test}'
 
-PREDICT_SPLIT = config["predict"]["split"] or VAL_SPLIT
-
 
 rule predict_split:
     """``uncerda predict`` over <target.root>/leftImg8bit/<split> (its city folders mirrored)."""

@@ -1,51 +1,6 @@
 # Report figures: one rule per figure, each one `uncerda figure-*` call. `report_figures` builds every
 # figure of the main seed, and the ablation's when its tables exist (after `snakemake ablation`).
 #   snakemake --cores 2 && snakemake --report report.html
-import hashlib
-import os
-
-REPORT = f"{EXP}/report"
-REPORT_SEED = f"{EXP}/report/seed{{seed}}"
-# Target val images in the examples grid, spread evenly over the val index.
-EXAMPLE_IMAGES = 4
-ABLATION_TABLES = rules.ablation_tables.output
-REPORT_FIGURES = ["summary.html", "iou_per_class.png", "examples.png", "rank.png", "weights.png",
-                  "entropy_gmm.png", "pseudo_quality.png", "training_curves.png"]
-ABLATION_FIGURES = [f"{REPORT}/ablation/{name}" for name in
-                    ("ladder.html", "ladder.png", "pseudo_methods.html", "pseudo_methods.png")]
-
-
-def report_rounds(wildcards):
-    """Target-guided rounds 1..final of a seed."""
-    return list(range(1, final_round(wildcards) + 1))
-
-
-def report_models(wildcards):
-    """Every stage of a seed in chain order: source only, round 0, each target-guided round, ST.
-    The figure commands name each stage from its file (``tgaa_r2`` -> ``+TGAA r2``)."""
-    return ["source_only", R0, *[f"tgaa_r{r}" for r in report_rounds(wildcards)], ST_LAST]
-
-
-def report_checkpoints(wildcards):
-    """The stages of the examples grid (Fig. 5: baseline, round 0, final round, ST)."""
-    return [model_ckpt(m, wildcards.seed) for m in ("source_only", R0, final_aa(wildcards), ST_LAST)]
-
-
-def report_pseudo_dir(wildcards):
-    """The GMM pseudo labels the first self-training round learns from (final adapted model)."""
-    return f"{seed_dir(wildcards.seed)}/pseudo/{final_aa(wildcards)}/gmm"
-
-
-def report_labels(figure):
-    return {"figure": figure, "seed": "{seed}"}
-
-
-def report_figure_files(seed=SEED):
-    """Every report figure of one seed, plus the ablation's once its tables exist."""
-    files = [f"{REPORT}/seed{seed}/{name}" for name in REPORT_FIGURES]
-    if all(os.path.exists(path) for path in ABLATION_TABLES):
-        files += ABLATION_FIGURES
-    return files
 
 
 rule report_summary_table:

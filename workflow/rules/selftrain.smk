@@ -1,21 +1,4 @@
 # Pseudo labels from a maps file (GMM of Eq. 6, or a baseline) and self-training rounds.
-from pathlib import Path
-
-
-def _target_train_has_labels():
-    root = Path(config["target"]["root"])
-    return config["demo"]["enabled"] or (root / "gtFine" / TRAIN_SPLIT).is_dir()
-
-
-# Pseudo-label precision and coverage need target train ground truth: a diagnosis, never used to train.
-GT_FLAGS = (f"--gt-root {shlex.quote(config['target']['root'])} --gt-split {TRAIN_SPLIT}"
-            if _target_train_has_labels() else "")
-
-
-def st_teacher(wildcards):
-    """Self-training round k learns from the pseudo labels of the final AA model (k = 1) or of round k-1."""
-    k = int(wildcards.k)
-    return final_aa(wildcards) if k == 1 else f"st_{wildcards.method}_r{k - 1}"
 
 
 rule pseudo_labels:

@@ -1,37 +1,6 @@
 # Training: source-only, adversarial adaptation round 0 (and its controls), target-guided rounds, +SR,
 # the AdaBN control and the target oracle. Every training rule resumes from <checkpoint>.resume.pt.
 
-MODELS = f"{EXP}/seed{{seed}}/models"
-TRAIN_INPUT = dict(
-    source_index=rules.index_source.output[0],
-    target_index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
-)
-# Round-0 variants: "+AA" (no image translation), "+IT" (FDA, or the pre-translated images of
-# source.translated_root when set), and the control with the
-# adversarial losses switched off but target batches still passed through the network.
-AA_VARIANTS = {
-    "aa": "--image-translation off",
-    "aa_it": "--image-translation on",
-    "aa_noadv": "--image-translation config --adversarial-weight 0",
-}
-
-
-def adapt_init():
-    if config["adapt"]["init"] == "source_only":
-        return {"init": model_ckpt("source_only")}
-    return {}
-
-
-def init_flag(wildcards, input):
-    """The source-only model when adaptation starts from it; else the command falls back to model.init."""
-    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
-
-
-def previous_model(wildcards):
-    """The model a target-guided round starts from: round 0, or the previous round."""
-    r = int(wildcards.r)
-    return R0 if r == 1 else f"tgaa_r{r - 1}"
-
 
 rule train_source_only:
     input:

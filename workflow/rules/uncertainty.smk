@@ -47,11 +47,6 @@ rule rank_classes:
         "{UNCERDA} rank --maps {input.maps:q} --k {params.k} --out {output:q} > {log:q} 2>&1"
 
 
-WEIGHT_FLAGS = (
-    f"--balance {config['tgaa']['balance']} --alpha {config['tgaa']['alpha']} --mu {config['tgaa']['mu']}"
-)
-
-
 rule weights_tgaa:
     """Sampling weight per source image from the previous round's S_k (Eqs. 3-5)."""
     input:
