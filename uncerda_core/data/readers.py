@@ -136,6 +136,24 @@ def _flat_dirs(dataset: str, root: Path) -> tuple[Path, Path]:
     return root / "RGB", root / "GT" / "LABELS"
 
 
+def _cityscapes_dirs(root: Path, split: str) -> tuple[Path, Path]:
+    """The image and label folders of a Cityscapes split (their city folders inside)."""
+    return root / "leftImg8bit" / split, root / "gtFine" / split
+
+
+def split_has_labels(dataset: str, root: str | Path, split: str) -> bool:
+    """Whether ``split`` of the data set at ``root`` has its label folder (no files are listed).
+
+    The workflow asks this at start-up to decide whether pseudo-label precision can be measured
+    against the target train ground truth.
+    """
+    check_dataset(dataset)
+    root = Path(root)
+    if dataset == "cityscapes":
+        return _cityscapes_dirs(root, split)[1].is_dir()
+    return _flat_dirs(dataset, root)[1].is_dir()
+
+
 def _split_names(root: Path, split: str) -> list[str]:
     """Image stems listed in ``<root>/<split>.txt`` (blank lines and ``#`` comments skipped)."""
     path = root / f"{split}.txt"
@@ -229,8 +247,7 @@ def _list_flat(dataset: str, root: Path, split: str, require_labels: bool,
 
 
 def _list_cityscapes(root: Path, split: str, require_labels: bool, require_images: bool) -> list[Sample]:
-    image_dir = root / "leftImg8bit" / split
-    label_dir = root / "gtFine" / split
+    image_dir, label_dir = _cityscapes_dirs(root, split)
     if require_images:
         if not image_dir.is_dir():
             if label_dir.is_dir():

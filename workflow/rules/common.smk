@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import check_data_roots, check_demo_roots, dumps, validate_config
+from uncerda_core.data.readers import split_has_labels
 
 # The schema check names every offending key and fills the defaults in place.
 # Missing data roots, and demo roots outside the demo's own folder, fail here, before any job runs.
@@ -176,8 +177,8 @@ WEIGHT_FLAGS = (
 
 # --- pseudo labels and self-training (selftrain.smk) ---------------------------------------------
 def _target_train_has_labels():
-    root = Path(config["target"]["root"])
-    return config["demo"]["enabled"] or (root / "gtFine" / TRAIN_SPLIT).is_dir()
+    return config["demo"]["enabled"] or split_has_labels(config["target"]["dataset"], config["target"]["root"],
+                                                         TRAIN_SPLIT)
 
 
 # Pseudo-label precision and coverage need target train ground truth: a diagnosis, never used to train.
