@@ -24,17 +24,18 @@ import torch
 from tqdm import tqdm
 
 from uncerda_core import artifacts
+from uncerda_core.data.class_stats import read_class_stats
 from uncerda_core.data.index import read_index, with_translated_images
 from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBatches, SegmentationDataset,
                                         normalize, resize_bilinear)
 from uncerda_core.data.fda import fda_dtype, fda_translate
+from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.errors import UncerdaError
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
 from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everything
 from uncerda_core.train import distributed, guards, losses
 from uncerda_core.train.checkpoint import resume_path, rng_state, save_checkpoint, set_rng_state
 from uncerda_core.uncertainty.equations import balanced_power
-from uncerda_core.uncertainty.weights import read_class_stats
 
 STAGES = ("source_only", "oracle", "aa", "tgaa", "st")
 SOURCE_STREAM, TARGET_STREAM = 1, 2
@@ -146,7 +147,8 @@ def _load_weights_table(path: str | Path, names: list[str]) -> np.ndarray:
 
 def _focus_weights(stats_path: str | Path, names: list[str], sk: list[int], balance: float) -> np.ndarray:
     """Per image, the weight of each class for crop-level sampling: Eq. 4's w_c(x) over S_k."""
-    stats_names, stats_counts = read_class_stats(stats_path)
+    stats = read_class_stats(stats_path)
+    stats_names, stats_counts = stats["name"].tolist(), stats[list(CLASS_NAMES)].to_numpy(dtype=np.int64)
     row = {name: i for i, name in enumerate(stats_names)}
     missing = [n for n in names if n not in row]
     if missing:
