@@ -354,7 +354,7 @@ def test_truncated_maps_file(tmp_path, capsys, command):
     bad.parent.mkdir()
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     outs = {"rank": tmp_path / "rank.csv", "pseudo-labels": tmp_path / "pseudo"}
-    args = {"rank": ["--maps", bad, "--out", outs["rank"]],
+    args = {"rank": ["--maps", bad, "--k", 7, "--out", outs["rank"]],
             "pseudo-labels": ["--maps", bad, "--method", "argmax", "--out-dir", outs["pseudo-labels"]],
             "provenance": [bad]}[command]
     code, err = _cli(capsys, command, *args)
@@ -368,7 +368,7 @@ def test_truncated_maps_file(tmp_path, capsys, command):
 def test_maps_with_another_class_count_are_refused_by_rank(tmp_path, capsys):
     maps = _maps(tmp_path / "five.h5", 5)
     out = tmp_path / "rank.csv"
-    code, err = _cli(capsys, "rank", "--maps", maps, "--out", out)
+    code, err = _cli(capsys, "rank", "--maps", maps, "--k", 7, "--out", out)
     assert code == 2
     msg = _error(err, "rank")
     assert str(maps) in msg and "5 classes" in msg and "19" in msg
@@ -402,7 +402,7 @@ def test_maps_edited_after_the_dump_are_refused(tmp_path, capsys, problem, comma
             fh[field][1] = values
     out = tmp_path / ("rank.csv" if command == "rank" else "pseudo")
     if command == "rank":
-        args = ["rank", "--maps", maps, "--out", out]
+        args = ["rank", "--maps", maps, "--k", 7, "--out", out]
     else:
         args = ["pseudo-labels", "--config", REPO / "config.yaml", "--maps", maps,
                 "--method", command.rsplit("-", 1)[1], "--out-dir", out]

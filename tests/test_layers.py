@@ -25,7 +25,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pure", ("", "errors", "data.labels", "uncertainty.codes", "uncertainty.equations", "evaluate.metrics",
               "pseudo.gmm")),
-    ("files", ("artifacts",)),
+    ("files", ("artifacts", "schema")),
     ("data and models", ("data", "models")),
     ("config and runtime", ("config", "runtime")),
     ("stages", ("inference", "uncertainty", "pseudo", "evaluate")),

@@ -31,8 +31,12 @@ from PIL import Image
 
 from uncerda_core.data import labels
 from uncerda_core.errors import UncerdaError
+from uncerda_core.schema import enum
 
-DATASETS: tuple[str, ...] = ("gta5", "synthia", "cityscapes")
+# The data set names, as the schema's source.dataset and target.dataset allow them.
+SOURCE_DATASETS: tuple[str, ...] = enum("source.dataset")
+TARGET_DATASETS: tuple[str, ...] = enum("target.dataset")
+DATASETS: tuple[str, ...] = SOURCE_DATASETS + TARGET_DATASETS
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _LABEL_SUFFIX = "_gtFine_labelIds.png"

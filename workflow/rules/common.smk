@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import check_data_roots, check_demo_roots, dumps, validate_config
 from uncerda_core.data.readers import split_has_labels
+from uncerda_core.pseudo.labels import METHODS as PSEUDO_METHODS
 
 # The schema check names every offending key and fills the defaults in place.
 # Missing data roots, and demo roots outside the demo's own folder, fail here, before any job runs.
@@ -57,7 +58,7 @@ wildcard_constraints:
     seed=r"\d+",
     r=r"[1-9]\d*",
     k=r"[1-9]\d*",
-    method="gmm|cbst|threshold|argmax",
+    method="|".join(PSEUDO_METHODS),
     split=r"[A-Za-z0-9_]+",
 
 
