@@ -23,7 +23,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # Bottom first. Names are relative to the package ("" is uncerda_core/__init__.py); a name stands for the
 # module and, when it is a package, everything below it; the longest name that matches a module decides.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("pure", ("", "errors", "data.labels", "uncertainty.codes", "uncertainty.equations", "evaluate.metrics",
+    ("pure", ("", "errors", "stages", "data.labels", "uncertainty.codes", "uncertainty.equations", "evaluate.metrics",
               "pseudo.gmm")),
     ("files", ("artifacts", "schema")),
     ("data and models", ("data", "models")),

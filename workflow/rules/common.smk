@@ -12,6 +12,7 @@ from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import check_data_roots, check_demo_roots, dumps, validate_config
 from uncerda_core.data.readers import split_has_labels
 from uncerda_core.pseudo.labels import METHODS as PSEUDO_METHODS
+from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS
 
 # The schema check names every offending key and fills the defaults in place.
 # Missing data roots, and demo roots outside the demo's own folder, fail here, before any job runs.
@@ -43,7 +44,7 @@ TRAIN = (UNCERDA if PROCESSES == 1 else
 SEED = config["seed"]
 # Round 0 of adaptation: with image translation when the config enables it.
 R0 = "aa_it" if config["adapt"]["image_translation"] else "aa"
-R0_LABEL = "+IT" if R0 == "aa_it" else "+AA"
+R0_LABEL = RUNG_LABELS[R0]
 # The last self-training round, and its model trained on GMM pseudo labels (+UPST).
 ST_FINAL = f"r{config['selftrain']['rounds']}"
 ST_LAST = f"st_gmm_{ST_FINAL}"
@@ -143,7 +144,7 @@ TRAIN_INPUT = dict(
     source_index=SOURCE_INDEX,
     target_index=f"{EXP}/data/target_{TRAIN_SPLIT}_index.csv",
 )
-# Round-0 variants: "+AA" (no image translation), "+IT" (FDA, or the pre-translated images of
+# Round-0 variants: aa (no image translation), aa_it (FDA, or the pre-translated images of
 # source.translated_root when set), and the control with the
 # adversarial losses switched off but target batches still passed through the network.
 AA_VARIANTS = {
@@ -198,10 +199,10 @@ def chain_rungs(wildcards):
     """The main chain's rungs, in the order of Table 3: label -> eval JSON."""
     base = f"{seed_dir(wildcards.seed)}/eval"
     return {
-        "Source only": f"{base}/source_only.json",
+        RUNG_LABELS["source_only"]: f"{base}/source_only.json",
         R0_LABEL: f"{base}/{R0}.json",
-        "+TGAA": f"{base}/{final_aa(wildcards)}.json",
-        "+UPST": f"{base}/{ST_LAST}.json",
+        RUNG_LABELS["tgaa"]: f"{base}/{final_aa(wildcards)}.json",
+        RUNG_LABELS["st"]: f"{base}/{ST_LAST}.json",
     }
 
 
@@ -225,11 +226,10 @@ def ablation_evals(wildcards):
     items = []
     for seed in ABL_SEEDS:
         final = final_aa_of(seed)
-        rungs = [("Source only", "source_only"), ("+AA", "aa"), ("+IT", "aa_it"), ("+SR", "sr"),
-                 ("+TGAA", final), ("+UPST", ST_LAST)]
-        controls = [("Source only + AdaBN", "source_only_adabn"),
-                    ("AA with lambda_adv = 0 (target batches seen)", "aa_noadv"),
-                    ("Target oracle (trained on target labels)", "oracle")]
+        models = {"source_only": "source_only", "aa": "aa", "aa_it": "aa_it", "sr": "sr", "tgaa": final,
+                  "st": ST_LAST}
+        rungs = [(label, models[stage]) for stage, label in RUNG_LABELS.items()]
+        controls = [(label, model) for model, label in CONTROL_LABELS.items()]
         items += [(label, "rung", seed, _eval(seed, model)) for label, model in rungs]
         items += [(label, "control", seed, _eval(seed, model)) for label, model in controls]
     return items
@@ -305,18 +305,3 @@ def report_figure_files(seed=SEED):
 
 # --- prediction (predict.smk) --------------------------------------------------------------------
 PREDICT_SPLIT = config["predict"]["split"] or VAL_SPLIT
-
-
-rule resolved_config:
-    """The resolved config as YAML: a record of the settings the last run resolved (every artifact's
-    provenance holds the exact config it was made with)."""
-    output:
-        RESOLVED,
-    params:
-        config=CONFIG_JSON,
-    resources:
-        **res("cpu"),
-    log:
-        f"{LOGS}/resolved_config.log",
-    shell:
-        "{UNCERDA} write-config --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"

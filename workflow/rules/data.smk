@@ -1,4 +1,20 @@
-# Data: the generated demo data set, one checked index per split, source class statistics.
+# Data: the resolved config's record, the generated demo data set, one checked index per split, source
+# class statistics.
+
+
+rule resolved_config:
+    """The resolved config as YAML: a record of the settings the last run resolved (every artifact's
+    provenance holds the exact config it was made with)."""
+    output:
+        RESOLVED,
+    params:
+        config=CONFIG_JSON,
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/resolved_config.log",
+    shell:
+        "{UNCERDA} write-config --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 if config["demo"]["enabled"]:
@@ -26,7 +42,7 @@ rule index_source:
         SOURCE_INDEX,
     params:
         dataset=config["source"]["dataset"],
-        root=config["source"]["root"],
+        root=lambda w: config["source"]["root"],
         split=config["source"]["split"],
     threads: 2
     log:
@@ -48,7 +64,7 @@ rule index_target:
         f"{EXP}/data/target_{{split}}_index.csv",
     params:
         dataset=config["target"]["dataset"],
-        root=config["target"]["root"],
+        root=lambda w: config["target"]["root"],
         no_labels=lambda w: "--no-labels" if w.split == TRAIN_SPLIT else "",
     threads: 2
     log:
@@ -70,7 +86,7 @@ rule index_target_labelled:
         f"{EXP}/data/labelled/target_{{split}}_index.csv",
     params:
         dataset=config["target"]["dataset"],
-        root=config["target"]["root"],
+        root=lambda w: config["target"]["root"],
     threads: 2
     log:
         f"{LOGS}/index_target_{{split}}_labelled.log",

@@ -98,7 +98,7 @@ rule adapt_tgaa:
 
 
 rule adapt_sr:
-    """+SR: one round with soft-balance weights over all classes (no target signal)."""
+    """The SR rung: one round with soft-balance weights over all classes (no target signal)."""
     input:
         **TRAIN_INPUT,
         init=model_ckpt(R0),

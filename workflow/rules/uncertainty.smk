@@ -68,7 +68,7 @@ rule weights_tgaa:
 
 
 rule weights_sr:
-    """+SR: the same Eqs. 3-5 with S_k = all classes."""
+    """The SR rung: the same Eqs. 3-5 with S_k = all classes."""
     input:
         class_stats=rules.class_stats.output[0],
     output:
