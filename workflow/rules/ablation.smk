@@ -11,6 +11,7 @@ rule ablation_tables:
         methods=report(ABLATION_TABLES["methods"], caption="../report/pseudo_methods.rst", category="Ablation"),
         methods_md=ABLATION_TABLES["methods_md"],
     params:
+        cmd=uncerda("ablation-tables"),
         evals=lambda w: " ".join(f"--eval {shlex.quote(f'{l}|{k}|{s}|{p}')}" for l, k, s, p in ablation_evals(w)),
         pseudo=lambda w: " ".join(f"--pseudo {shlex.quote(f'{m}|{s}|{q}|{e}')}"
                                   for m, s, q, e in ablation_pseudo(w)),
@@ -20,7 +21,7 @@ rule ablation_tables:
     log:
         f"{LOGS}/ablation_tables.log",
     shell:
-        "{UNCERDA} ablation-tables {params.evals} {params.pseudo} --out-dir {params.out_dir:q}"
+        "{params.cmd} {params.evals} {params.pseudo} --out-dir {params.out_dir:q}"
         " > {log:q} 2>&1"
 
 

@@ -32,7 +32,8 @@ BENCH = f"{EXP}/benchmarks"
 # to results/ while this file is parsed, so a dry run, or a second invocation stopped by the lock,
 # cannot change what a running workflow's jobs train with. Rule resolved_config keeps a copy in
 # RESOLVED as a record; no job reads it. Reruns are driven by each rule's params, which hold exactly
-# the config sections that stage reads (CONFIG_JSON is not a param, so it triggers nothing).
+# the config sections that stage reads (CONFIG_JSON reaches the command through params.cmd, which
+# Snakemake does not record, so it triggers nothing).
 CONFIG_JSON = dumps(config)
 RESOLVED = f"{EXP}/config.yaml"
 UNCERDA = f"{shlex.quote(sys.executable)} -m uncerda_core"
@@ -41,6 +42,34 @@ PROCESSES = config["train"]["processes"]
 TRAIN = (UNCERDA if PROCESSES == 1 else
          f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node {PROCESSES}"
          " -m uncerda_core")
+
+
+class Command:
+    """A rule's command prefix, ``params.cmd``: ``python -m uncerda_core <command>`` (under torchrun
+    for a training command with several processes), followed by the resolved config when the
+    command reads it.
+
+    Snakemake reruns a job when its recorded params change, and records only params with a plain
+    value; this object is not one, so neither the interpreter's path nor the whole config on the
+    command line triggers a rerun: a stage reruns when the config sections in its ``settings``
+    param change, as before.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def uncerda(command, config_json=False, train=False):
+    """The prefix of one ``uncerda <command>`` call in a rule's shell command (see :class:`Command`)."""
+    text = f"{TRAIN if train else UNCERDA} {command}"
+    if config_json:
+        text += f" --config-json {shlex.quote(CONFIG_JSON)}"
+    return Command(text)
+
+
 SEED = config["seed"]
 # Round 0 of adaptation: with image translation when the config enables it.
 R0 = "aa_it" if config["adapt"]["image_translation"] else "aa"

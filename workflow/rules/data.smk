@@ -8,13 +8,14 @@ rule resolved_config:
     output:
         RESOLVED,
     params:
+        cmd=uncerda("write-config"),
         config=CONFIG_JSON,
     resources:
         **res("cpu"),
     log:
         f"{LOGS}/resolved_config.log",
     shell:
-        "{UNCERDA} write-config --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 if config["demo"]["enabled"]:
@@ -24,6 +25,7 @@ if config["demo"]["enabled"]:
             source=directory(config["source"]["root"]),
             target=directory(config["target"]["root"]),
         params:
+            cmd=uncerda("generate-demo", config_json=True),
             settings=settings("demo"),
         log:
             f"{LOGS}/generate_demo.log",
@@ -32,7 +34,7 @@ if config["demo"]["enabled"]:
         resources:
             **res("cpu"),
         shell:
-            "{UNCERDA} generate-demo --config-json {CONFIG_JSON:q} > {log:q} 2>&1"
+            "{params.cmd} > {log:q} 2>&1"
 
 
 rule index_source:
@@ -41,6 +43,7 @@ rule index_source:
     output:
         SOURCE_INDEX,
     params:
+        cmd=uncerda("index"),
         dataset=config["source"]["dataset"],
         root=lambda w: config["source"]["root"],
         split=config["source"]["split"],
@@ -52,7 +55,7 @@ rule index_source:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {params.split:q}"
+        "{params.cmd} --dataset {params.dataset} --root {params.root:q} --split {params.split:q}"
         " --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -63,6 +66,7 @@ rule index_target:
     output:
         f"{EXP}/data/target_{{split}}_index.csv",
     params:
+        cmd=uncerda("index"),
         dataset=config["target"]["dataset"],
         root=lambda w: config["target"]["root"],
         no_labels=lambda w: "--no-labels" if w.split == TRAIN_SPLIT else "",
@@ -74,7 +78,7 @@ rule index_target:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
+        "{params.cmd} --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
         " {params.no_labels} --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -85,6 +89,7 @@ rule index_target_labelled:
     output:
         f"{EXP}/data/labelled/target_{{split}}_index.csv",
     params:
+        cmd=uncerda("index"),
         dataset=config["target"]["dataset"],
         root=lambda w: config["target"]["root"],
     threads: 2
@@ -95,7 +100,7 @@ rule index_target_labelled:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
+        "{params.cmd} --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
         " --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -105,6 +110,7 @@ rule class_stats:
     output:
         f"{EXP}/data/source_class_stats.csv",
     params:
+        cmd=uncerda("class-stats"),
         dataset=config["source"]["dataset"],
     threads: 2
     log:
@@ -114,5 +120,5 @@ rule class_stats:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} class-stats --index {input.index:q} --dataset {params.dataset} --out {output:q}"
+        "{params.cmd} --index {input.index:q} --dataset {params.dataset} --out {output:q}"
         " --workers {threads} > {log:q} 2>&1"

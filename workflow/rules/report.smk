@@ -14,6 +14,8 @@ rule report_summary_table:
             category="Results",
             labels=report_labels("1. results table (main chain)"),
         ),
+    params:
+        cmd=uncerda("table-html"),
     resources:
         **res("cpu"),
     log:
@@ -21,7 +23,7 @@ rule report_summary_table:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_summary_table.tsv"
     shell:
-        "{UNCERDA} table-html --md {input:q} --title 'Results on target val, seed {wildcards.seed}'"
+        "{params.cmd} --md {input:q} --title 'Results on target val, seed {wildcards.seed}'"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -37,6 +39,8 @@ rule report_iou:
             category="Results",
             labels=report_labels("2. per-class IoU per stage (Fig. 6)"),
         ),
+    params:
+        cmd=uncerda("figure-iou"),
     resources:
         **res("cpu"),
     log:
@@ -44,7 +48,7 @@ rule report_iou:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_iou.tsv"
     shell:
-        "{UNCERDA} figure-iou {input.evals:q} --highlight-rank {input.rank:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} {input.evals:q} --highlight-rank {input.rank:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_curves:
@@ -59,6 +63,8 @@ rule report_curves:
             category="Results",
             labels=report_labels("4. training curves per stage"),
         ),
+    params:
+        cmd=uncerda("figure-curves"),
     resources:
         **res("cpu"),
     log:
@@ -66,7 +72,7 @@ rule report_curves:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_curves.tsv"
     shell:
-        "{UNCERDA} figure-curves {input.losses:q} --evals {input.evals:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} {input.losses:q} --evals {input.evals:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_examples:
@@ -82,6 +88,7 @@ rule report_examples:
             labels=report_labels("3. target val examples (Figs. 5, 7)"),
         ),
     params:
+        cmd=uncerda("figure-examples", config_json=True),
         entropy=f"{R0} {ST_LAST}",
         n=EXAMPLE_IMAGES,
         # A digest of the config sections inference reads: reruns on a change, short in the report.
@@ -94,7 +101,7 @@ rule report_examples:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_examples.tsv"
     shell:
-        "{UNCERDA} figure-examples --config-json {CONFIG_JSON:q} --checkpoint {input.ckpts:q}"
+        "{params.cmd} --checkpoint {input.ckpts:q}"
         " --index {input.index:q} --n-images {params.n} --entropy {params.entropy} --out {output:q} > {log:q} 2>&1"
 
 
@@ -110,6 +117,8 @@ rule report_rank:
             category="Class uncertainty",
             labels={"model": "1. figure: rank and S_k, every round", "seed": "{seed}"},
         ),
+    params:
+        cmd=uncerda("figure-rank"),
     resources:
         **res("cpu"),
     log:
@@ -117,7 +126,7 @@ rule report_rank:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_rank.tsv"
     shell:
-        "{UNCERDA} figure-rank {input.ranks:q} --decisions {input.decisions:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} {input.ranks:q} --decisions {input.decisions:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_weights:
@@ -132,6 +141,7 @@ rule report_weights:
             labels={"model": "2. figure: sampling weights, every round", "seed": "{seed}"},
         ),
     params:
+        cmd=uncerda("figure-weights"),
         alpha=config["tgaa"]["alpha"],
         mu=config["tgaa"]["mu"],
     resources:
@@ -141,7 +151,7 @@ rule report_weights:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_weights.tsv"
     shell:
-        "{UNCERDA} figure-weights {input:q} --alpha {params.alpha} --mu {params.mu} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} {input:q} --alpha {params.alpha} --mu {params.mu} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_gmm:
@@ -157,6 +167,7 @@ rule report_gmm:
             labels=report_labels("entropy histograms and GMM (Fig. 4)"),
         ),
     params:
+        cmd=uncerda("figure-gmm"),
         label=final_aa,
     resources:
         **res("cpu"),
@@ -165,7 +176,7 @@ rule report_gmm:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_gmm.tsv"
     shell:
-        "{UNCERDA} figure-gmm --maps {input.maps:q} --pseudo-dir {input.pseudo:q} --label {params.label:q}"
+        "{params.cmd} --maps {input.maps:q} --pseudo-dir {input.pseudo:q} --label {params.label:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -181,6 +192,7 @@ rule report_pseudo_quality:
             labels=report_labels("precision and coverage per class"),
         ),
     params:
+        cmd=uncerda("figure-pseudo-quality"),
         label=lambda w: f"GMM, {final_aa(w)}",
     resources:
         **res("cpu"),
@@ -189,7 +201,7 @@ rule report_pseudo_quality:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_pseudo_quality.tsv"
     shell:
-        "{UNCERDA} figure-pseudo-quality --pseudo-dir {input:q} --label {params.label:q} --out {output:q}"
+        "{params.cmd} --pseudo-dir {input:q} --label {params.label:q} --out {output:q}"
         " > {log:q} 2>&1"
 
 
@@ -204,6 +216,8 @@ rule report_ablation_ladder_table:
             category="Ablation",
             labels={"figure": "1. ladder (Table 3), table"},
         ),
+    params:
+        cmd=uncerda("table-html"),
     resources:
         **res("cpu"),
     log:
@@ -211,7 +225,7 @@ rule report_ablation_ladder_table:
     benchmark:
         f"{BENCH}/report_ablation_ladder_table.tsv"
     shell:
-        "{UNCERDA} table-html --md {input:q} --title 'Ablation ladder' --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} --md {input:q} --title 'Ablation ladder' --out {output:q} > {log:q} 2>&1"
 
 
 rule report_ablation_ladder_figure:
@@ -225,6 +239,8 @@ rule report_ablation_ladder_figure:
             category="Ablation",
             labels={"figure": "2. ladder (Table 3), figure"},
         ),
+    params:
+        cmd=uncerda("figure-ladder"),
     resources:
         **res("cpu"),
     log:
@@ -232,7 +248,7 @@ rule report_ablation_ladder_figure:
     benchmark:
         f"{BENCH}/report_ablation_ladder_figure.tsv"
     shell:
-        "{UNCERDA} figure-ladder --csv {input:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} --csv {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_ablation_methods_table:
@@ -246,6 +262,8 @@ rule report_ablation_methods_table:
             category="Ablation",
             labels={"figure": "3. pseudo-label methods (Table 5), table"},
         ),
+    params:
+        cmd=uncerda("table-html"),
     resources:
         **res("cpu"),
     log:
@@ -253,7 +271,7 @@ rule report_ablation_methods_table:
     benchmark:
         f"{BENCH}/report_ablation_methods_table.tsv"
     shell:
-        "{UNCERDA} table-html --md {input:q} --title 'Pseudo-label methods' --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} --md {input:q} --title 'Pseudo-label methods' --out {output:q} > {log:q} 2>&1"
 
 
 rule report_ablation_methods_figure:
@@ -267,6 +285,8 @@ rule report_ablation_methods_figure:
             category="Ablation",
             labels={"figure": "4. pseudo-label methods (Table 5), figure"},
         ),
+    params:
+        cmd=uncerda("figure-pseudo-methods"),
     resources:
         **res("cpu"),
     log:
@@ -274,7 +294,7 @@ rule report_ablation_methods_figure:
     benchmark:
         f"{BENCH}/report_ablation_methods_figure.tsv"
     shell:
-        "{UNCERDA} figure-pseudo-methods --csv {input:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} --csv {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_figures:

@@ -7,6 +7,7 @@ rule pseudo_labels:
     output:
         directory(f"{EXP}/seed{{seed}}/pseudo/{{model}}/{{method}}"),
     params:
+        cmd=uncerda("pseudo-labels", config_json=True),
         gt=GT_FLAGS,
         settings=settings("pseudo"),
     threads: 2  # the histogram pass runs over 2 processes (the command's --workers default)
@@ -17,7 +18,7 @@ rule pseudo_labels:
     benchmark:
         f"{BENCH}/seed{{seed}}/pseudo_{{model}}_{{method}}.tsv"
     shell:
-        "{UNCERDA} pseudo-labels --config-json {CONFIG_JSON:q} --maps {input.maps:q}"
+        "{params.cmd} --maps {input.maps:q}"
         " --method {wildcards.method} {params.gt} --out-dir {output:q} > {log:q} 2>&1"
 
 
@@ -29,6 +30,7 @@ rule pseudo_labels_cbst_at_gmm_coverage:
     output:
         directory(f"{EXP}/seed{{seed}}/pseudo/{{model}}/{CBST_AT_GMM}"),
     params:
+        cmd=uncerda("pseudo-labels", config_json=True),
         gt=GT_FLAGS,
         settings=settings("pseudo"),
     threads: 2
@@ -37,7 +39,7 @@ rule pseudo_labels_cbst_at_gmm_coverage:
     log:
         f"{LOGS}/seed{{seed}}/pseudo_{{model}}_{CBST_AT_GMM}.log",
     shell:
-        "{UNCERDA} pseudo-labels --config-json {CONFIG_JSON:q} --maps {input.maps:q}"
+        "{params.cmd} --maps {input.maps:q}"
         " --cbst-at-coverage-of {input.gmm:q} {params.gt} --out-dir {output:q} > {log:q} 2>&1"
 
 
@@ -50,6 +52,7 @@ rule self_train:
         ckpt=f"{MODELS}/st_{{method}}_r{{k}}/checkpoint.pt",
         losses=f"{MODELS}/st_{{method}}_r{{k}}/losses.csv",
     params:
+        cmd=uncerda("self-train", config_json=True, train=True),
         settings=settings("model", "train", "source", "target", "adapt", "selftrain", omit=("selftrain.rounds",)),
     threads: threads_of("train")
     resources:
@@ -59,6 +62,6 @@ rule self_train:
     benchmark:
         f"{BENCH}/seed{{seed}}/self_train_{{method}}_r{{k}}.tsv"
     shell:
-        "{TRAIN} self-train --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --pseudo-dir {input.pseudo:q} --source-index {input.source_index:q}"
         " --target-index {input.target_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"

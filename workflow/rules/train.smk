@@ -9,6 +9,7 @@ rule train_source_only:
         ckpt=f"{MODELS}/source_only/checkpoint.pt",
         losses=f"{MODELS}/source_only/losses.csv",
     params:
+        cmd=uncerda("train-source", config_json=True, train=True),
         settings=settings("model", "train", "source", "source_only", omit=("source.translated_root",)),
     threads: threads_of("train")
     resources:
@@ -18,7 +19,7 @@ rule train_source_only:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_source_only.tsv"
     shell:
-        "{TRAIN} train-source --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
+        "{params.cmd} --seed {wildcards.seed}"
         " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
@@ -30,6 +31,7 @@ rule train_oracle:
         ckpt=f"{MODELS}/oracle/checkpoint.pt",
         losses=f"{MODELS}/oracle/losses.csv",
     params:
+        cmd=uncerda("train-oracle", config_json=True, train=True),
         settings=settings("model", "train", "target", "ablation", omit=("ablation.seeds", "ablation.pseudo_methods")),
     threads: threads_of("train")
     resources:
@@ -39,7 +41,7 @@ rule train_oracle:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_oracle.tsv"
     shell:
-        "{TRAIN} train-oracle --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
+        "{params.cmd} --seed {wildcards.seed}"
         " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
@@ -54,6 +56,7 @@ rule adapt_round0:
     wildcard_constraints:
         variant="|".join(AA_VARIANTS),
     params:
+        cmd=uncerda("adapt", config_json=True, train=True),
         flags=lambda w: AA_VARIANTS[w.variant],
         init=init_flag,
         settings=settings("model", "train", "source", "target", "adapt"),
@@ -65,7 +68,7 @@ rule adapt_round0:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_{{variant}}.tsv"
     shell:
-        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} {params.flags} {params.init}"
+        "{params.cmd} --seed {wildcards.seed} {params.flags} {params.init}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
         " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
@@ -82,6 +85,7 @@ rule adapt_tgaa:
         ckpt=f"{MODELS}/tgaa_r{{r}}/checkpoint.pt",
         losses=f"{MODELS}/tgaa_r{{r}}/losses.csv",
     params:
+        cmd=uncerda("adapt", config_json=True, train=True),
         settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
     threads: threads_of("train")
     resources:
@@ -91,7 +95,7 @@ rule adapt_tgaa:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_tgaa_r{{r}}.tsv"
     shell:
-        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --rank {input.rank:q} --class-stats {input.class_stats:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
         " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
@@ -108,6 +112,7 @@ rule adapt_sr:
         ckpt=f"{MODELS}/sr/checkpoint.pt",
         losses=f"{MODELS}/sr/losses.csv",
     params:
+        cmd=uncerda("adapt", config_json=True, train=True),
         settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
     threads: threads_of("train")
     resources:
@@ -117,7 +122,7 @@ rule adapt_sr:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_sr.tsv"
     shell:
-        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --class-stats {input.class_stats:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
         " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
@@ -131,6 +136,7 @@ rule adabn:
     output:
         f"{MODELS}/source_only_adabn/checkpoint.pt",
     params:
+        cmd=uncerda("adabn", config_json=True),
         settings=settings("model", "train", "target"),
     threads: threads_of("infer")
     resources:
@@ -140,5 +146,5 @@ rule adabn:
     benchmark:
         f"{BENCH}/seed{{seed}}/adabn.tsv"
     shell:
-        "{UNCERDA} adabn --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
+        "{params.cmd} --checkpoint {input.ckpt:q}"
         " --target-index {input.target_index:q} --out {output:q} > {log:q} 2>&1"
