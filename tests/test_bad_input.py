@@ -464,3 +464,21 @@ def test_training_with_a_missing_index(tmp_path, capsys):
     assert code == 2
     assert f"{tmp_path / 'none.csv'}: index table not found" in _error(err, "train-source")
     assert not out.exists()
+
+
+def test_ground_truth_split_comes_from_the_flag_or_the_config(tmp_path, capsys):
+    """--gt-split has no default of its own beside the schema's target.train_split."""
+    maps = _maps(tmp_path / "m.h5", 19)
+    out = tmp_path / "pseudo"
+    code, err = _cli(capsys, "pseudo-labels", "--maps", maps, "--method", "argmax", "--gt-root", tmp_path / "gt",
+                     "--out-dir", out)
+    assert code == 2
+    assert "--gt-root needs --gt-split, or a config" in _error(err, "pseudo-labels")
+    assert not out.exists()
+    # With a config, its target.train_split is the split looked up (here missing: the lookup names it).
+    from fixtures_data import write_cityscapes_tree
+    write_cityscapes_tree(tmp_path / "gt", {"train": 1}, with_images=False)
+    code, err = _cli(capsys, "pseudo-labels", "--config", REPO / "config.yaml", "--set", "target.train_split=trainx",
+                     "--maps", maps, "--method", "argmax", "--gt-root", tmp_path / "gt", "--out-dir", out)
+    assert code == 2 and "trainx" in _error(err, "pseudo-labels")
+    assert not out.exists()

@@ -251,9 +251,9 @@ def cmd_dump(p=None, args=None):
     if args is None:
         p.add_argument("--checkpoint", required=True)
         from uncerda_core.data.readers import DATASETS
-        p.add_argument("--dataset", default="cityscapes", choices=DATASETS)
+        p.add_argument("--dataset", choices=DATASETS, help="default: the config's target.dataset")
         p.add_argument("--root", help="data root (with --split), or give --index")
-        p.add_argument("--split", default="train")
+        p.add_argument("--split", help="default: the config's target.train_split")
         p.add_argument("--index", help="index CSV instead of --root/--split")
         p.add_argument("--out", required=True, help="maps file (.h5)")
         add_config_options(p, required=False)
@@ -331,7 +331,7 @@ def cmd_pseudo_labels(p=None, args=None):
         p.add_argument("--method", choices=METHODS)
         p.add_argument("--out-dir", required=True)
         p.add_argument("--gt-root", help="target root with ground truth for the maps' images (diagnosis only)")
-        p.add_argument("--gt-split", default="train")
+        p.add_argument("--gt-split", help="split of --gt-root (default: the config's target.train_split)")
         p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
         p.add_argument("--recount", action="store_true",
                        help="count the pixels again instead of using the histogram stored in the maps file")
@@ -357,6 +357,11 @@ def cmd_pseudo_labels(p=None, args=None):
         settings = PseudoSettings.from_config({**vars(settings), "method": "cbst", "cbst_portion": portion})
         print(f"pseudo-labels: CBST at the coverage of {classes_csv}: portion {portion:.6f}", file=sys.stderr)
     gt_lookup = None
+    if args.gt_root and not args.gt_split:
+        if config is None:
+            raise UncerdaError("--gt-root needs --gt-split, or a config (--config/--config-json) whose "
+                               "target.train_split names the split")
+        args.gt_split = config["target"]["train_split"]
     if args.gt_root:
         from uncerda_core.data.lookup import ground_truth_lookup
         from uncerda_core.uncertainty.maps import open_maps
