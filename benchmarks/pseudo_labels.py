@@ -91,10 +91,13 @@ CHILD = r"""
 import json, os, resource, sys, threading, time
 import h5py   # imported before the timing (a start-up cost; it also runs `uname -p` once, a child process)
 import numpy as np
+from uncerda_core.config import schema_defaults
 from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels, selection_from_histogram
 from uncerda_core.uncertainty import histogram
 from uncerda_core.uncertainty.histogram import maps_histogram
 from uncerda_core.uncertainty.maps import open_maps
+# The schema's pseudo-label settings, built before any timing.
+SETTINGS = PseudoSettings.from_config(schema_defaults()["pseudo"])
 
 def status_kb(pid, key):
     # VmHWM, not getrusage: ru_maxrss survives execve on Linux, so a child would report its parent's peak
@@ -185,13 +188,13 @@ elif task in ("fit", "fit_stored"):   # fit: count every pixel again; fit_stored
     t_hist = time.perf_counter() - t
     with open_maps(maps) as m:
         names = m.class_names
-    table, rows = selection_from_histogram(hist, hist.sum(axis=1), PseudoSettings(), names)
+    table, rows = selection_from_histogram(hist, hist.sum(axis=1), SETTINGS, names)
     result = {"hist_s": t_hist, "em_s": time.perf_counter() - t - t_hist,
               "intervals": {r["class"]: r["intervals"] for r in rows},
               "iters": {r["class"]: int(r["n_iter"]) for r in rows}}
     np.save(out, hist)
 elif task in ("stage", "stage_recount"):
-    generate_pseudo_labels(maps, PseudoSettings(), out, workers=workers, stored=task == "stage")
+    generate_pseudo_labels(maps, SETTINGS, out, workers=workers, stored=task == "stage")
     result = {}
 result["seconds"] = time.perf_counter() - t
 self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -200,3 +200,11 @@ def demo_val_setup(tmp_path: Path, n_target_val: int, overrides: dict | None = N
     Returns ``(config, val_index)``."""
     config, _, index = demo_setup(tmp_path, 1, 1, n_target_val, "val", overrides)
     return config, index
+
+
+def pseudo_settings(**overrides):
+    """Complete pseudo-label settings: the schema's defaults (the only place they live), then ``overrides``."""
+    from uncerda_core.config import schema_defaults
+    from uncerda_core.pseudo.labels import PseudoSettings
+
+    return PseudoSettings.from_config({**schema_defaults()["pseudo"], **overrides})

@@ -354,7 +354,7 @@ def test_truncated_maps_file(tmp_path, capsys, command):
     bad.parent.mkdir()
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     outs = {"rank": tmp_path / "rank.csv", "pseudo-labels": tmp_path / "pseudo"}
-    args = {"rank": ["--maps", bad, "--out", outs["rank"]],
+    args = {"rank": ["--maps", bad, "--k", 7, "--out", outs["rank"]],
             "pseudo-labels": ["--maps", bad, "--method", "argmax", "--out-dir", outs["pseudo-labels"]],
             "provenance": [bad]}[command]
     code, err = _cli(capsys, command, *args)
@@ -368,7 +368,7 @@ def test_truncated_maps_file(tmp_path, capsys, command):
 def test_maps_with_another_class_count_are_refused_by_rank(tmp_path, capsys):
     maps = _maps(tmp_path / "five.h5", 5)
     out = tmp_path / "rank.csv"
-    code, err = _cli(capsys, "rank", "--maps", maps, "--out", out)
+    code, err = _cli(capsys, "rank", "--maps", maps, "--k", 7, "--out", out)
     assert code == 2
     msg = _error(err, "rank")
     assert str(maps) in msg and "5 classes" in msg and "19" in msg
@@ -402,7 +402,7 @@ def test_maps_edited_after_the_dump_are_refused(tmp_path, capsys, problem, comma
             fh[field][1] = values
     out = tmp_path / ("rank.csv" if command == "rank" else "pseudo")
     if command == "rank":
-        args = ["rank", "--maps", maps, "--out", out]
+        args = ["rank", "--maps", maps, "--k", 7, "--out", out]
     else:
         args = ["pseudo-labels", "--config", REPO / "config.yaml", "--maps", maps,
                 "--method", command.rsplit("-", 1)[1], "--out-dir", out]
@@ -463,4 +463,22 @@ def test_training_with_a_missing_index(tmp_path, capsys):
     code, err = _cli(capsys, "train-source", "--config", cfg, "--source-index", tmp_path / "none.csv", "--out", out)
     assert code == 2
     assert f"{tmp_path / 'none.csv'}: index table not found" in _error(err, "train-source")
+    assert not out.exists()
+
+
+def test_ground_truth_split_comes_from_the_flag_or_the_config(tmp_path, capsys):
+    """--gt-split has no default of its own beside the schema's target.train_split."""
+    maps = _maps(tmp_path / "m.h5", 19)
+    out = tmp_path / "pseudo"
+    code, err = _cli(capsys, "pseudo-labels", "--maps", maps, "--method", "argmax", "--gt-root", tmp_path / "gt",
+                     "--out-dir", out)
+    assert code == 2
+    assert "--gt-root needs --gt-split, or a config" in _error(err, "pseudo-labels")
+    assert not out.exists()
+    # With a config, its target.train_split is the split looked up (here missing: the lookup names it).
+    from fixtures_data import write_cityscapes_tree
+    write_cityscapes_tree(tmp_path / "gt", {"train": 1}, with_images=False)
+    code, err = _cli(capsys, "pseudo-labels", "--config", REPO / "config.yaml", "--set", "target.train_split=trainx",
+                     "--maps", maps, "--method", "argmax", "--gt-root", tmp_path / "gt", "--out-dir", out)
+    assert code == 2 and "trainx" in _error(err, "pseudo-labels")
     assert not out.exists()

@@ -111,3 +111,7 @@ def test_read_class_stats_errors(tmp_path):
     negative.write_text(",".join(STATS_COLUMNS) + "\n00001," + ",".join(["-1"] + ["0"] * 18) + "\n")
     with pytest.raises(UncerdaError, match="non-negative integers"):
         read_class_stats(negative)
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(STATS_COLUMNS) + "\n")
+    with pytest.raises(UncerdaError, match=r"empty\.csv: class statistics table has no rows"):
+        read_class_stats(empty)

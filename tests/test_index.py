@@ -12,8 +12,8 @@ from fixtures_data import (cityscapes_paths, truncate_file, write_cityscapes_tre
                            write_gta5_tree, write_palette_label, write_rgb, write_synthia_label,
                            write_synthia_tree)
 from uncerda_core.artifacts import UncerdaError
-from uncerda_core.data.index import (INDEX_COLUMNS, build_index, index_samples, read_index, write_index)
-from uncerda_core.data.readers import Sample, read_label
+from uncerda_core.data.index import (INDEX_COLUMNS, build_index, read_index, write_index)
+from uncerda_core.data.readers import read_label
 
 
 def test_gta5_index_with_a_resized_label(tmp_path, capsys):
@@ -128,9 +128,6 @@ def test_write_read_round_trip(tmp_path):
     side = json.loads((tmp_path / "out" / "source_index.csv.provenance.json").read_text())
     assert side["stage"] == "index" and side["index_summary"]["label_resized"] == 1
     assert sorted(p.name for p in out.parent.iterdir()) == ["source_index.csv", "source_index.csv.provenance.json"]
-    samples = index_samples(back)
-    assert samples[1] == Sample("00002", str(tmp_path / "d" / "images" / "00002.png"), None)
-    assert samples[2].label == str(tmp_path / "d" / "labels" / "00003.png")
 
 
 def test_read_index_errors(tmp_path):

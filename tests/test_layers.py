@@ -23,9 +23,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # Bottom first. Names are relative to the package ("" is uncerda_core/__init__.py); a name stands for the
 # module and, when it is a package, everything below it; the longest name that matches a module decides.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("pure", ("", "errors", "data.labels", "uncertainty.codes", "uncertainty.equations", "evaluate.metrics",
+    ("pure", ("", "errors", "stages", "data.labels", "uncertainty.codes", "uncertainty.equations", "evaluate.metrics",
               "pseudo.gmm")),
-    ("files", ("artifacts",)),
+    ("files", ("artifacts", "schema")),
     ("data and models", ("data", "models")),
     ("config and runtime", ("config", "runtime")),
     ("stages", ("inference", "uncertainty", "pseudo", "evaluate")),
@@ -259,3 +259,34 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     assert set(import_cycles(g, lazy=True)) == {frozenset({"a", "b"}), frozenset({"low", "high"})}
     assert layer_of("a_new_module") is None                # a module nobody placed fails the first test
     assert layer_of("data.new_reader") == 2 and layer_of("data.labels") == 0   # the longest name decides
+
+
+# --- the workflow: rule files hold rules, their helpers live in common.smk ---------------------------
+
+RULES_DIR = PACKAGE_ROOT.parent / "workflow" / "rules"
+# What a rule file may hold at its top level besides comments and blank lines: rules (and checkpoints),
+# and the one conditional that declares the demo's rule only when the demo is enabled.
+RULE_FILE_STATEMENT = ("rule ", "checkpoint ", "if config[")
+
+
+def non_rule_statements(text: str) -> list[str]:
+    """Top-level lines of a rule file that are neither a rule, a comment nor a continuation."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line[0] in " \t#)]}\"'":
+            continue
+        if not line.startswith(RULE_FILE_STATEMENT):
+            found.append(f"{number}: {line}")
+    return found
+
+
+@pytest.mark.parametrize("rule_file", sorted(p.name for p in RULES_DIR.glob("*.smk") if p.name != "common.smk"))
+def test_rule_files_hold_rules_only(rule_file):
+    """Imports, constants and functions go to common.smk, so no rule file relies on another's."""
+    assert non_rule_statements((RULES_DIR / rule_file).read_text()) == []
+
+
+def test_the_rule_file_check_finds_helpers():
+    text = ("# a comment\nimport os\n\nX = 1\n\n\ndef helper(w):\n    return 1\n\n\nrule a:\n    input:\n"
+            "        'x',\n\n\nif config['demo']['enabled']:\n\n    rule b:\n        output: 'y'\n")
+    assert non_rule_statements(text) == ["2: import os", "4: X = 1", "7: def helper(w):"]

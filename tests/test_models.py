@@ -11,9 +11,9 @@ import torchvision
 from torch import nn
 
 from uncerda_core.artifacts import UncerdaError
+from uncerda_core.config import complete_model_section
 from uncerda_core.models import (
     FCDiscriminator,
-    build_discriminator,
     build_model,
     deeplabv2_resnet101,
     deeplabv2_small,
@@ -21,7 +21,6 @@ from uncerda_core.models import (
     weighted_self_information,
 )
 from uncerda_core.models.deeplab import logits_to_input, output_stride_of
-from uncerda_core.models.discriminator import discriminator_output_size
 
 torch.set_num_threads(1)
 
@@ -191,20 +190,27 @@ def test_build_model_from_config():
     s = model.settings
     assert (s.num_classes, s.aspp_branches, s.bn_mode, s.width, s.blocks, s.output_stride) == \
         (16, 2, "frozen", 8, (1, 2, 1, 1), 4)
-    # The model_config of a checkpoint written before bn_mode records freeze_bn.
-    assert build_model({"arch": "deeplabv2_small", "freeze_bn": True}).settings.bn_mode == "frozen"
-    assert build_model({"arch": "deeplabv2_small", "freeze_bn": False}).settings.bn_mode == "train"
-    assert build_model({"arch": "deeplabv2_small"}).settings.bn_mode == "train"
+    # The model_config of a checkpoint written before bn_mode records freeze_bn; the schema fills the rest.
+    assert build_model(complete_model_section({"arch": "deeplabv2_small", "freeze_bn": True})).settings.bn_mode == "frozen"
+    assert build_model(complete_model_section({"arch": "deeplabv2_small", "freeze_bn": False})).settings.bn_mode == "train"
+    small = complete_model_section({"arch": "deeplabv2_small"})
+    assert (small["bn_mode"], small["width"], small["blocks"], small["output_stride"]) == ("train", 16, [1, 1, 1, 1], 8)
+    assert build_model(small).settings.bn_mode == "train"
     with pytest.raises(UncerdaError, match="model.bn_mode must be one of train, train_frozen_affine, frozen"):
-        build_model({"arch": "deeplabv2_small", "bn_mode": "eval"})
+        build_model({**small, "bn_mode": "eval"})
+    with pytest.raises(UncerdaError, match=r"ckpt\.pt: invalid model section:\n  'model.bn_mode': 'eval'"):
+        complete_model_section({"arch": "deeplabv2_small", "bn_mode": "eval"}, source="ckpt.pt")
     assert len(model.backbone.layer2) == 2
-    assert build_model({"arch": "deeplabv2_small", "aspp_dilations": [1, 1, 2, 2]}).settings.aspp_dilations == (1, 1, 2, 2)
+    assert build_model({**small, "aspp_dilations": [1, 1, 2, 2]}).settings.aspp_dilations == (1, 1, 2, 2)
     with pytest.raises(UncerdaError, match="aspp_branches"):
-        build_model({"arch": "deeplabv2_small", "aspp_dilations": [1, 2]})
+        build_model({**small, "aspp_dilations": [1, 2]})
     with pytest.raises(UncerdaError, match="model.arch"):
-        build_model({"arch": "deeplabv3"})
+        build_model({**small, "arch": "deeplabv3"})
     with pytest.raises(UncerdaError, match="output_stride"):
-        build_model({"arch": "deeplabv2_resnet101", "output_stride": 4})
+        build_model({**complete_model_section({"arch": "deeplabv2_resnet101"}), "output_stride": 4})
+    # No default of its own: a section without a key the schema fills is refused, not silently completed.
+    with pytest.raises(KeyError, match="num_classes"):
+        build_model({"arch": "deeplabv2_small"})
 
 
 # ---------------------------------------------------------------- BN, heads, param groups
@@ -329,11 +335,9 @@ def test_discriminator_structure_and_shapes():
     assert [m.negative_slope for m in d.modules() if isinstance(m, nn.LeakyReLU)] == [0.2] * 4
     assert tuple(d(torch.randn(2, 19, 64, 128)).shape) == (2, 1, 2, 4)
     assert tuple(d(torch.randn(1, 19, 32, 33)).shape) == (1, 1, 1, 1)
-    assert [build_discriminator(19, a).net[0].out_channels for a in ("deeplabv2_resnet101", "deeplabv2_small")] == [64, 32]
 
 
 def test_discriminator_needs_32_pixels():
-    assert [discriminator_output_size(n) for n in (9, 17, 31, 32, 33, 64, 128, 129)] == [0, 0, 0, 1, 1, 2, 4, 4]
     d = FCDiscriminator(19, ndf=8)
     with pytest.raises(UncerdaError, match="upsample the logits"):
         d(torch.randn(1, 19, 9, 17))  # raw logits of a 64x128 image at output stride 8

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from fixtures_data import write_cityscapes_tree, write_gta5_tree, write_synthia_tree
-from uncerda_core.config import load_config
+from uncerda_core.config import complete_model_section, load_config
 from uncerda_core.models import build_model
 from workflow_helpers import REPO, snakemake
 
@@ -153,7 +153,8 @@ def test_paper_preset_runs_end_to_end_at_cpu_scale(tmp_path, trees, preset):
     dataset = SOURCE_OF[preset]
     init = tmp_path / "small_init.pth"
     torch.manual_seed(0)
-    torch.save(build_model({"arch": "deeplabv2_small", "width": 8, "blocks": [1, 1, 1, 1]}).state_dict(), init)
+    torch.save(build_model(complete_model_section({"arch": "deeplabv2_small", "width": 8, "blocks": [1, 1, 1, 1]}))
+               .state_dict(), init)
     tiny = [c.replace("INIT", str(init)) for c in TINY]
     work = tmp_path / "run"
     proc = snakemake(work, "--cores", "2", "--configfile", str(PRESETS / f"{preset}.yaml"), "--config",

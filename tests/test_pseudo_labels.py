@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fixtures_data import pseudo_settings
 from uncerda_core.artifacts import UncerdaError
+from uncerda_core.config import schema_defaults
 from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
 from uncerda_core.uncertainty.maps import MapsWriter
 
@@ -47,7 +49,7 @@ def _read(out, name):
 def test_gmm_pixel_labels_and_tables(tmp_path):
     images = _maps(tmp_path / "m.h5")
     out = tmp_path / "pseudo"
-    df = generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(min_pixels=5), out)
+    df = generate_pseudo_labels(tmp_path / "m.h5", pseudo_settings(min_pixels=5), out)
     assert sorted(p.name for p in out.iterdir()) == ["classes.csv", "img0.png", "img1.png", "img2.png",
                                                     "img3.png", "provenance.json"]
     for name, argmax, ent, _ in images:
@@ -71,7 +73,7 @@ def test_quality_against_ground_truth(tmp_path):
     gt = {name: a.copy() for name, a, _, _ in images}
     gt["img0"][0, 0] = 1        # a selected class-0 pixel that is wrong
     gt["img0"][7, 7] = 255      # an unselected class-1 pixel whose truth is ignored
-    generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(min_pixels=5), tmp_path / "p",
+    generate_pseudo_labels(tmp_path / "m.h5", pseudo_settings(min_pixels=5), tmp_path / "p",
                            gt_lookup=lambda name: gt.get(name) if name == "img0" else None)
     q = pd.read_csv(tmp_path / "p" / "quality.csv")
     # only img0 has ground truth: class 0 has 32 predicted, 16 selected, 15 correct, gt pixels 31
@@ -86,7 +88,7 @@ def test_quality_against_ground_truth(tmp_path):
 def test_gt_shape_mismatch(tmp_path):
     _maps(tmp_path / "m.h5", n=1)
     with pytest.raises(UncerdaError, match="img0.*shape"):
-        generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(min_pixels=5), tmp_path / "p",
+        generate_pseudo_labels(tmp_path / "m.h5", pseudo_settings(min_pixels=5), tmp_path / "p",
                                gt_lookup=lambda name: np.zeros((2, 2), np.uint8))
     assert not (tmp_path / "p").exists()
 
@@ -94,7 +96,7 @@ def test_gt_shape_mismatch(tmp_path):
 @pytest.mark.parametrize("method, kept", [("threshold", [64, 64]), ("argmax", [128, 128]), ("cbst", [64, 64])])
 def test_baseline_methods(tmp_path, method, kept):
     images = _maps(tmp_path / "m.h5")
-    settings = PseudoSettings(method=method, threshold=0.5, cbst_portion=0.5, min_pixels=5)
+    settings = pseudo_settings(method=method, threshold=0.5, cbst_portion=0.5, min_pixels=5)
     df = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "p")
     assert df["selected_pixels"].tolist()[:2] == kept and df["statistic"][0] == "maxprob"
     name, argmax, _, maxprob = images[1]
@@ -114,7 +116,7 @@ def test_gmm_image_unit_selects_whole_images(tmp_path):
             base = 0.1 if i < 12 else 0.8
             ent = (base + 0.02 * rng.random((4, 4))).astype(np.float16)
             writer.write(i, f"i{i:02d}", argmax, ent, ent)
-    settings = PseudoSettings(gmm_unit="image", min_pixels=5)
+    settings = pseudo_settings(gmm_unit="image", min_pixels=5)
     df = generate_pseudo_labels(tmp_path / "m.h5", settings, tmp_path / "p")
     assert df["unit"][0] == "image"
     assert df["selected_pixels"][0] == 12 * 15
@@ -125,16 +127,21 @@ def test_gmm_image_unit_selects_whole_images(tmp_path):
 
 
 def test_settings_from_config():
-    s = PseudoSettings.from_config({"pseudo": {"method": "cbst", "cbst_portion": 0.2}})
+    section = {**schema_defaults()["pseudo"], "method": "cbst", "cbst_portion": 0.2}
+    s = PseudoSettings.from_config({"pseudo": section})
     assert s.method == "cbst" and s.cbst_portion == 0.2 and s.field == "maxprob"
     with pytest.raises(UncerdaError, match="unknown"):
-        PseudoSettings.from_config({"pseudo": {"nope": 1}})
+        PseudoSettings.from_config({"pseudo": {**section, "nope": 1}})
+    # No defaults of its own: a partial section is refused, naming what is missing.
+    with pytest.raises(UncerdaError, match=r"keys \['gmm_high_tail', 'gmm_unit', 'max_iter', 'min_pixels', 'threshold', "
+                                           r"'tol'\] missing"):
+        PseudoSettings.from_config({"pseudo": {"method": "cbst", "cbst_portion": 0.2}})
     with pytest.raises(UncerdaError, match="method"):
-        PseudoSettings(method="oracle")
+        pseudo_settings(method="oracle")
 
 
-@pytest.mark.parametrize("settings", [PseudoSettings(min_pixels=5), PseudoSettings(gmm_unit="image", min_pixels=2),
-                                      PseudoSettings(method="cbst", cbst_portion=0.3, min_pixels=5)],
+@pytest.mark.parametrize("settings", [pseudo_settings(min_pixels=5), pseudo_settings(gmm_unit="image", min_pixels=2),
+                                      pseudo_settings(method="cbst", cbst_portion=0.3, min_pixels=5)],
                          ids=["gmm-pixel", "gmm-image", "cbst"])
 def test_first_pass_over_worker_processes_gives_the_same_labels(tmp_path, monkeypatch, settings):
     import concurrent.futures
@@ -176,9 +183,9 @@ def test_a_stored_histogram_that_disagrees_with_the_maps_is_refused(tmp_path):
     for method in ("gmm", "cbst"):
         with pytest.raises(UncerdaError, match=r"m\.h5: its (entropy|maxprob) histogram counts 128 pixels of "
                                                r"class 'a', its argmax maps 160.*re-run the dump"):
-            generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(method=method, min_pixels=5), tmp_path / "out")
+            generate_pseudo_labels(tmp_path / "m.h5", pseudo_settings(method=method, min_pixels=5), tmp_path / "out")
         assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == [tmp_path / "m.h5"]
-        recounted = generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(method=method, min_pixels=5),
+        recounted = generate_pseudo_labels(tmp_path / "m.h5", pseudo_settings(method=method, min_pixels=5),
                                            tmp_path / "out", stored=False)
         assert recounted["predicted_pixels"].tolist() == [160, 96, 0]
         shutil.rmtree(tmp_path / "out")
@@ -212,7 +219,7 @@ def test_cbst_at_the_coverage_of_another_selection_selects_the_same_share(tmp_pa
     from uncerda_core.cli import main
     from uncerda_core.pseudo.labels import selection_coverage
     _maps(tmp_path / "m.h5")
-    generate_pseudo_labels(tmp_path / "m.h5", PseudoSettings(method="threshold", threshold=0.5, min_pixels=5),
+    generate_pseudo_labels(tmp_path / "m.h5", pseudo_settings(method="threshold", threshold=0.5, min_pixels=5),
                            tmp_path / "thr")
     target = selection_coverage(pd.read_csv(tmp_path / "thr" / "classes.csv"))
     assert 0 < target < 1

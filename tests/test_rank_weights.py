@@ -80,7 +80,7 @@ def test_sampling_weights_from_stats(tmp_path):
 
 def test_sampling_weights_bad_stats(tmp_path):
     (tmp_path / "s.csv").write_text("name,road\n1,5\n")
-    with pytest.raises(UncerdaError, match="s.csv.*lack columns"):
+    with pytest.raises(UncerdaError, match=r"s\.csv: class-statistics columns must be name,road,sidewalk"):
         compute_sampling_weights(tmp_path / "s.csv", [0], 0.9, 80, 0.02)
     _stats(tmp_path / "t.csv")
     with pytest.raises(UncerdaError, match="S_k"):
@@ -98,3 +98,22 @@ def test_rank_over_worker_processes_equals_serial(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(parallel, serial)
     with pytest.raises(UncerdaError, match="classes"):
         rank_classes(tmp_path / "m.h5", 2, list(CLASS_NAMES), workers=2)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["rank", "--maps", "m.h5", "--out", "r.csv"], "--k"),
+    (["weights", "--class-stats", "s.csv", "--all-classes", "--alpha", "80", "--mu", "0.02", "--out", "w.csv"],
+     "--balance"),
+    (["summarize", "Source only=e.json", "--out", "s.md"], "--source-dataset"),
+])
+def test_config_values_have_no_command_line_default(tmp_path, capsys, monkeypatch, argv, flag):
+    """tgaa.k, balance, alpha, mu and source.dataset reach these commands from the resolved config (the
+    rules pass them); a flag left out is an error, not a second default beside the schema's."""
+    from uncerda_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert f"the following arguments are required: {flag}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

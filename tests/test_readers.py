@@ -15,7 +15,7 @@ from fixtures_data import (cityscapes_paths, truncate_file, write_cityscapes_tre
                            write_synthia_tree)
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.readers import (Sample, list_label_samples, list_samples, native_label_histogram,
-                                       read_image, read_label, read_native_label)
+                                       read_image, read_label, read_native_label, split_has_labels)
 
 # ----------------------------------------------------------------------------- GTA5
 
@@ -138,6 +138,19 @@ def test_cityscapes_labels_only_split(tmp_path):
     assert [s.name for s in samples] == ["aachen_000000_000019", "bremen_000001_000020"]
     assert all(s.label is not None for s in samples)
     assert samples[0].image.endswith("leftImg8bit/val/aachen/aachen_000000_000019_leftImg8bit.png")
+
+
+def test_split_has_labels_follows_each_layout(tmp_path):
+    """The workflow's start-up check for target ground truth: the label folder of the split, per layout."""
+    write_cityscapes_tree(tmp_path / "cs", {"train": 1}, with_images=False)
+    (tmp_path / "cs" / "leftImg8bit" / "val").mkdir(parents=True)
+    assert split_has_labels("cityscapes", tmp_path / "cs", "train")
+    assert not split_has_labels("cityscapes", tmp_path / "cs", "val")  # images, no gtFine/val
+    write_gta5_tree(tmp_path / "gta", 1)
+    assert split_has_labels("gta5", tmp_path / "gta", "all")
+    assert not split_has_labels("synthia", tmp_path / "gta", "all")
+    with pytest.raises(UncerdaError, match="unknown data set"):
+        split_has_labels("kitti", tmp_path, "train")
 
 
 def test_cityscapes_unknown_split_and_missing_label(tmp_path):

@@ -86,7 +86,8 @@ def _maps(path, n=6, h=16, w=16):
 def pseudo_dir(tmp_path_factory):
     """A maps file and its GMM pseudo-label folder with quality tables (ground truth = argmax on the
     left half, wrong on the right)."""
-    from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels
+    from fixtures_data import pseudo_settings
+    from uncerda_core.pseudo.labels import generate_pseudo_labels
     from uncerda_core.uncertainty.maps import open_maps
     tmp = tmp_path_factory.mktemp("pseudo")
     maps = tmp / "tgaa_r1.h5"
@@ -99,7 +100,7 @@ def pseudo_dir(tmp_path_factory):
         label[:, label.shape[1] // 2:] = 5
         return label
     out = tmp / "gmm"
-    generate_pseudo_labels(maps, PseudoSettings(min_pixels=5), out, gt_lookup=gt)
+    generate_pseudo_labels(maps, pseudo_settings(min_pixels=5), out, gt_lookup=gt)
     return maps, out
 
 

@@ -243,6 +243,22 @@ def test_stage_settings(data):
         stage_settings(config, "bogus")
 
 
+def test_stage_settings_come_complete_from_the_config(data):
+    """No default of the settings dataclass stands in for the schema's: every field is built from the config."""
+    from dataclasses import MISSING, fields
+
+    from uncerda_core.train.loop import StageSettings
+
+    assert [f.name for f in fields(StageSettings) if f.default is not MISSING or f.default_factory is not MISSING] == []
+    config = {**data["config"], "adapt": {**data["config"]["adapt"], "fda_beta": 0.123, "disc_ndf": 5}}
+    for stage in ("source_only", "oracle", "aa", "tgaa", "st"):
+        settings = stage_settings(config, stage)
+        assert (settings.fda_beta, settings.disc_ndf) == (0.123, 5), stage
+        assert settings.poly_horizon == config["train"]["poly_horizon"]
+    assert stage_settings(config, "tgaa").sampling == config["tgaa"]["sampling"]
+    assert stage_settings(config, "source_only").sampling == "image"
+
+
 def test_adversarial_stage_needs_the_target_index(data):
     with pytest.raises(UncerdaError, match="needs the target index"):
         _train(data, "aa", data["root"] / "no_target" / "checkpoint.pt")

@@ -74,7 +74,8 @@ def cmd_generate_demo(p=None, args=None):
 @command("index", "walk a data set split once, check every file, write the index table")
 def cmd_index(p=None, args=None):
     if args is None:
-        p.add_argument("--dataset", required=True, choices=["gta5", "synthia", "cityscapes"])
+        from uncerda_core.data.readers import DATASETS
+        p.add_argument("--dataset", required=True, choices=DATASETS)
         p.add_argument("--root", required=True)
         p.add_argument("--split", required=True)
         p.add_argument("--out", required=True, help="index CSV")
@@ -93,8 +94,9 @@ def cmd_index(p=None, args=None):
 @command("class-stats", "per-image, per-class pixel counts of the source labels")
 def cmd_class_stats(p=None, args=None):
     if args is None:
+        from uncerda_core.data.readers import DATASETS
         p.add_argument("--index", required=True, help="source index CSV")
-        p.add_argument("--dataset", required=True, choices=["gta5", "synthia", "cityscapes"])
+        p.add_argument("--dataset", required=True, choices=DATASETS)
         p.add_argument("--out", required=True)
         p.add_argument("--workers", type=int, default=2)
         return
@@ -260,7 +262,8 @@ def cmd_score(p=None, args=None):
         p.add_argument("--pred-dir", required=True,
                        help="prediction PNGs, in city sub-folders or not, named <stem>.png, <stem>_leftImg8bit.png, "
                             "<stem>_trainIds.png or <stem>_labelIds.png (train ids: 255 = no prediction)")
-        p.add_argument("--dataset", required=True, choices=["cityscapes", "gta5", "synthia"])
+        from uncerda_core.data.readers import DATASETS
+        p.add_argument("--dataset", required=True, choices=DATASETS)
         p.add_argument("--root", required=True)
         p.add_argument("--split", required=True)
         p.add_argument("--out", required=True, help="metrics JSON")
@@ -285,9 +288,10 @@ def cmd_score(p=None, args=None):
 def cmd_dump(p=None, args=None):
     if args is None:
         p.add_argument("--checkpoint", required=True)
-        p.add_argument("--dataset", default="cityscapes", choices=["cityscapes", "gta5", "synthia"])
+        from uncerda_core.data.readers import DATASETS
+        p.add_argument("--dataset", choices=DATASETS, help="default: the config's target.dataset")
         p.add_argument("--root", help="data root (with --split), or give --index")
-        p.add_argument("--split", default="train")
+        p.add_argument("--split", help="default: the config's target.train_split")
         p.add_argument("--index", help="index CSV instead of --root/--split")
         p.add_argument("--out", required=True, help="maps file (.h5)")
         add_config_options(p, required=False)
@@ -302,7 +306,7 @@ def cmd_dump(p=None, args=None):
 def cmd_rank(p=None, args=None):
     if args is None:
         p.add_argument("--maps", required=True)
-        p.add_argument("--k", type=int, default=7)
+        p.add_argument("--k", type=int, required=True, help="size of S_k (the config's tgaa.k)")
         p.add_argument("--out", required=True, help="ranking CSV")
         p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
         p.add_argument("--recount", action="store_true",
@@ -323,9 +327,10 @@ def cmd_weights(p=None, args=None):
         group = p.add_mutually_exclusive_group(required=True)
         group.add_argument("--rank", help="ranking CSV whose S_k drives the weights")
         group.add_argument("--all-classes", action="store_true", help="+SR: S_k = all classes, no target signal")
-        p.add_argument("--balance", type=float, default=0.9)
-        p.add_argument("--alpha", type=float, default=80.0)
-        p.add_argument("--mu", type=float, default=0.02)
+        # The config's tgaa.balance, tgaa.alpha and tgaa.mu: their defaults live in the schema only.
+        p.add_argument("--balance", type=float, required=True)
+        p.add_argument("--alpha", type=float, required=True)
+        p.add_argument("--mu", type=float, required=True)
         p.add_argument("--out", required=True)
         return
     from uncerda_core import artifacts
@@ -360,10 +365,11 @@ def cmd_decide_round(p=None, args=None):
 def cmd_pseudo_labels(p=None, args=None):
     if args is None:
         p.add_argument("--maps", required=True)
-        p.add_argument("--method", choices=["gmm", "cbst", "threshold", "argmax"])
+        from uncerda_core.pseudo.labels import METHODS
+        p.add_argument("--method", choices=METHODS)
         p.add_argument("--out-dir", required=True)
         p.add_argument("--gt-root", help="target root with ground truth for the maps' images (diagnosis only)")
-        p.add_argument("--gt-split", default="train")
+        p.add_argument("--gt-split", help="split of --gt-root (default: the config's target.train_split)")
         p.add_argument("--workers", type=int, default=2, help="processes for the histogram pass")
         p.add_argument("--recount", action="store_true",
                        help="count the pixels again instead of using the histogram stored in the maps file")
@@ -372,9 +378,10 @@ def cmd_pseudo_labels(p=None, args=None):
                             "the two methods compared at equal coverage")
         add_config_options(p, required=False)
         return
+    from uncerda_core.config import schema_defaults
     from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels, selection_coverage
     config = config_from_args(args) if has_config(args) else None
-    settings = PseudoSettings.from_config((config or {}).get("pseudo", {}))
+    settings = PseudoSettings.from_config((config or schema_defaults())["pseudo"])
     if args.method:
         settings = PseudoSettings.from_config({**vars(settings), "method": args.method})
     if args.cbst_at_coverage_of:
@@ -388,6 +395,11 @@ def cmd_pseudo_labels(p=None, args=None):
         settings = PseudoSettings.from_config({**vars(settings), "method": "cbst", "cbst_portion": portion})
         print(f"pseudo-labels: CBST at the coverage of {classes_csv}: portion {portion:.6f}", file=sys.stderr)
     gt_lookup = None
+    if args.gt_root and not args.gt_split:
+        if config is None:
+            raise UncerdaError("--gt-root needs --gt-split, or a config (--config/--config-json) whose "
+                               "target.train_split names the split")
+        args.gt_split = config["target"]["train_split"]
     if args.gt_root:
         from uncerda_core.data.lookup import ground_truth_lookup
         from uncerda_core.uncertainty.maps import open_maps
@@ -409,7 +421,8 @@ def cmd_pseudo_labels(p=None, args=None):
 def cmd_summarize(p=None, args=None):
     if args is None:
         p.add_argument("evals", nargs="+", metavar="LABEL=METRICS_JSON")
-        p.add_argument("--source-dataset", default="gta5", choices=["gta5", "synthia"])
+        from uncerda_core.data.readers import SOURCE_DATASETS
+        p.add_argument("--source-dataset", required=True, choices=SOURCE_DATASETS)
         p.add_argument("--rounds-dir", help="folder of the round decisions (r<N>.json)")
         p.add_argument("--out", required=True, help="markdown")
         p.add_argument("--csv", help="CSV")

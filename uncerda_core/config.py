@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
-from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from uncerda_core.errors import UncerdaError
-
-_SCHEMA: dict | None = None
-
-
-def schema() -> dict:
-    global _SCHEMA
-    if _SCHEMA is None:
-        text = resources.files("uncerda_core").joinpath("resources/config.schema.yaml").read_text()
-        _SCHEMA = yaml.safe_load(text)
-    return _SCHEMA
+from uncerda_core.schema import schema
 
 
 def _with_defaults(validator_class):
@@ -201,6 +191,32 @@ def validate_config(config: dict, source: str = "config") -> dict:
         lines = "\n  ".join(problems)
         raise UncerdaError(f"{source}: invalid configuration:\n  {lines}")
     return config
+
+
+def complete_model_section(model: dict, source: str = "model") -> dict:
+    """A ``model`` section with the schema's defaults for the keys it lacks (e.g. one that a checkpoint
+    written before a key existed records). A ``freeze_bn`` of older versions reads as ``bn_mode``
+    (true: ``frozen``, false: ``train``); keys the schema does not know are kept as given."""
+    node = schema()["properties"]["model"]
+    known = {k: copy.deepcopy(v) for k, v in model.items() if k in node["properties"]}
+    if "bn_mode" not in known and "freeze_bn" in model:
+        known["bn_mode"] = "frozen" if model["freeze_bn"] else "train"
+    wrapped = {"model": known}
+    errors = list(_Validator({"type": "object", "properties": {"model": node},
+                              "definitions": schema().get("definitions", {})}).iter_errors(wrapped))
+    if errors:
+        lines = "\n  ".join(_describe(e) for e in errors)
+        raise UncerdaError(f"{source}: invalid model section:\n  {lines}")
+    return {**model, **wrapped["model"]}
+
+
+def schema_defaults() -> dict:
+    """The config the schema alone resolves (every default, nothing set).
+
+    For a command run by hand without a config: its settings are still built complete, from the
+    same defaults the workflow's resolved config starts from.
+    """
+    return validate_config({}, source="the schema's defaults")
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from uncerda_core.config import schema, validate_config
+from uncerda_core.config import complete_model_section, schema, validate_config
 from uncerda_core.data.datasets import normalize, resize_bilinear
 from uncerda_core.errors import UncerdaError
 from uncerda_core.models import build_model
@@ -43,7 +43,7 @@ def load_model(checkpoint: str | Path, device: torch.device, model_config: dict 
         raise UncerdaError(f"{checkpoint}: non-finite weights (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[0]!r}; "
                            "the training that wrote it diverged or its input was broken: retrain it (its log "
                            "names the stage and iteration)")
-    model = build_model(stored or model_config)
+    model = build_model(complete_model_section(stored or model_config, source=f"{checkpoint} (its model section)"))
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError) as exc:

@@ -90,7 +90,11 @@ def write_class_stats(df: pd.DataFrame, path: str | Path, record: dict[str, Any]
 
 
 def read_class_stats(path: str | Path) -> pd.DataFrame:
-    """A class-statistics CSV, checked: ``name`` (str) and 19 non-negative int64 columns."""
+    """A class-statistics CSV, checked: ``name`` (str) and 19 non-negative int64 columns, at least one row.
+
+    The one reader of the table: the sampling weights (Eqs. 3-5) and crop-level sampling take
+    ``df["name"]`` and ``df[list(labels.CLASS_NAMES)]`` from it.
+    """
     path = Path(path)
     if not path.is_file():
         raise UncerdaError(f"{path}: class statistics not found (run the class-statistics stage first)")
@@ -98,5 +102,7 @@ def read_class_stats(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"name": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UncerdaError(f"{path}: not a readable class-statistics CSV ({exc})") from exc
+    if df.empty:
+        raise UncerdaError(f"{path}: class statistics table has no rows")
     _check_stats(df, str(path))
     return df.astype({c: np.int64 for c in labels.CLASS_NAMES})

@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -210,12 +209,6 @@ def read_index(path: str | Path) -> pd.DataFrame:
         return _frame(df.to_dict("records"))
     except (ValueError, TypeError) as exc:
         raise UncerdaError(f"{path}: malformed index table ({exc}); rebuild it with the index stage") from exc
-
-
-def index_samples(df: pd.DataFrame) -> list[Sample]:
-    """The rows of an index as :class:`Sample` s (label None where the table has none)."""
-    return [Sample(str(n), str(i), None if (lab is None or (isinstance(lab, float) and np.isnan(lab))) else str(lab))
-            for n, i, lab in zip(df["name"], df["image"], df["label"])]
 
 
 def with_translated_images(table: pd.DataFrame, translated_root: str | Path) -> pd.DataFrame:

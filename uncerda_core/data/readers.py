@@ -31,8 +31,12 @@ from PIL import Image
 
 from uncerda_core.data import labels
 from uncerda_core.errors import UncerdaError
+from uncerda_core.schema import enum
 
-DATASETS: tuple[str, ...] = ("gta5", "synthia", "cityscapes")
+# The data set names, as the schema's source.dataset and target.dataset allow them.
+SOURCE_DATASETS: tuple[str, ...] = enum("source.dataset")
+TARGET_DATASETS: tuple[str, ...] = enum("target.dataset")
+DATASETS: tuple[str, ...] = SOURCE_DATASETS + TARGET_DATASETS
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -136,6 +140,24 @@ def _flat_dirs(dataset: str, root: Path) -> tuple[Path, Path]:
     return root / "RGB", root / "GT" / "LABELS"
 
 
+def _cityscapes_dirs(root: Path, split: str) -> tuple[Path, Path]:
+    """The image and label folders of a Cityscapes split (their city folders inside)."""
+    return root / "leftImg8bit" / split, root / "gtFine" / split
+
+
+def split_has_labels(dataset: str, root: str | Path, split: str) -> bool:
+    """Whether ``split`` of the data set at ``root`` has its label folder (no files are listed).
+
+    The workflow asks this at start-up to decide whether pseudo-label precision can be measured
+    against the target train ground truth.
+    """
+    check_dataset(dataset)
+    root = Path(root)
+    if dataset == "cityscapes":
+        return _cityscapes_dirs(root, split)[1].is_dir()
+    return _flat_dirs(dataset, root)[1].is_dir()
+
+
 def _split_names(root: Path, split: str) -> list[str]:
     """Image stems listed in ``<root>/<split>.txt`` (blank lines and ``#`` comments skipped)."""
     path = root / f"{split}.txt"
@@ -229,8 +251,7 @@ def _list_flat(dataset: str, root: Path, split: str, require_labels: bool,
 
 
 def _list_cityscapes(root: Path, split: str, require_labels: bool, require_images: bool) -> list[Sample]:
-    image_dir = root / "leftImg8bit" / split
-    label_dir = root / "gtFine" / split
+    image_dir, label_dir = _cityscapes_dirs(root, split)
     if require_images:
         if not image_dir.is_dir():
             if label_dir.is_dir():

@@ -10,7 +10,6 @@ from uncerda_core.models.deeplab import (
 )
 from uncerda_core.models.discriminator import (
     FCDiscriminator,
-    build_discriminator,
     discriminator_input,
     softmax_map,
     weighted_self_information,
@@ -19,7 +18,7 @@ from uncerda_core.models.weights import LoadReport, load_state, load_state_dict_
 
 __all__ = [
     "ASPPClassifier", "DeepLabSettings", "DeepLabV2", "build_model", "deeplabv2_resnet101",
-    "deeplabv2_small", "FCDiscriminator", "build_discriminator", "discriminator_input",
+    "deeplabv2_small", "FCDiscriminator", "discriminator_input",
     "softmax_map", "weighted_self_information", "LoadReport", "load_state",
     "load_state_dict_into", "map_key",
 ]

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uncerda_core.errors import UncerdaError
+from uncerda_core.schema import enum
 
-ARCHS = ("deeplabv2_resnet101", "deeplabv2_small")
+ARCHS: tuple[str, ...] = enum("model.arch")  # the schema's model.arch
 # How BatchNorm behaves while training (see DeepLabV2): statistics source and trainable affine.
 BN_MODES = ("train", "train_frozen_affine", "frozen")
 RESNET101_BLOCKS = (3, 4, 23, 3)
@@ -335,35 +336,28 @@ def deeplabv2_small(num_classes: int = 19, width: int = 16, blocks: Sequence[int
                                      bn_mode=bn_mode))
 
 
-def _bn_mode(model_cfg: dict) -> str:
-    if "bn_mode" in model_cfg:
-        return str(model_cfg["bn_mode"])
-    return "frozen" if model_cfg.get("freeze_bn", False) else "train"  # checkpoints of older versions
-
-
 def build_model(model_cfg: dict) -> DeepLabV2:
     """Build the network from the config's ``model`` section (``init`` is left to the caller).
 
-    Reads ``arch``, ``num_classes``, ``aspp_branches``, ``bn_mode`` and, for
-    ``deeplabv2_small``, ``width``, ``blocks``, ``output_stride``; optional keys
-    ``aspp_dilations`` and ``expansion`` override the built-in defaults. The
-    ``model_config`` of a checkpoint written before ``bn_mode`` existed records
-    ``freeze_bn`` instead: true reads as ``frozen``, false as ``train``.
+    Reads ``arch``, ``num_classes``, ``aspp_branches``, ``bn_mode``, ``output_stride`` and, for
+    ``deeplabv2_small``, ``width`` and ``blocks``: a complete section, as the resolved config has it
+    (the schema is where their defaults live; ``config.complete_model_section`` fills them into a
+    section a checkpoint recorded before a key existed). Keys outside the schema, ``aspp_dilations``
+    and ``expansion``, override the architecture's own values when present.
     """
-    arch = model_cfg.get("arch", "deeplabv2_small")
-    common = dict(num_classes=int(model_cfg.get("num_classes", 19)),
-                  aspp_branches=int(model_cfg.get("aspp_branches", 4)),
-                  bn_mode=_bn_mode(model_cfg))
+    arch = model_cfg["arch"]
+    common = dict(num_classes=int(model_cfg["num_classes"]), aspp_branches=int(model_cfg["aspp_branches"]),
+                  bn_mode=str(model_cfg["bn_mode"]))
     dil = model_cfg.get("aspp_dilations")
     if arch == "deeplabv2_resnet101":
-        if int(model_cfg.get("output_stride", 8)) != 8:
+        if int(model_cfg["output_stride"]) != 8:
             raise UncerdaError("model.output_stride: deeplabv2_resnet101 is built at output stride 8 "
                                "(layer3/layer4 dilated 2/4); set output_stride: 8")
         return deeplabv2_resnet101(aspp_dilations=dil or PAPER_ASPP_DILATIONS, **common)
     if arch == "deeplabv2_small":
-        return deeplabv2_small(width=int(model_cfg.get("width", 16)),
-                               blocks=tuple(model_cfg.get("blocks", (1, 1, 1, 1))),
-                               output_stride=int(model_cfg.get("output_stride", 8)),
+        return deeplabv2_small(width=int(model_cfg["width"]),
+                               blocks=tuple(model_cfg["blocks"]),
+                               output_stride=int(model_cfg["output_stride"]),
                                aspp_dilations=dil,
                                expansion=int(model_cfg.get("expansion", SMALL_EXPANSION)),
                                **common)

@@ -63,21 +63,14 @@ def discriminator_input(logits: Tensor, mode: DiscriminatorMode = "softmax",
     raise UncerdaError(f"discriminator input mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
-def discriminator_output_size(side: int) -> int:
-    """Side of the discriminator's output for an input side (``floor(n/2)`` per conv)."""
-    for _ in range(N_CONVS):
-        side = (side + 2 - 4) // 2 + 1
-    return side
-
-
 class FCDiscriminator(nn.Module):
     """AdaptSegNet's discriminator: 5 convs 4x4/2, LeakyReLU(0.2), logits out.
 
-    ``ndf`` is the first conv's width (64 in the paper; 16-32 for the CPU demo).
+    ``ndf`` is the first conv's width (the config's ``adapt.disc_ndf``: 64 in the paper).
     The input must be at least 32 pixels on each side (see the module docstring).
     """
 
-    def __init__(self, in_channels: int, ndf: int = 64, negative_slope: float = 0.2) -> None:
+    def __init__(self, in_channels: int, ndf: int, negative_slope: float = 0.2) -> None:
         super().__init__()
         widths = [in_channels, ndf, ndf * 2, ndf * 4, ndf * 8]
         layers: list[nn.Module] = []
@@ -96,14 +89,3 @@ class FCDiscriminator(nn.Module):
                 f"(discriminator_input(logits, mode, size=image_size))")
         return self.net(x)
 
-
-DEFAULT_NDF = {"deeplabv2_resnet101": 64, "deeplabv2_small": 32}
-
-
-def build_discriminator(num_classes: int, arch: str = "deeplabv2_small", ndf: int | None = None) -> FCDiscriminator:
-    """One discriminator for a segmentation net of ``arch`` (ndf 64 for ResNet-101, 32 small)."""
-    if ndf is None:
-        if arch not in DEFAULT_NDF:
-            raise UncerdaError(f"model.arch must be one of {', '.join(DEFAULT_NDF)}, got {arch!r}")
-        ndf = DEFAULT_NDF[arch]
-    return FCDiscriminator(num_classes, ndf)

@@ -28,26 +28,27 @@ from uncerda_core.data.labels import IGNORE
 from uncerda_core.errors import UncerdaError
 from uncerda_core.pseudo.baselines import argmax_table, cbst_table, threshold_table
 from uncerda_core.pseudo.gmm import select_class, selection_intervals
+from uncerda_core.schema import enum
 from uncerda_core.uncertainty.codes import N_CODES, code_values, image_class_means, mean_codes, to_codes
 from uncerda_core.uncertainty.histogram import check_class_totals, histogram_pass
 from uncerda_core.uncertainty.maps import MapsFile, open_maps
 
-METHODS = ("gmm", "cbst", "threshold", "argmax")
+METHODS: tuple[str, ...] = enum("pseudo.method")  # the schema's pseudo.method
 PNG_COMPRESS_LEVEL = 1  # label maps compress well even at level 1; higher levels cost time, not much space
 
 
 @dataclass(frozen=True)
 class PseudoSettings:
-    """The config's ``pseudo`` section."""
+    """The config's ``pseudo`` section, complete (its defaults live in the schema only)."""
 
-    method: str = "gmm"
-    gmm_unit: str = "pixel"
-    min_pixels: int = 50
-    tol: float = 1e-10
-    max_iter: int = 1000
-    cbst_portion: float = 0.5
-    threshold: float = 0.9
-    gmm_high_tail: bool = False
+    method: str
+    gmm_unit: str
+    min_pixels: int
+    tol: float
+    max_iter: int
+    cbst_portion: float
+    threshold: float
+    gmm_high_tail: bool
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -63,6 +64,10 @@ class PseudoSettings:
         unknown = sorted(set(section) - set(known))
         if unknown:
             raise UncerdaError(f"pseudo settings: unknown keys {unknown}; known: {sorted(known)}")
+        missing = sorted(set(known) - set(section))
+        if missing:
+            raise UncerdaError(f"pseudo settings: keys {missing} missing; build them from the resolved config "
+                               "(config.schema_defaults() when there is none)")
         return cls(**section)
 
     @property

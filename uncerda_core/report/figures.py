@@ -975,8 +975,8 @@ def load_examples(config: dict, checkpoints: Mapping[str, str | os.PathLike], va
     unknown = [s for s in entropy_of if s not in checkpoints]
     if unknown:
         raise UncerdaError(f"examples: entropy of {unknown} asked for, but no checkpoint given for them")
-    torch.set_num_threads(config.get("threads", 1))
-    device = resolve_device(config.get("device", "cpu"))
+    torch.set_num_threads(config["threads"])
+    device = resolve_device(config["device"])
     table = read_index(val_index)
     if "blank" in table:
         table = table[~table["blank"]]
@@ -990,7 +990,7 @@ def load_examples(config: dict, checkpoints: Mapping[str, str | os.PathLike], va
     examples = [Example(name=dataset.names[i], image=items[i]["image"].permute(1, 2, 0).numpy().clip(0, 255)
                         .astype(np.uint8), label=items[i]["label"].numpy().astype(np.uint8))
                 for i in range(len(items))]
-    fuse_aux = config.get("dump", {}).get("fuse_aux", 0.0)
+    fuse_aux = config["dump"]["fuse_aux"]
     for stage, ckpt in checkpoints.items():
         model = load_model(ckpt, device, config["model"])
         for ex, item in zip(examples, items):

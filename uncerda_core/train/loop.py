@@ -24,17 +24,18 @@ import torch
 from tqdm import tqdm
 
 from uncerda_core import artifacts
+from uncerda_core.data.class_stats import read_class_stats
 from uncerda_core.data.index import read_index, with_translated_images
 from uncerda_core.data.datasets import (BatchStream, ImageSettings, IterationBatches, SegmentationDataset,
                                         normalize, resize_bilinear)
 from uncerda_core.data.fda import fda_dtype, fda_translate
+from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.errors import UncerdaError
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
 from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everything, snapshot_dir, snapshot_path
 from uncerda_core.train import distributed, guards, losses
 from uncerda_core.train.checkpoint import resume_path, rng_state, save_checkpoint, set_rng_state
 from uncerda_core.uncertainty.equations import balanced_power
-from uncerda_core.uncertainty.weights import read_class_stats
 
 STAGES = ("source_only", "oracle", "aa", "tgaa", "st")
 SOURCE_STREAM, TARGET_STREAM = 1, 2
@@ -46,23 +47,23 @@ class StageSettings:
 
     stage: str
     iterations: int
-    adversarial: bool = False
-    lambda_adv_main: float = 0.0
-    lambda_adv_aux: float = 0.0
-    disc_input: str = "softmax"
-    disc_ndf: int = 64
-    image_translation: bool = False
-    fda_beta: float = 0.01
-    translated_root: str | None = None   # image translation from pre-translated source images, not FDA
-    self_training: bool = False
-    st_loss: str = "rectified"
-    st_lambda_aux: float = 0.1
-    st_class_balanced: bool = False
-    st_class_balance_max: float = 7.0
-    target_only: bool = False
-    source_weight: float = 1.0
-    sampling: str = "image"
-    poly_horizon: int | None = None
+    adversarial: bool
+    lambda_adv_main: float
+    lambda_adv_aux: float
+    disc_input: str
+    disc_ndf: int
+    image_translation: bool
+    fda_beta: float
+    translated_root: str | None   # image translation from pre-translated source images, not FDA
+    self_training: bool
+    st_loss: str
+    st_lambda_aux: float
+    st_class_balanced: bool
+    st_class_balance_max: float
+    target_only: bool
+    source_weight: float
+    sampling: str
+    poly_horizon: int | None
 
     @property
     def horizon(self) -> int:
@@ -89,32 +90,42 @@ def stage_settings(config: dict, stage: str, image_translation: bool | None = No
 
 def _stage_settings(config: dict, stage: str, image_translation: bool | None,
                     adversarial_weight: float) -> StageSettings:
-    adapt = config["adapt"]
-    horizon = dict(poly_horizon=config["train"]["poly_horizon"])
+    """Every field from the config; the switches a stage turns off are set off here, by the stage.
+
+    A field a stage does not use (the discriminator's settings without adversarial losses, the
+    self-training loss outside self-training) still holds the config's value, so the dataclass has
+    no defaults of its own and the schema stays the one place a default lives.
+    """
+    if stage not in STAGES:
+        raise UncerdaError(f"unknown training stage {stage!r}; expected one of {', '.join(STAGES)}")
+    adapt, st = config["adapt"], config["selftrain"]
     it = adapt["image_translation"] if image_translation is None else image_translation
     translated = config["source"]["translated_root"] if it else None
-    adv = dict(adversarial=True, lambda_adv_main=adapt["lambda_adv_main"] * adversarial_weight,
-               lambda_adv_aux=adapt["lambda_adv_aux"] * adversarial_weight, disc_input=adapt["disc_input"],
-               disc_ndf=adapt["disc_ndf"], image_translation=it, fda_beta=adapt["fda_beta"],
-               translated_root=translated)
-    if stage == "source_only":
-        return StageSettings(stage, config["source_only"]["iterations"], **horizon)
-    if stage == "oracle":
-        return StageSettings(stage, config["ablation"]["oracle_iterations"], **horizon)
-    if stage == "aa":
-        return StageSettings(stage, adapt["iterations"], **adv, **horizon)
-    if stage == "tgaa":
-        return StageSettings(stage, config["tgaa"]["iterations"], sampling=config["tgaa"]["sampling"], **adv,
-                             **horizon)
-    if stage == "st":
-        st = config["selftrain"]
-        return StageSettings(stage, st["iterations"], self_training=True, st_loss=st["loss"],
-                             st_lambda_aux=st["lambda_aux"], st_class_balanced=st["class_balanced"],
-                             st_class_balance_max=st["class_balance_max"], target_only=st["target_only"],
-                             source_weight=st["source_weight"], image_translation=it and not st["target_only"],
-                             fda_beta=adapt["fda_beta"], translated_root=None if st["target_only"] else translated,
-                             **horizon)
-    raise UncerdaError(f"unknown training stage {stage!r}; expected one of {', '.join(STAGES)}")
+    iterations = {"source_only": config["source_only"]["iterations"],
+                  "oracle": config["ablation"]["oracle_iterations"], "aa": adapt["iterations"],
+                  "tgaa": config["tgaa"]["iterations"], "st": st["iterations"]}[stage]
+    adversarial = stage in ("aa", "tgaa")
+    self_training = stage == "st"
+    target_only = self_training and st["target_only"]
+    if adversarial:
+        translation = dict(image_translation=it, translated_root=translated)
+    elif self_training:
+        translation = dict(image_translation=it and not target_only, translated_root=None if target_only else translated)
+    else:
+        translation = dict(image_translation=False, translated_root=None)
+    return StageSettings(
+        stage=stage, iterations=iterations, adversarial=adversarial,
+        lambda_adv_main=adapt["lambda_adv_main"] * adversarial_weight if adversarial else 0.0,
+        lambda_adv_aux=adapt["lambda_adv_aux"] * adversarial_weight if adversarial else 0.0,
+        disc_input=adapt["disc_input"], disc_ndf=adapt["disc_ndf"], fda_beta=adapt["fda_beta"], **translation,
+        self_training=self_training, st_loss=st["loss"], st_lambda_aux=st["lambda_aux"],
+        st_class_balanced=st["class_balanced"], st_class_balance_max=st["class_balance_max"],
+        target_only=target_only,
+        # Outside self-training the source loss is the whole loss: weight 1.
+        source_weight=st["source_weight"] if self_training else 1.0,
+        # Only a target-guided round draws by class: every other stage draws source images uniformly.
+        sampling=config["tgaa"]["sampling"] if stage == "tgaa" else "image",
+        poly_horizon=config["train"]["poly_horizon"])
 
 
 def _poly(horizon: int, power: float):
@@ -146,7 +157,8 @@ def _load_weights_table(path: str | Path, names: list[str]) -> np.ndarray:
 
 def _focus_weights(stats_path: str | Path, names: list[str], sk: list[int], balance: float) -> np.ndarray:
     """Per image, the weight of each class for crop-level sampling: Eq. 4's w_c(x) over S_k."""
-    stats_names, stats_counts = read_class_stats(stats_path)
+    stats = read_class_stats(stats_path)
+    stats_names, stats_counts = stats["name"].tolist(), stats[list(CLASS_NAMES)].to_numpy(dtype=np.int64)
     row = {name: i for i, name in enumerate(stats_names)}
     missing = [n for n in names if n not in row]
     if missing:

@@ -34,13 +34,14 @@ def _table(dataset: str, root, split: str, index):
                          "label": ["" for _ in samples]})
 
 
-def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = None, dataset: str = "cityscapes",
-              root: str | Path | None = None, split: str = "train", index: str | Path | None = None,
+def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = None, dataset: str | None = None,
+              root: str | Path | None = None, split: str | None = None, index: str | Path | None = None,
               progress: bool = True) -> None:
     """Write argmax, entropy (Eq. 2) and max-probability maps of every image to ``out``.
 
     Maps are stored at the network input size (``target.resize``, else the
-    image size). ``config`` defaults to the one recorded in the checkpoint.
+    image size). ``config`` defaults to the one recorded in the checkpoint;
+    ``dataset`` and ``split`` (with ``root``) to its ``target.dataset`` and ``target.train_split``.
     """
     artifacts.remove_stale_temporaries(out)   # what a killed dump of this file left
     state = None
@@ -52,6 +53,8 @@ def dump_maps(checkpoint: str | Path, out: str | Path, config: dict | None = Non
     torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
     model = load_model(checkpoint, device, config["model"], state=state)
+    dataset = config["target"]["dataset"] if dataset is None else dataset
+    split = config["target"]["train_split"] if split is None else split
     table = _table(dataset, root, split, index)
     settings = ImageSettings.from_config(config["target"], train=False, flip=False)
     images = SegmentationDataset(dataset, table, settings, label_source=None)

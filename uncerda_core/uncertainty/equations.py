@@ -176,6 +176,6 @@ def sampling_weights(image_class_pixels: np.ndarray, classes: Sequence[int], bal
     p_c = class_sampling_prob(x.sum(axis=0), balance)
     p_i = image_sampling_prob(x, p_c, classes, balance)
     p_norm = normalize_by_max(p_i)
-    weight = logistic_weight(p_norm, alpha, mu)
+    weight = smooth_probability(p_i, alpha, mu)   # Eq. 5 on p_norm
     return {"p_i": p_i, "p_norm": p_norm, "weight": weight,
             "probability": weight / weight.sum()}

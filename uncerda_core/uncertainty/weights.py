@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from uncerda_core.artifacts import atomic_path, write_sidecar
+from uncerda_core.data.class_stats import read_class_stats
 from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.errors import UncerdaError
 from uncerda_core.uncertainty.equations import sampling_weights
 
 WEIGHT_COLUMNS = ["name", "p_i", "p_norm", "weight", "probability"]
-
-
-def read_class_stats(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """Source class statistics CSV -> (image names, (M, 19) int64 pixel counts)."""
-    path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype={"name": str})
-    except (OSError, ValueError) as err:
-        raise UncerdaError(f"{path}: cannot read the class statistics table ({err})") from None
-    missing = [c for c in ("name", *CLASS_NAMES) if c not in df.columns]
-    if missing:
-        raise UncerdaError(f"{path}: class statistics lack columns {missing}; expected 'name' and one "
-                           f"integer column per class {list(CLASS_NAMES)}")
-    if df.empty:
-        raise UncerdaError(f"{path}: class statistics table has no rows")
-    counts = df[list(CLASS_NAMES)]
-    if counts.isna().any().any() or (counts.to_numpy() < 0).any():
-        raise UncerdaError(f"{path}: class statistics hold empty or negative counts")
-    return df["name"].tolist(), counts.to_numpy(dtype=np.int64)
 
 
 def compute_sampling_weights(class_stats_csv: str | os.PathLike, sk: list[int] | None, balance: float,
@@ -42,7 +23,8 @@ def compute_sampling_weights(class_stats_csv: str | os.PathLike, sk: list[int] |
 
     ``sk=None`` uses every class (the +SR ablation: resampling with no target signal).
     """
-    names, counts = read_class_stats(class_stats_csv)
+    stats = read_class_stats(class_stats_csv)
+    names, counts = stats["name"].tolist(), stats[list(CLASS_NAMES)].to_numpy(dtype=np.int64)
     classes = list(range(counts.shape[1])) if sk is None else list(sk)
     if not classes or min(classes) < 0 or max(classes) >= counts.shape[1]:
         raise UncerdaError(f"sampling weights: S_k {sk} must list class ids in [0, {counts.shape[1]})")

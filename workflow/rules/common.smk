@@ -1,13 +1,18 @@
 # Configuration checks, paths and helpers shared by every rule file.
+import hashlib
 import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import check_data_roots, check_demo_roots, dumps, validate_config
+from uncerda_core.data.readers import split_has_labels
+from uncerda_core.pseudo.labels import METHODS as PSEUDO_METHODS
+from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS
 
 # The schema check names every offending key and fills the defaults in place.
 # Missing data roots, and demo roots outside the demo's own folder, fail here, before any job runs.
@@ -27,7 +32,8 @@ BENCH = f"{EXP}/benchmarks"
 # to results/ while this file is parsed, so a dry run, or a second invocation stopped by the lock,
 # cannot change what a running workflow's jobs train with. Rule resolved_config keeps a copy in
 # RESOLVED as a record; no job reads it. Reruns are driven by each rule's params, which hold exactly
-# the config sections that stage reads (CONFIG_JSON is not a param, so it triggers nothing).
+# the config sections that stage reads (CONFIG_JSON reaches the command through params.cmd, which
+# Snakemake does not record, so it triggers nothing).
 CONFIG_JSON = dumps(config)
 RESOLVED = f"{EXP}/config.yaml"
 UNCERDA = f"{shlex.quote(sys.executable)} -m uncerda_core"
@@ -36,10 +42,38 @@ PROCESSES = config["train"]["processes"]
 TRAIN = (UNCERDA if PROCESSES == 1 else
          f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node {PROCESSES}"
          " -m uncerda_core")
+
+
+class Command:
+    """A rule's command prefix, ``params.cmd``: ``python -m uncerda_core <command>`` (under torchrun
+    for a training command with several processes), followed by the resolved config when the
+    command reads it.
+
+    Snakemake reruns a job when its recorded params change, and records only params with a plain
+    value; this object is not one, so neither the interpreter's path nor the whole config on the
+    command line triggers a rerun: a stage reruns when the config sections in its ``settings``
+    param change, as before.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def uncerda(command, config_json=False, train=False):
+    """The prefix of one ``uncerda <command>`` call in a rule's shell command (see :class:`Command`)."""
+    text = f"{TRAIN if train else UNCERDA} {command}"
+    if config_json:
+        text += f" --config-json {shlex.quote(CONFIG_JSON)}"
+    return Command(text)
+
+
 SEED = config["seed"]
 # Round 0 of adaptation: with image translation when the config enables it.
 R0 = "aa_it" if config["adapt"]["image_translation"] else "aa"
-R0_LABEL = "+IT" if R0 == "aa_it" else "+AA"
+R0_LABEL = RUNG_LABELS[R0]
 # The last self-training round, and its model trained on GMM pseudo labels (+UPST).
 ST_FINAL = f"r{config['selftrain']['rounds']}"
 ST_LAST = f"st_gmm_{ST_FINAL}"
@@ -54,7 +88,7 @@ wildcard_constraints:
     seed=r"\d+",
     r=r"[1-9]\d*",
     k=r"[1-9]\d*",
-    method="gmm|cbst|threshold|argmax",
+    method="|".join(PSEUDO_METHODS),
     split=r"[A-Za-z0-9_]+",
 
 
@@ -150,16 +184,179 @@ def main_targets():
     return [f"{seed_dir(SEED)}/summary.md"]
 
 
-rule resolved_config:
-    """The resolved config as YAML: a record of the settings the last run resolved (every artifact's
-    provenance holds the exact config it was made with)."""
-    output:
-        RESOLVED,
-    params:
-        config=CONFIG_JSON,
-    resources:
-        **res("cpu"),
-    log:
-        f"{LOGS}/resolved_config.log",
-    shell:
-        "{UNCERDA} write-config --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
+# --- data (data.smk) ------------------------------------------------------------------------------
+SOURCE_INDEX = f"{EXP}/data/source_index.csv"
+
+
+def data_root(role):
+    """The generated root as an input when the demo makes it; a real root is checked at start-up."""
+    return [config[role]["root"]] if config["demo"]["enabled"] else []
+
+
+# --- training (train.smk) ------------------------------------------------------------------------
+MODELS = f"{EXP}/seed{{seed}}/models"
+TRAIN_INPUT = dict(
+    source_index=SOURCE_INDEX,
+    target_index=target_train_index(),
+)
+# Round-0 variants: aa (no image translation), aa_it (FDA, or the pre-translated images of
+# source.translated_root when set), and the control with the
+# adversarial losses switched off but target batches still passed through the network.
+AA_VARIANTS = {
+    "aa": "--image-translation off",
+    "aa_it": "--image-translation on",
+    "aa_noadv": "--image-translation config --adversarial-weight 0",
+}
+
+
+def adapt_init():
+    if config["adapt"]["init"] == "source_only":
+        return {"init": model_ckpt("source_only")}
+    return {}
+
+
+def init_flag(wildcards, input):
+    """The source-only model when adaptation starts from it; else the command falls back to model.init."""
+    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
+
+
+def previous_model(wildcards):
+    """The model a target-guided round starts from: round 0, or the previous round."""
+    r = int(wildcards.r)
+    return R0 if r == 1 else f"tgaa_r{r - 1}"
+
+
+# --- uncertainty (uncertainty.smk) ---------------------------------------------------------------
+WEIGHT_FLAGS = (
+    f"--balance {config['tgaa']['balance']} --alpha {config['tgaa']['alpha']} --mu {config['tgaa']['mu']}"
+)
+
+
+# --- pseudo labels and self-training (selftrain.smk) ---------------------------------------------
+def _target_train_has_labels():
+    return config["demo"]["enabled"] or split_has_labels(config["target"]["dataset"], config["target"]["root"],
+                                                         TRAIN_SPLIT)
+
+
+# Pseudo-label precision and coverage need target train ground truth: a diagnosis, never used to train.
+GT_FLAGS = (f"--gt-root {shlex.quote(config['target']['root'])} --gt-split {TRAIN_SPLIT}"
+            if _target_train_has_labels() else "")
+
+
+def st_teacher(wildcards):
+    """Self-training round k learns from the pseudo labels of the final AA model (k = 1) or of round k-1."""
+    k = int(wildcards.k)
+    return final_aa(wildcards) if k == 1 else f"st_{wildcards.method}_r{k - 1}"
+
+
+# --- evaluation (evaluate.smk) -------------------------------------------------------------------
+def chain_rungs(wildcards):
+    """The main chain's rungs, in the order of Table 3: label -> eval JSON."""
+    base = f"{seed_dir(wildcards.seed)}/eval"
+    return {
+        RUNG_LABELS["source_only"]: f"{base}/source_only.json",
+        R0_LABEL: f"{base}/{R0}.json",
+        RUNG_LABELS["tgaa"]: f"{base}/{final_aa(wildcards)}.json",
+        RUNG_LABELS["st"]: f"{base}/{ST_LAST}.json",
+    }
+
+
+# --- ablation (ablation.smk) ---------------------------------------------------------------------
+ABL_SEEDS = config["ablation"]["seeds"]
+ABL_METHODS = config["ablation"]["pseudo_methods"]
+ABLATION_TABLES = {
+    "ladder": f"{EXP}/ablation/ladder.csv",
+    "ladder_md": f"{EXP}/ablation/ladder.md",
+    "methods": f"{EXP}/ablation/pseudo_methods.csv",
+    "methods_md": f"{EXP}/ablation/pseudo_methods.md",
+}
+
+
+def _eval(seed, model):
+    return f"{seed_dir(seed)}/eval/{model}.json"
+
+
+def ablation_evals(wildcards):
+    """(label, kind, seed, metrics JSON) for every rung and control of every seed."""
+    items = []
+    for seed in ABL_SEEDS:
+        final = final_aa_of(seed)
+        models = {"source_only": "source_only", "aa": "aa", "aa_it": "aa_it", "sr": "sr", "tgaa": final,
+                  "st": ST_LAST}
+        rungs = [(label, models[stage]) for stage, label in RUNG_LABELS.items()]
+        controls = [(label, model) for model, label in CONTROL_LABELS.items()]
+        items += [(label, "rung", seed, _eval(seed, model)) for label, model in rungs]
+        items += [(label, "control", seed, _eval(seed, model)) for label, model in controls]
+    return items
+
+
+def ablation_pseudo(wildcards):
+    """(method, seed, quality JSON or '', self-trained model's metrics) for Table 5."""
+    items = []
+    for seed in ABL_SEEDS:
+        final = final_aa_of(seed)
+        for method in ABL_METHODS:
+            quality = f"{seed_dir(seed)}/pseudo/{final}/{method}/quality.json" if GT_FLAGS else ""
+            items.append((method, seed, quality, _eval(seed, f"st_{method}_{ST_FINAL}")))
+        if GT_FLAGS and {"gmm", "cbst"} <= set(ABL_METHODS):  # precision only: no self-training from it
+            items.append(("cbst at gmm's coverage", seed,
+                          f"{seed_dir(seed)}/pseudo/{final}/{CBST_AT_GMM}/quality.json", ""))
+    return items
+
+
+def _ablation_inputs(wildcards):
+    files = [path for *_, path in ablation_evals(wildcards)]
+    for method, seed, quality, st in ablation_pseudo(wildcards):
+        if st:
+            files.append(st)
+        if quality:
+            files.append(str(Path(quality).parent))
+    return sorted(set(files))
+
+
+# --- report (report.smk) -------------------------------------------------------------------------
+REPORT = f"{EXP}/report"
+REPORT_SEED = f"{EXP}/report/seed{{seed}}"
+# Target val images in the examples grid, spread evenly over the val index.
+EXAMPLE_IMAGES = 4
+REPORT_FIGURES = ["summary.html", "iou_per_class.png", "examples.png", "rank.png", "weights.png",
+                  "entropy_gmm.png", "pseudo_quality.png", "training_curves.png"]
+ABLATION_FIGURES = [f"{REPORT}/ablation/{name}" for name in
+                    ("ladder.html", "ladder.png", "pseudo_methods.html", "pseudo_methods.png")]
+
+
+def report_rounds(wildcards):
+    """Target-guided rounds 1..final of a seed."""
+    return list(range(1, final_round(wildcards) + 1))
+
+
+def report_models(wildcards):
+    """Every stage of a seed in chain order: source only, round 0, each target-guided round, ST.
+    The figure commands name each stage from its file (``tgaa_r2`` -> ``+TGAA r2``)."""
+    return ["source_only", R0, *[f"tgaa_r{r}" for r in report_rounds(wildcards)], ST_LAST]
+
+
+def report_checkpoints(wildcards):
+    """The stages of the examples grid (Fig. 5: baseline, round 0, final round, ST)."""
+    return [model_ckpt(m, wildcards.seed) for m in ("source_only", R0, final_aa(wildcards), ST_LAST)]
+
+
+def report_pseudo_dir(wildcards):
+    """The GMM pseudo labels the first self-training round learns from (final adapted model)."""
+    return f"{seed_dir(wildcards.seed)}/pseudo/{final_aa(wildcards)}/gmm"
+
+
+def report_labels(figure):
+    return {"figure": figure, "seed": "{seed}"}
+
+
+def report_figure_files(seed=SEED):
+    """Every report figure of one seed, plus the ablation's once its tables exist."""
+    files = [f"{REPORT}/seed{seed}/{name}" for name in REPORT_FIGURES]
+    if all(os.path.exists(path) for path in ABLATION_TABLES.values()):
+        files += ABLATION_FIGURES
+    return files
+
+
+# --- prediction (predict.smk) --------------------------------------------------------------------
+PREDICT_SPLIT = config["predict"]["split"] or VAL_SPLIT

@@ -1,4 +1,21 @@
-# Data: the generated demo data set, one checked index per split, source class statistics.
+# Data: the resolved config's record, the generated demo data set, one checked index per split, source
+# class statistics.
+
+
+rule resolved_config:
+    """The resolved config as YAML: a record of the settings the last run resolved (every artifact's
+    provenance holds the exact config it was made with)."""
+    output:
+        RESOLVED,
+    params:
+        cmd=uncerda("write-config"),
+        config=CONFIG_JSON,
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/resolved_config.log",
+    shell:
+        "{params.cmd} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 if config["demo"]["enabled"]:
@@ -8,6 +25,7 @@ if config["demo"]["enabled"]:
             source=directory(config["source"]["root"]),
             target=directory(config["target"]["root"]),
         params:
+            cmd=uncerda("generate-demo", config_json=True),
             settings=settings("demo"),
         log:
             f"{LOGS}/generate_demo.log",
@@ -16,22 +34,18 @@ if config["demo"]["enabled"]:
         resources:
             **res("cpu"),
         shell:
-            "{UNCERDA} generate-demo --config-json {CONFIG_JSON:q} > {log:q} 2>&1"
-
-
-def data_root(role):
-    """The generated root as an input when the demo makes it; a real root is checked at start-up."""
-    return [config[role]["root"]] if config["demo"]["enabled"] else []
+            "{params.cmd} > {log:q} 2>&1"
 
 
 rule index_source:
     input:
         data_root("source"),
     output:
-        f"{EXP}/data/source_index.csv",
+        SOURCE_INDEX,
     params:
+        cmd=uncerda("index"),
         dataset=config["source"]["dataset"],
-        root=config["source"]["root"],
+        root=lambda w: config["source"]["root"],
         split=config["source"]["split"],
     threads: 2
     log:
@@ -41,7 +55,7 @@ rule index_source:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {params.split:q}"
+        "{params.cmd} --dataset {params.dataset} --root {params.root:q} --split {params.split:q}"
         " --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -52,8 +66,9 @@ rule index_target:
     output:
         f"{EXP}/data/target_{{split}}_index.csv",
     params:
+        cmd=uncerda("index"),
         dataset=config["target"]["dataset"],
-        root=config["target"]["root"],
+        root=lambda w: config["target"]["root"],
         no_labels=lambda w: "--no-labels" if w.split == TRAIN_SPLIT else "",
     threads: 2
     log:
@@ -63,7 +78,7 @@ rule index_target:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
+        "{params.cmd} --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
         " {params.no_labels} --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -74,8 +89,9 @@ rule index_target_labelled:
     output:
         f"{EXP}/data/labelled/target_{{split}}_index.csv",
     params:
+        cmd=uncerda("index"),
         dataset=config["target"]["dataset"],
-        root=config["target"]["root"],
+        root=lambda w: config["target"]["root"],
     threads: 2
     log:
         f"{LOGS}/index_target_{{split}}_labelled.log",
@@ -84,7 +100,7 @@ rule index_target_labelled:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} index --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
+        "{params.cmd} --dataset {params.dataset} --root {params.root:q} --split {wildcards.split}"
         " --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -98,6 +114,7 @@ rule holdout_split:
         holdout=f"{SELECTION_DATA}/target_holdout_index.csv",
         labelled_adapt=f"{SELECTION_DATA}/target_adapt_labelled_index.csv",
     params:
+        cmd=uncerda("holdout-split", config_json=True),
         settings=settings("selection", omit=("selection.keep_every",)),
         seed=SEED,
     log:
@@ -105,7 +122,7 @@ rule holdout_split:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} holdout-split --config-json {CONFIG_JSON:q} --index {input.index:q}"
+        "{params.cmd} --index {input.index:q}"
         " --labelled-index {input.labelled:q} --adapt-out {output.adapt:q} --holdout-out {output.holdout:q}"
         " --labelled-adapt-out {output.labelled_adapt:q} > {log:q} 2>&1"
 
@@ -116,6 +133,7 @@ rule class_stats:
     output:
         f"{EXP}/data/source_class_stats.csv",
     params:
+        cmd=uncerda("class-stats"),
         dataset=config["source"]["dataset"],
     threads: 2
     log:
@@ -125,5 +143,5 @@ rule class_stats:
     resources:
         **res("cpu"),
     shell:
-        "{UNCERDA} class-stats --index {input.index:q} --dataset {params.dataset} --out {output:q}"
+        "{params.cmd} --index {input.index:q} --dataset {params.dataset} --out {output:q}"
         " --workers {threads} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Evaluation of every model on the target val set, and the main chain's summary table.
 
+
 rule evaluate:
     """Per-class IoU and mIoU on target val, at the labels' full resolution."""
     input:
@@ -9,6 +10,7 @@ rule evaluate:
         json=f"{EXP}/seed{{seed}}/eval/{{model}}.json",
         csv=f"{EXP}/seed{{seed}}/eval/{{model}}.csv",
     params:
+        cmd=uncerda("evaluate", config_json=True),
         settings=settings("model", "target", "source", "evaluate", omit=("source.translated_root",)),
     threads: threads_of("infer")
     resources:
@@ -18,20 +20,9 @@ rule evaluate:
     benchmark:
         f"{BENCH}/seed{{seed}}/evaluate_{{model}}.tsv"
     shell:
-        "{UNCERDA} evaluate --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
+        "{params.cmd} --checkpoint {input.ckpt:q}"
         " --index {input.index:q} --name {wildcards.model:q} --out {output.json:q} --csv {output.csv:q}"
         " > {log:q} 2>&1"
-
-
-def chain_rungs(wildcards):
-    """The main chain's rungs, in the order of Table 3: label -> eval JSON."""
-    base = f"{seed_dir(wildcards.seed)}/eval"
-    return {
-        "Source only": f"{base}/source_only.json",
-        R0_LABEL: f"{base}/{R0}.json",
-        "+TGAA": f"{base}/{final_aa(wildcards)}.json",
-        "+UPST": f"{base}/{ST_LAST}.json",
-    }
 
 
 rule summary:
@@ -47,6 +38,7 @@ rule summary:
         ),
         csv=f"{EXP}/seed{{seed}}/summary.csv",
     params:
+        cmd=uncerda("summarize"),
         evals=lambda w: " ".join(shlex.quote(f"{label}={path}") for label, path in chain_rungs(w).items()),
         source=config["source"]["dataset"],
         rounds_dir=lambda w, input: os.path.dirname(input.decision),
@@ -55,5 +47,5 @@ rule summary:
     log:
         f"{LOGS}/seed{{seed}}/summary.log",
     shell:
-        "{UNCERDA} summarize {params.evals} --source-dataset {params.source}"
+        "{params.cmd} {params.evals} --source-dataset {params.source}"
         " --rounds-dir {params.rounds_dir:q} --out {output.md:q} --csv {output.csv:q} > {log:q} 2>&1"

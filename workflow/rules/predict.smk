@@ -3,8 +3,6 @@
 #   snakemake predict --cores 2                                   predict.split, default the val split
 #   snakemake predict --cores 2 --config predict='{split: test}'
 
-PREDICT_SPLIT = config["predict"]["split"] or VAL_SPLIT
-
 
 rule predict_split:
     """``uncerda predict`` over <target.root>/leftImg8bit/<split> (its city folders mirrored)."""
@@ -14,6 +12,7 @@ rule predict_split:
         preds=directory(f"{EXP}/seed{{seed}}/predictions/{ST_LAST}/{{split}}"),
         zip=f"{EXP}/seed{{seed}}/submission/{ST_LAST}_{{split}}.zip",
     params:
+        cmd=uncerda("predict", config_json=True),
         images=lambda w: f"{config['target']['root']}/leftImg8bit/{w.split}",
         settings=settings("model", "target", "train", "predict", "evaluate", omit=("predict.split",)),
     threads: threads_of("infer")
@@ -24,7 +23,7 @@ rule predict_split:
     benchmark:
         f"{BENCH}/seed{{seed}}/predict_{{split}}.tsv"
     shell:
-        "{UNCERDA} predict --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q} --input {params.images:q}"
+        "{params.cmd} --checkpoint {input.ckpt:q} --input {params.images:q}"
         " --out-dir {output.preds:q} --zip {output.zip:q} > {log:q} 2>&1"
 
 

@@ -1,51 +1,6 @@
 # Report figures: one rule per figure, each one `uncerda figure-*` call. `report_figures` builds every
 # figure of the main seed, and the ablation's when its tables exist (after `snakemake ablation`).
 #   snakemake --cores 2 && snakemake --report report.html
-import hashlib
-import os
-
-REPORT = f"{EXP}/report"
-REPORT_SEED = f"{EXP}/report/seed{{seed}}"
-# Target val images in the examples grid, spread evenly over the val index.
-EXAMPLE_IMAGES = 4
-ABLATION_TABLES = rules.ablation_tables.output
-REPORT_FIGURES = ["summary.html", "iou_per_class.png", "examples.png", "rank.png", "weights.png",
-                  "entropy_gmm.png", "pseudo_quality.png", "training_curves.png"]
-ABLATION_FIGURES = [f"{REPORT}/ablation/{name}" for name in
-                    ("ladder.html", "ladder.png", "pseudo_methods.html", "pseudo_methods.png")]
-
-
-def report_rounds(wildcards):
-    """Target-guided rounds 1..final of a seed."""
-    return list(range(1, final_round(wildcards) + 1))
-
-
-def report_models(wildcards):
-    """Every stage of a seed in chain order: source only, round 0, each target-guided round, ST.
-    The figure commands name each stage from its file (``tgaa_r2`` -> ``+TGAA r2``)."""
-    return ["source_only", R0, *[f"tgaa_r{r}" for r in report_rounds(wildcards)], ST_LAST]
-
-
-def report_checkpoints(wildcards):
-    """The stages of the examples grid (Fig. 5: baseline, round 0, final round, ST)."""
-    return [model_ckpt(m, wildcards.seed) for m in ("source_only", R0, final_aa(wildcards), ST_LAST)]
-
-
-def report_pseudo_dir(wildcards):
-    """The GMM pseudo labels the first self-training round learns from (final adapted model)."""
-    return f"{seed_dir(wildcards.seed)}/pseudo/{final_aa(wildcards)}/gmm"
-
-
-def report_labels(figure):
-    return {"figure": figure, "seed": "{seed}"}
-
-
-def report_figure_files(seed=SEED):
-    """Every report figure of one seed, plus the ablation's once its tables exist."""
-    files = [f"{REPORT}/seed{seed}/{name}" for name in REPORT_FIGURES]
-    if all(os.path.exists(path) for path in ABLATION_TABLES):
-        files += ABLATION_FIGURES
-    return files
 
 
 rule report_summary_table:
@@ -59,6 +14,8 @@ rule report_summary_table:
             category="Results",
             labels=report_labels("1. results table (main chain)"),
         ),
+    params:
+        cmd=uncerda("table-html"),
     resources:
         **res("cpu"),
     log:
@@ -66,7 +23,7 @@ rule report_summary_table:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_summary_table.tsv"
     shell:
-        "{UNCERDA} table-html --md {input:q} --title 'Results on target val, seed {wildcards.seed}'"
+        "{params.cmd} --md {input:q} --title 'Results on target val, seed {wildcards.seed}'"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -82,6 +39,8 @@ rule report_iou:
             category="Results",
             labels=report_labels("2. per-class IoU per stage (Fig. 6)"),
         ),
+    params:
+        cmd=uncerda("figure-iou"),
     resources:
         **res("cpu"),
     log:
@@ -89,7 +48,7 @@ rule report_iou:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_iou.tsv"
     shell:
-        "{UNCERDA} figure-iou {input.evals:q} --highlight-rank {input.rank:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} {input.evals:q} --highlight-rank {input.rank:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_curves:
@@ -104,6 +63,8 @@ rule report_curves:
             category="Results",
             labels=report_labels("4. training curves per stage"),
         ),
+    params:
+        cmd=uncerda("figure-curves"),
     resources:
         **res("cpu"),
     log:
@@ -111,7 +72,7 @@ rule report_curves:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_curves.tsv"
     shell:
-        "{UNCERDA} figure-curves {input.losses:q} --evals {input.evals:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} {input.losses:q} --evals {input.evals:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_examples:
@@ -127,6 +88,7 @@ rule report_examples:
             labels=report_labels("3. target val examples (Figs. 5, 7)"),
         ),
     params:
+        cmd=uncerda("figure-examples", config_json=True),
         entropy=f"{R0} {ST_LAST}",
         n=EXAMPLE_IMAGES,
         # A digest of the config sections inference reads: reruns on a change, short in the report.
@@ -139,7 +101,7 @@ rule report_examples:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_examples.tsv"
     shell:
-        "{UNCERDA} figure-examples --config-json {CONFIG_JSON:q} --checkpoint {input.ckpts:q}"
+        "{params.cmd} --checkpoint {input.ckpts:q}"
         " --index {input.index:q} --n-images {params.n} --entropy {params.entropy} --out {output:q} > {log:q} 2>&1"
 
 
@@ -155,6 +117,8 @@ rule report_rank:
             category="Class uncertainty",
             labels={"model": "1. figure: rank and S_k, every round", "seed": "{seed}"},
         ),
+    params:
+        cmd=uncerda("figure-rank"),
     resources:
         **res("cpu"),
     log:
@@ -162,7 +126,7 @@ rule report_rank:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_rank.tsv"
     shell:
-        "{UNCERDA} figure-rank {input.ranks:q} --decisions {input.decisions:q} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} {input.ranks:q} --decisions {input.decisions:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_weights:
@@ -177,6 +141,7 @@ rule report_weights:
             labels={"model": "2. figure: sampling weights, every round", "seed": "{seed}"},
         ),
     params:
+        cmd=uncerda("figure-weights"),
         alpha=config["tgaa"]["alpha"],
         mu=config["tgaa"]["mu"],
     resources:
@@ -186,7 +151,7 @@ rule report_weights:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_weights.tsv"
     shell:
-        "{UNCERDA} figure-weights {input:q} --alpha {params.alpha} --mu {params.mu} --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} {input:q} --alpha {params.alpha} --mu {params.mu} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_gmm:
@@ -202,6 +167,7 @@ rule report_gmm:
             labels=report_labels("entropy histograms and GMM (Fig. 4)"),
         ),
     params:
+        cmd=uncerda("figure-gmm"),
         label=final_aa,
     resources:
         **res("cpu"),
@@ -210,7 +176,7 @@ rule report_gmm:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_gmm.tsv"
     shell:
-        "{UNCERDA} figure-gmm --maps {input.maps:q} --pseudo-dir {input.pseudo:q} --label {params.label:q}"
+        "{params.cmd} --maps {input.maps:q} --pseudo-dir {input.pseudo:q} --label {params.label:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -226,6 +192,7 @@ rule report_pseudo_quality:
             labels=report_labels("precision and coverage per class"),
         ),
     params:
+        cmd=uncerda("figure-pseudo-quality"),
         label=lambda w: f"GMM, {final_aa(w)}",
     resources:
         **res("cpu"),
@@ -234,51 +201,100 @@ rule report_pseudo_quality:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_pseudo_quality.tsv"
     shell:
-        "{UNCERDA} figure-pseudo-quality --pseudo-dir {input:q} --label {params.label:q} --out {output:q}"
+        "{params.cmd} --pseudo-dir {input:q} --label {params.label:q} --out {output:q}"
         " > {log:q} 2>&1"
 
 
-rule report_ablation:
-    """The ablation's ladder (Table 3) and pseudo-label comparison (Table 5) as HTML tables and figures."""
+rule report_ablation_ladder_table:
+    """The ablation's ladder (Table 3) as an HTML table."""
     input:
-        **ABLATION_TABLES,
+        ABLATION_TABLES["ladder_md"],
     output:
-        ladder_html=report(
+        report(
             ABLATION_FIGURES[0],
             caption="../report/ablation_ladder.rst",
             category="Ablation",
             labels={"figure": "1. ladder (Table 3), table"},
         ),
-        ladder_png=report(
+    params:
+        cmd=uncerda("table-html"),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/report_ablation_ladder_table.log",
+    benchmark:
+        f"{BENCH}/report_ablation_ladder_table.tsv"
+    shell:
+        "{params.cmd} --md {input:q} --title 'Ablation ladder' --out {output:q} > {log:q} 2>&1"
+
+
+rule report_ablation_ladder_figure:
+    """The ablation's ladder (Table 3) as a figure."""
+    input:
+        ABLATION_TABLES["ladder"],
+    output:
+        report(
             ABLATION_FIGURES[1],
             caption="../report/ablation_ladder.rst",
             category="Ablation",
             labels={"figure": "2. ladder (Table 3), figure"},
         ),
-        methods_html=report(
+    params:
+        cmd=uncerda("figure-ladder"),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/report_ablation_ladder_figure.log",
+    benchmark:
+        f"{BENCH}/report_ablation_ladder_figure.tsv"
+    shell:
+        "{params.cmd} --csv {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule report_ablation_methods_table:
+    """The ablation's pseudo-label comparison (Table 5) as an HTML table."""
+    input:
+        ABLATION_TABLES["methods_md"],
+    output:
+        report(
             ABLATION_FIGURES[2],
             caption="../report/ablation_pseudo_methods.rst",
             category="Ablation",
             labels={"figure": "3. pseudo-label methods (Table 5), table"},
         ),
-        methods_png=report(
+    params:
+        cmd=uncerda("table-html"),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/report_ablation_methods_table.log",
+    benchmark:
+        f"{BENCH}/report_ablation_methods_table.tsv"
+    shell:
+        "{params.cmd} --md {input:q} --title 'Pseudo-label methods' --out {output:q} > {log:q} 2>&1"
+
+
+rule report_ablation_methods_figure:
+    """The ablation's pseudo-label comparison (Table 5) as a figure."""
+    input:
+        ABLATION_TABLES["methods"],
+    output:
+        report(
             ABLATION_FIGURES[3],
             caption="../report/ablation_pseudo_methods.rst",
             category="Ablation",
             labels={"figure": "4. pseudo-label methods (Table 5), figure"},
         ),
+    params:
+        cmd=uncerda("figure-pseudo-methods"),
     resources:
         **res("cpu"),
     log:
-        f"{LOGS}/report_ablation.log",
+        f"{LOGS}/report_ablation_methods_figure.log",
     benchmark:
-        f"{BENCH}/report_ablation.tsv"
+        f"{BENCH}/report_ablation_methods_figure.tsv"
     shell:
-        "({UNCERDA} table-html --md {input.ladder_md:q} --title 'Ablation ladder' --out {output.ladder_html:q}"
-        " && {UNCERDA} figure-ladder --csv {input.ladder:q} --out {output.ladder_png:q}"
-        " && {UNCERDA} table-html --md {input.methods_md:q} --title 'Pseudo-label methods'"
-        " --out {output.methods_html:q}"
-        " && {UNCERDA} figure-pseudo-methods --csv {input.methods:q} --out {output.methods_png:q}) > {log:q} 2>&1"
+        "{params.cmd} --csv {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_figures:

@@ -11,6 +11,7 @@ rule select_model:
         ckpt=f"{EXP}/seed{{seed}}/selected/{{model}}/checkpoint.pt",
         json=f"{EXP}/seed{{seed}}/selected/{{model}}/selection.json",
     params:
+        cmd=uncerda("select", config_json=True),
         settings=settings("model", "target", "source", "evaluate", "selection", omit=("source.translated_root",)),
         out_dir=lambda w, output: os.path.dirname(output.json),
     threads: threads_of("infer")
@@ -21,5 +22,5 @@ rule select_model:
     benchmark:
         f"{BENCH}/seed{{seed}}/select_{{model}}.tsv"
     shell:
-        "{UNCERDA} select --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
+        "{params.cmd} --checkpoint {input.ckpt:q}"
         " --holdout-index {input.holdout:q} --out {params.out_dir:q} > {log:q} 2>&1"

@@ -1,21 +1,4 @@
 # Pseudo labels from a maps file (GMM of Eq. 6, or a baseline) and self-training rounds.
-from pathlib import Path
-
-
-def _target_train_has_labels():
-    root = Path(config["target"]["root"])
-    return config["demo"]["enabled"] or (root / "gtFine" / TRAIN_SPLIT).is_dir()
-
-
-# Pseudo-label precision and coverage need target train ground truth: a diagnosis, never used to train.
-GT_FLAGS = (f"--gt-root {shlex.quote(config['target']['root'])} --gt-split {TRAIN_SPLIT}"
-            if _target_train_has_labels() else "")
-
-
-def st_teacher(wildcards):
-    """Self-training round k learns from the pseudo labels of the final AA model (k = 1) or of round k-1."""
-    k = int(wildcards.k)
-    return final_aa(wildcards) if k == 1 else f"st_{wildcards.method}_r{k - 1}"
 
 
 rule pseudo_labels:
@@ -24,6 +7,7 @@ rule pseudo_labels:
     output:
         directory(f"{EXP}/seed{{seed}}/pseudo/{{model}}/{{method}}"),
     params:
+        cmd=uncerda("pseudo-labels", config_json=True),
         gt=GT_FLAGS,
         settings=settings("pseudo"),
     threads: 2  # the histogram pass runs over 2 processes (the command's --workers default)
@@ -34,7 +18,7 @@ rule pseudo_labels:
     benchmark:
         f"{BENCH}/seed{{seed}}/pseudo_{{model}}_{{method}}.tsv"
     shell:
-        "{UNCERDA} pseudo-labels --config-json {CONFIG_JSON:q} --maps {input.maps:q}"
+        "{params.cmd} --maps {input.maps:q}"
         " --method {wildcards.method} {params.gt} --out-dir {output:q} > {log:q} 2>&1"
 
 
@@ -46,6 +30,7 @@ rule pseudo_labels_cbst_at_gmm_coverage:
     output:
         directory(f"{EXP}/seed{{seed}}/pseudo/{{model}}/{CBST_AT_GMM}"),
     params:
+        cmd=uncerda("pseudo-labels", config_json=True),
         gt=GT_FLAGS,
         settings=settings("pseudo"),
     threads: 2
@@ -54,7 +39,7 @@ rule pseudo_labels_cbst_at_gmm_coverage:
     log:
         f"{LOGS}/seed{{seed}}/pseudo_{{model}}_{CBST_AT_GMM}.log",
     shell:
-        "{UNCERDA} pseudo-labels --config-json {CONFIG_JSON:q} --maps {input.maps:q}"
+        "{params.cmd} --maps {input.maps:q}"
         " --cbst-at-coverage-of {input.gmm:q} {params.gt} --out-dir {output:q} > {log:q} 2>&1"
 
 
@@ -67,6 +52,7 @@ rule self_train:
         ckpt=f"{MODELS}/st_{{method}}_r{{k}}/checkpoint.pt",
         losses=f"{MODELS}/st_{{method}}_r{{k}}/losses.csv",
     params:
+        cmd=uncerda("self-train", config_json=True, train=True),
         settings=settings("model", "train", "source", "target", "adapt", "selftrain", omit=("selftrain.rounds",)),
         **SELECTION_PARAMS,
     threads: threads_of("train")
@@ -77,6 +63,6 @@ rule self_train:
     benchmark:
         f"{BENCH}/seed{{seed}}/self_train_{{method}}_r{{k}}.tsv"
     shell:
-        "{TRAIN} self-train --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --pseudo-dir {input.pseudo:q} --source-index {input.source_index:q}"
         " --target-index {input.target_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"

@@ -1,37 +1,6 @@
 # Training: source-only, adversarial adaptation round 0 (and its controls), target-guided rounds, +SR,
 # the AdaBN control and the target oracle. Every training rule resumes from <checkpoint>.resume.pt.
 
-MODELS = f"{EXP}/seed{{seed}}/models"
-TRAIN_INPUT = dict(
-    source_index=rules.index_source.output[0],
-    target_index=target_train_index(),
-)
-# Round-0 variants: "+AA" (no image translation), "+IT" (FDA, or the pre-translated images of
-# source.translated_root when set), and the control with the
-# adversarial losses switched off but target batches still passed through the network.
-AA_VARIANTS = {
-    "aa": "--image-translation off",
-    "aa_it": "--image-translation on",
-    "aa_noadv": "--image-translation config --adversarial-weight 0",
-}
-
-
-def adapt_init():
-    if config["adapt"]["init"] == "source_only":
-        return {"init": model_ckpt("source_only")}
-    return {}
-
-
-def init_flag(wildcards, input):
-    """The source-only model when adaptation starts from it; else the command falls back to model.init."""
-    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
-
-
-def previous_model(wildcards):
-    """The model a target-guided round starts from: round 0, or the previous round."""
-    r = int(wildcards.r)
-    return R0 if r == 1 else f"tgaa_r{r - 1}"
-
 
 rule train_source_only:
     input:
@@ -40,6 +9,7 @@ rule train_source_only:
         ckpt=f"{MODELS}/source_only/checkpoint.pt",
         losses=f"{MODELS}/source_only/losses.csv",
     params:
+        cmd=uncerda("train-source", config_json=True, train=True),
         settings=settings("model", "train", "source", "source_only", omit=("source.translated_root",)),
         **SELECTION_PARAMS,
     threads: threads_of("train")
@@ -50,7 +20,7 @@ rule train_source_only:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_source_only.tsv"
     shell:
-        "{TRAIN} train-source --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
+        "{params.cmd} --seed {wildcards.seed}"
         " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
 
@@ -62,6 +32,7 @@ rule train_oracle:
         ckpt=f"{MODELS}/oracle/checkpoint.pt",
         losses=f"{MODELS}/oracle/losses.csv",
     params:
+        cmd=uncerda("train-oracle", config_json=True, train=True),
         settings=settings("model", "train", "target", "ablation", omit=("ablation.seeds", "ablation.pseudo_methods")),
         **SELECTION_PARAMS,
     threads: threads_of("train")
@@ -72,7 +43,7 @@ rule train_oracle:
     benchmark:
         f"{BENCH}/seed{{seed}}/train_oracle.tsv"
     shell:
-        "{TRAIN} train-oracle --config-json {CONFIG_JSON:q} --seed {wildcards.seed}"
+        "{params.cmd} --seed {wildcards.seed}"
         " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
 
@@ -87,6 +58,7 @@ rule adapt_round0:
     wildcard_constraints:
         variant="|".join(AA_VARIANTS),
     params:
+        cmd=uncerda("adapt", config_json=True, train=True),
         flags=lambda w: AA_VARIANTS[w.variant],
         init=init_flag,
         settings=settings("model", "train", "source", "target", "adapt"),
@@ -99,7 +71,7 @@ rule adapt_round0:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_{{variant}}.tsv"
     shell:
-        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} {params.flags} {params.init}"
+        "{params.cmd} --seed {wildcards.seed} {params.flags} {params.init}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
         " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
@@ -116,6 +88,7 @@ rule adapt_tgaa:
         ckpt=f"{MODELS}/tgaa_r{{r}}/checkpoint.pt",
         losses=f"{MODELS}/tgaa_r{{r}}/losses.csv",
     params:
+        cmd=uncerda("adapt", config_json=True, train=True),
         settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
         **SELECTION_PARAMS,
     threads: threads_of("train")
@@ -126,14 +99,14 @@ rule adapt_tgaa:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_tgaa_r{{r}}.tsv"
     shell:
-        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --rank {input.rank:q} --class-stats {input.class_stats:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
         " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
 
 
 rule adapt_sr:
-    """+SR: one round with soft-balance weights over all classes (no target signal)."""
+    """The SR rung: one round with soft-balance weights over all classes (no target signal)."""
     input:
         **TRAIN_INPUT,
         init=model_ckpt(R0),
@@ -143,6 +116,7 @@ rule adapt_sr:
         ckpt=f"{MODELS}/sr/checkpoint.pt",
         losses=f"{MODELS}/sr/losses.csv",
     params:
+        cmd=uncerda("adapt", config_json=True, train=True),
         settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
         **SELECTION_PARAMS,
     threads: threads_of("train")
@@ -153,7 +127,7 @@ rule adapt_sr:
     benchmark:
         f"{BENCH}/seed{{seed}}/adapt_sr.tsv"
     shell:
-        "{TRAIN} adapt --config-json {CONFIG_JSON:q} --seed {wildcards.seed} --init {input.init:q}"
+        "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --class-stats {input.class_stats:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
         " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
@@ -167,6 +141,7 @@ rule adabn:
     output:
         f"{MODELS}/source_only_adabn/checkpoint.pt",
     params:
+        cmd=uncerda("adabn", config_json=True),
         settings=settings("model", "train", "target"),
     threads: threads_of("infer")
     resources:
@@ -176,5 +151,5 @@ rule adabn:
     benchmark:
         f"{BENCH}/seed{{seed}}/adabn.tsv"
     shell:
-        "{UNCERDA} adabn --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
+        "{params.cmd} --checkpoint {input.ckpt:q}"
         " --target-index {input.target_index:q} --out {output:q} > {log:q} 2>&1"

@@ -10,6 +10,7 @@ rule dump_maps:
     output:
         f"{EXP}/seed{{seed}}/maps/{{model}}.h5",
     params:
+        cmd=uncerda("dump", config_json=True),
         settings=settings("model", "target", "dump"),
     threads: threads_of("infer")
     resources:
@@ -19,7 +20,7 @@ rule dump_maps:
     benchmark:
         f"{BENCH}/seed{{seed}}/dump_{{model}}.tsv"
     shell:
-        "{UNCERDA} dump --config-json {CONFIG_JSON:q} --checkpoint {input.ckpt:q}"
+        "{params.cmd} --checkpoint {input.ckpt:q}"
         " --index {input.index:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -35,6 +36,7 @@ rule rank_classes:
             labels={"model": "{model}", "seed": "{seed}"},
         ),
     params:
+        cmd=uncerda("rank"),
         k=config["tgaa"]["k"],
     threads: 2  # the histogram pass runs over 2 processes (the command's --workers default)
     resources:
@@ -44,12 +46,7 @@ rule rank_classes:
     benchmark:
         f"{BENCH}/seed{{seed}}/rank_{{model}}.tsv"
     shell:
-        "{UNCERDA} rank --maps {input.maps:q} --k {params.k} --out {output:q} > {log:q} 2>&1"
-
-
-WEIGHT_FLAGS = (
-    f"--balance {config['tgaa']['balance']} --alpha {config['tgaa']['alpha']} --mu {config['tgaa']['mu']}"
-)
+        "{params.cmd} --maps {input.maps:q} --k {params.k} --out {output:q} > {log:q} 2>&1"
 
 
 rule weights_tgaa:
@@ -60,6 +57,7 @@ rule weights_tgaa:
     output:
         f"{EXP}/seed{{seed}}/weights/tgaa_r{{r}}.csv",
     params:
+        cmd=uncerda("weights"),
         flags=WEIGHT_FLAGS,
     resources:
         **res("cpu"),
@@ -68,17 +66,18 @@ rule weights_tgaa:
     benchmark:
         f"{BENCH}/seed{{seed}}/weights_tgaa_r{{r}}.tsv"
     shell:
-        "{UNCERDA} weights --class-stats {input.class_stats:q} --rank {input.rank:q} {params.flags}"
+        "{params.cmd} --class-stats {input.class_stats:q} --rank {input.rank:q} {params.flags}"
         " --out {output:q} > {log:q} 2>&1"
 
 
 rule weights_sr:
-    """+SR: the same Eqs. 3-5 with S_k = all classes."""
+    """The SR rung: the same Eqs. 3-5 with S_k = all classes."""
     input:
         class_stats=rules.class_stats.output[0],
     output:
         f"{EXP}/seed{{seed}}/weights/sr.csv",
     params:
+        cmd=uncerda("weights"),
         flags=WEIGHT_FLAGS,
     resources:
         **res("cpu"),
@@ -87,7 +86,7 @@ rule weights_sr:
     benchmark:
         f"{BENCH}/seed{{seed}}/weights_sr.tsv"
     shell:
-        "{UNCERDA} weights --class-stats {input.class_stats:q} --all-classes {params.flags}"
+        "{params.cmd} --class-stats {input.class_stats:q} --all-classes {params.flags}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -99,11 +98,12 @@ checkpoint decide_round:
     output:
         f"{EXP}/seed{{seed}}/rounds/r{{r}}.json",
     params:
+        cmd=uncerda("decide-round"),
         max_rounds=config["tgaa"]["max_rounds"],
     resources:
         **res("cpu"),
     log:
         f"{LOGS}/seed{{seed}}/decide_round_r{{r}}.log",
     shell:
-        "{UNCERDA} decide-round --round {wildcards.r} --rank {input.rank:q} --previous-rank {input.previous:q}"
+        "{params.cmd} --round {wildcards.r} --rank {input.rank:q} --previous-rank {input.previous:q}"
         " --max-rounds {params.max_rounds} --out {output:q} > {log:q} 2>&1"
