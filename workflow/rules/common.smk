@@ -67,6 +67,8 @@ def uncerda(command, config_json=False, train=False):
     text = f"{TRAIN if train else UNCERDA} {command}"
     if config_json:
         text += f" --config-json {shlex.quote(CONFIG_JSON)}"
+    if train:
+        text += KEEP_SNAPSHOTS   # training stages keep snapshots when checkpoint selection is on
     return Command(text)
 
 
@@ -132,7 +134,7 @@ SELECTION = config["selection"]["enabled"]
 SELECTION_DATA = f"{EXP}/data/selection"
 # Models no training loop writes (nothing to select from): used as they are.
 UNSELECTED_MODELS = ("source_only_adabn",)
-# What a training rule adds to its command and params when selection is on; empty when it is off,
+# What a training job adds to its command (see uncerda()) and params when selection is on; empty when off,
 # so that the jobs and their commands stay exactly as without selection.
 KEEP_SNAPSHOTS = " --keep-snapshots" if SELECTION else ""
 # (the held-out share reaches the rules that read target train through their index input)
@@ -149,7 +151,7 @@ def target_train_index(labelled=False):
 
 
 def model_ckpt(model, seed="{seed}"):
-    """The checkpoint every later rule reads for a stage: its last, or its selected one when selection is on."""
+    """The checkpoint later stages read for a model: its last one, or its selected one when selection is on."""
     if SELECTION and model not in UNSELECTED_MODELS:
         return f"{EXP}/seed{seed}/selected/{model}/checkpoint.pt"
     return f"{EXP}/seed{seed}/models/{model}/checkpoint.pt"

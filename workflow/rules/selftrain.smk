@@ -65,4 +65,4 @@ rule self_train:
     shell:
         "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --pseudo-dir {input.pseudo:q} --source-index {input.source_index:q}"
-        " --target-index {input.target_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
+        " --target-index {input.target_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"

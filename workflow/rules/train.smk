@@ -21,7 +21,7 @@ rule train_source_only:
         f"{BENCH}/seed{{seed}}/train_source_only.tsv"
     shell:
         "{params.cmd} --seed {wildcards.seed}"
-        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
+        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule train_oracle:
@@ -44,7 +44,7 @@ rule train_oracle:
         f"{BENCH}/seed{{seed}}/train_oracle.tsv"
     shell:
         "{params.cmd} --seed {wildcards.seed}"
-        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
+        " --source-index {input.source_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule adapt_round0:
@@ -73,7 +73,7 @@ rule adapt_round0:
     shell:
         "{params.cmd} --seed {wildcards.seed} {params.flags} {params.init}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
-        " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
+        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule adapt_tgaa:
@@ -102,7 +102,7 @@ rule adapt_tgaa:
         "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --rank {input.rank:q} --class-stats {input.class_stats:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
-        " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
+        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule adapt_sr:
@@ -130,7 +130,7 @@ rule adapt_sr:
         "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --class-stats {input.class_stats:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
-        " --out {output.ckpt:q} --losses {output.losses:q}{KEEP_SNAPSHOTS} > {log:q} 2>&1"
+        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
 
 rule adabn:
