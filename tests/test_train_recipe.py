@@ -67,7 +67,7 @@ def test_poly_horizon_shorter_than_a_stage_is_refused(data):
 
 def test_backbone_lr_mult_scales_only_the_backbone_group(data):
     out = data["root"] / "mult" / "checkpoint.pt"
-    config = _config(data, train={"backbone_lr_mult": 3.0})
+    config = _config(data, train={"backbone_lr_mult": 3.0, "head_lr_mult": 10.0})
     _train(data, "source_only", out, config=config)
     groups = load_checkpoint(out)["optimizers"]["model"]["param_groups"]
     lr, factor = config["train"]["lr"], (1 - 6 / 6) ** 0.9
@@ -88,13 +88,14 @@ def test_adamw_option_builds_adamw_with_both_groups_and_trains(data, capsys):
     assert [[id(p) for p in g["params"]] for g in opt.param_groups] == [[id(p) for p in backbone],
                                                                         [id(p) for p in heads]]
     assert all(g["betas"] == (0.8, 0.95) and g["weight_decay"] == train["weight_decay"] for g in opt.param_groups)
-    sgd = build_optimizer((backbone, heads), data["config"]["train"])       # the schema default
-    assert data["config"]["train"]["optimizer"] == "sgd" and type(sgd) is torch.optim.SGD
-    assert sgd.param_groups[0]["momentum"] == data["config"]["train"]["momentum"]
+    sgd_config = _config(data, train={"optimizer": "sgd"})
+    sgd = build_optimizer((backbone, heads), sgd_config["train"])
+    assert type(sgd) is torch.optim.SGD
+    assert sgd.param_groups[0]["momentum"] == sgd_config["train"]["momentum"]
     # Training with it: a resume file written under SGD is not taken (the settings digest covers the key),
     # the poly schedule scales AdamW's rates, and the losses stay finite.
     out = data["root"] / "adamw" / "checkpoint.pt"
-    _train(data, "source_only", out, stop_after=2)
+    _train(data, "source_only", out, config=sgd_config, stop_after=2)
     capsys.readouterr()
     _train(data, "source_only", out, config=config)
     assert "written with other settings: starting over" in capsys.readouterr().err
