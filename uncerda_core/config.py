@@ -184,6 +184,9 @@ def validate_config(config: dict, source: str = "config") -> dict:
     if config["selftrain"]["class_balanced"] and config["selftrain"]["loss"] != "rectified_seguncertainty":
         problems.append(f"selftrain.class_balanced needs selftrain.loss: rectified_seguncertainty "
                         f"(got {config['selftrain']['loss']!r}); set class_balanced: false or change the loss")
+    if config["train"]["target_bn_stats"] and config["model"]["bn_mode"] == "frozen":
+        problems.append("train.target_bn_stats: true re-estimates BatchNorm statistics, but model.bn_mode: frozen "
+                        "keeps them fixed; set target_bn_stats: false or choose bn_mode train/train_frozen_affine")
     if config["adapt"]["init"] == "model_init" and config["model"]["init"] is None:
         problems.append("adapt.init is model_init but model.init is not set; point model.init "
                         "at a state dict, or use adapt.init: source_only")

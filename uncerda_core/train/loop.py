@@ -9,6 +9,7 @@ target batch through the rectified loss; then one discriminator step.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ from uncerda_core.errors import UncerdaError
 from uncerda_core.models import FCDiscriminator, build_model, discriminator_input, load_state
 from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everything, snapshot_dir, snapshot_path
 from uncerda_core.train import distributed, guards, losses
+from uncerda_core.train.adabn import reestimate_batchnorm, target_images
 from uncerda_core.train.checkpoint import resume_path, rng_state, save_checkpoint, set_rng_state
 from uncerda_core.uncertainty.equations import balanced_power
 
@@ -64,6 +66,7 @@ class StageSettings:
     source_weight: float
     sampling: str
     poly_horizon: int | None
+    target_bn_stats: bool   # re-estimate BatchNorm statistics on target train before writing weights
 
     @property
     def horizon(self) -> int:
@@ -125,7 +128,9 @@ def _stage_settings(config: dict, stage: str, image_translation: bool | None,
         source_weight=st["source_weight"] if self_training else 1.0,
         # Only a target-guided round draws by class: every other stage draws source images uniformly.
         sampling=config["tgaa"]["sampling"] if stage == "tgaa" else "image",
-        poly_horizon=config["train"]["poly_horizon"])
+        poly_horizon=config["train"]["poly_horizon"],
+        # Only where batches alternate between the domains do the running averages mix them.
+        target_bn_stats=config["train"]["target_bn_stats"] and (adversarial or (self_training and not target_only)))
 
 
 def _poly(horizon: int, power: float):
@@ -371,6 +376,15 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         "pseudo_labels": Path(pseudo_dir) / "provenance.json" if pseudo_dir else None},
         extra={"settings": asdict(settings)})
 
+    bn_images = target_images(config, target_index) if settings.target_bn_stats and main_process else None
+
+    def with_target_statistics(net_module: torch.nn.Module, iteration: int) -> torch.nn.Module:
+        """``net_module`` with BatchNorm statistics of the target train images (settings.target_bn_stats)."""
+        reestimate_batchnorm(net_module, bn_images, batch_size=train_cfg["batch_size"], device=device,
+                             normalization=train_cfg["normalize"], progress=False,
+                             what=f"stage {settings.stage} at iteration {iteration}")
+        return net_module
+
     def snapshot(iteration: int) -> dict[str, Any]:
         return {"model": model.state_dict(),
                 "discriminators": {k: d.state_dict() for k, d in discriminators.items()},
@@ -383,8 +397,10 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     def keep_snapshot(iteration: int) -> None:
         """The weights alone (no optimiser state): enough to evaluate, and to start a later stage from."""
         if keep_snapshots and main_process and (iteration % keep_every == 0 or iteration == settings.iterations):
+            # A copy: the training itself continues with the running averages it has.
+            kept = with_target_statistics(copy.deepcopy(model), iteration) if bn_images is not None else model
             save_checkpoint(snapshot_path(out, iteration), {
-                "model": model.state_dict(), "iteration": iteration, "stage": settings.stage,
+                "model": kept.state_dict(), "iteration": iteration, "stage": settings.stage,
                 "settings": asdict(settings), "config": config, "model_config": config["model"],
                 "provenance": record})
 
@@ -532,6 +548,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     record["train_seconds"] = round(elapsed, 1)
     write_losses()
     if main_process:
+        if bn_images is not None:
+            with_target_statistics(model, settings.iterations)
         save_checkpoint(out, snapshot(settings.iterations))
         resume.unlink(missing_ok=True)
         print(f"[{settings.stage}] {settings.iterations - start} iterations in {elapsed:.0f} s -> {out}",
