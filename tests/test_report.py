@@ -19,7 +19,7 @@ import uncerda_core.report.commands  # noqa: F401  (registers the figure command
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.cli import main
 from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES
-from uncerda_core.report import figures
+from uncerda_core.report import figures, inputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,17 +111,17 @@ def test_stage_colors_and_names():
     colors = figures.stage_colors(5)
     assert len(colors) == 5 and colors[0] == figures.FIRST_COLOR and colors[-1] == figures.LAST_COLOR
     assert len(set(colors)) == 5
-    assert [figures.stage_label(m) for m in ("source_only", "aa", "aa_it", "tgaa_r2", "st_gmm_r1", "st_gmm_r2",
+    assert [inputs.stage_label(m) for m in ("source_only", "aa", "aa_it", "tgaa_r2", "st_gmm_r1", "st_gmm_r2",
                                              "st_cbst_r1", "oracle", "other")] == [
         "Source only", "+AA", "+IT", "+TGAA r2", "+UPST", "+UPST r2", "+ST (cbst)", "Target oracle", "other"]
-    assert figures.round_label("aa_it") == "round 0 (aa_it)"
-    assert figures.round_label("tgaa_r3") == "round 3 (tgaa_r3)"
-    assert figures.model_name("x/seed0/models/tgaa_r1/checkpoint.pt") == "tgaa_r1"
-    assert figures.model_name("x/seed0/eval/aa_it.json") == "aa_it"
+    assert inputs.round_label("aa_it") == "round 0 (aa_it)"
+    assert inputs.round_label("tgaa_r3") == "round 3 (tgaa_r3)"
+    assert inputs.model_name("x/seed0/models/tgaa_r1/checkpoint.pt") == "tgaa_r1"
+    assert inputs.model_name("x/seed0/eval/aa_it.json") == "aa_it"
     assert figures.parse_intervals("[0, 0.192627]; [0.69043, 1]") == [(0.0, 0.192627), (0.69043, 1.0)]
     assert figures.parse_intervals(float("nan")) == [] and figures.parse_intervals("") == []
-    assert figures.pick_indices(10, 4) == [0, 3, 6, 9]
-    assert figures.pick_indices(2, 4) == [0, 1] and figures.pick_indices(0, 4) == []
+    assert inputs.pick_indices(10, 4) == [0, 3, 6, 9]
+    assert inputs.pick_indices(2, 4) == [0, 1] and inputs.pick_indices(0, 4) == []
 
 
 def test_iou_figure(tmp_path):
@@ -164,7 +164,7 @@ def test_weights_figure_uniform(tmp_path):
 
 def test_gmm_figure_from_maps(tmp_path, pseudo_dir):
     maps, folder = pseudo_dir
-    hist, values, classes = figures.load_gmm_inputs(maps, folder)
+    hist, values, classes = inputs.load_gmm_inputs(maps, folder)
     assert hist.shape == (NUM_CLASSES, values.size)
     assert hist[0].sum() == 6 * 8 * 16 - 6 and hist[2].sum() == 6
     out = figures.gmm_figure(hist, values, classes, tmp_path / "gmm.png", title="test")
@@ -181,7 +181,7 @@ def test_gmm_figure_nothing_predicted(tmp_path):
 
 def test_pseudo_quality_figure(tmp_path, pseudo_dir):
     _, folder = pseudo_dir
-    classes, quality, overall = figures.read_pseudo_dir(folder)
+    classes, quality, overall = inputs.read_pseudo_dir(folder)
     assert quality is not None and overall["images_with_gt"] == 6
     assert_png(figures.pseudo_quality_figure(classes, tmp_path / "q.png", quality, overall, label="GMM"))
     # Without ground truth: coverage only.
@@ -194,7 +194,7 @@ def test_examples_figure(tmp_path):
     for i in range(3):
         label = rng.integers(0, NUM_CLASSES, size=(32, 64)).astype(np.uint8)
         label[:2] = 255
-        ex = figures.Example(name=f"city_{i:06d}_000019", image=rng.integers(0, 255, (32, 64, 3), dtype=np.uint8),
+        ex = inputs.Example(name=f"city_{i:06d}_000019", image=rng.integers(0, 255, (32, 64, 3), dtype=np.uint8),
                              label=label)
         for stage in ("Source only", "+IT", "+UPST"):
             ex.predictions[stage] = rng.integers(0, NUM_CLASSES, size=(32, 64)).astype(np.uint8)
@@ -395,8 +395,8 @@ def test_examples_from_checkpoints(tmp_path):
         model = build_model(config["model"])
         path = tmp_path / "models" / model_name / "checkpoint.pt"
         save_checkpoint(path, {"model": model.state_dict(), "model_config": config["model"]})
-        checkpoints[figures.stage_label(model_name)] = str(path)
-    examples = figures.load_examples(config, checkpoints, index, n_images=2, entropy_of=["+IT"])
+        checkpoints[inputs.stage_label(model_name)] = str(path)
+    examples = inputs.load_examples(config, checkpoints, index, n_images=2, entropy_of=["+IT"])
     assert len(examples) == 2 and examples[0].name != examples[1].name
     ex = examples[0]
     assert ex.image.shape == (32, 64, 3) and ex.image.dtype == np.uint8 and ex.label.shape == (32, 64)
@@ -404,7 +404,7 @@ def test_examples_from_checkpoints(tmp_path):
     assert ex.predictions["+IT"].shape == (32, 64) and 0 <= ex.entropy["+IT"].min() <= ex.entropy["+IT"].max() <= 1
     assert_png(figures.examples_figure(examples, tmp_path / "ex.png"))
     with pytest.raises(UncerdaError, match="no checkpoint"):
-        figures.load_examples(config, checkpoints, index, entropy_of=["+UPST"])
+        inputs.load_examples(config, checkpoints, index, entropy_of=["+UPST"])
 
 
 # --- the whole report (slow) ----------------------------------------------------------------------------

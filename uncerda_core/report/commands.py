@@ -18,7 +18,7 @@ from uncerda_core.errors import UncerdaError
 def _labelled(items: list[str] | None, what: str, name=None) -> dict[str, str]:
     """``PATH`` or ``LABEL=PATH`` items -> ordered {label: path}; without a label, ``name(path)``
     (by default the paper's name of the file's stage). A label given twice is an error."""
-    from uncerda_core.report.figures import model_name, stage_label
+    from uncerda_core.report.inputs import model_name, stage_label
     name = name or (lambda path: stage_label(model_name(path)))
     out: dict[str, str] = {}
     for item in items or []:
@@ -52,13 +52,13 @@ def cmd_figure_iou(p=None, args=None):
         p.add_argument("--highlight-rank", metavar="RANK_CSV", help="mark the classes of this ranking's S_k")
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.report import figures
+    from uncerda_core.report import figures, inputs
     evals = _labelled(args.evals, "evaluations")
-    results = {label: figures.read_json(path, "metrics file") for label, path in evals.items()}
+    results = {label: inputs.read_json(path, "metrics file") for label, path in evals.items()}
     highlight = []
     if args.highlight_rank:
-        rank = figures.read_csv(args.highlight_rank, "ranking table")
-        rank = figures.require_columns(rank, ["class", "in_sk"], args.highlight_rank)
+        rank = inputs.read_csv(args.highlight_rank, "ranking table")
+        rank = inputs.require_columns(rank, ["class", "in_sk"], args.highlight_rank)
         highlight = list(rank.loc[rank["in_sk"].astype(str).str.lower() == "true", "class"])
     figures.iou_figure(results, args.out, highlight=highlight)
     _record("figure-iou", args.out, {**evals, **({"highlight_rank": args.highlight_rank} if args.highlight_rank
@@ -76,15 +76,15 @@ def cmd_figure_rank(p=None, args=None):
         return
     import re
 
-    from uncerda_core.report import figures
+    from uncerda_core.report import figures, inputs
     from uncerda_core.uncertainty.rank import RANK_COLUMNS
-    ranks = _labelled(args.ranks, "rankings", name=lambda path: figures.round_label(figures.model_name(path)))
-    tables = {label: figures.require_columns(figures.read_csv(path, "ranking table"), RANK_COLUMNS, path)
+    ranks = _labelled(args.ranks, "rankings", name=lambda path: inputs.round_label(inputs.model_name(path)))
+    tables = {label: inputs.require_columns(inputs.read_csv(path, "ranking table"), RANK_COLUMNS, path)
               for label, path in ranks.items()}
     by_round = {int(m.group(1)): label for label in ranks if (m := re.match(r"round (\d+) ", label))}
     notes = {}
     for path in args.decisions:
-        decision = figures.read_json(path, "round decision")
+        decision = inputs.read_json(path, "round decision")
         r = decision.get("round")
         if r not in by_round:
             raise UncerdaError(f"{path}: decision of round {r}, but no ranking of round {r} is given")
@@ -104,12 +104,12 @@ def cmd_figure_weights(p=None, args=None):
         return
     from uncerda_core.artifacts import read_provenance
     from uncerda_core.data.labels import CLASS_NAMES
-    from uncerda_core.report import figures
+    from uncerda_core.report import figures, inputs
     from uncerda_core.uncertainty.weights import WEIGHT_COLUMNS
-    paths = _labelled(args.weights, "weights", name=lambda path: _weights_label(figures.model_name(path)))
+    paths = _labelled(args.weights, "weights", name=lambda path: _weights_label(inputs.model_name(path)))
     tables, sk = {}, {}
     for label, path in paths.items():
-        tables[label] = figures.require_columns(figures.read_csv(path, "weights table"), WEIGHT_COLUMNS, path)
+        tables[label] = inputs.require_columns(inputs.read_csv(path, "weights table"), WEIGHT_COLUMNS, path)
         try:   # the S_k that drove the round, from the table's provenance record
             ids = read_provenance(path).get("sk")
         except UncerdaError:
@@ -121,7 +121,7 @@ def cmd_figure_weights(p=None, args=None):
 
 
 def _weights_label(model: str) -> str:
-    from uncerda_core.report.figures import stage_label
+    from uncerda_core.report.inputs import stage_label
     return f"round {model[len('tgaa_r'):]}" if model.startswith("tgaa_r") else stage_label(model)
 
 
@@ -134,8 +134,8 @@ def cmd_figure_gmm(p=None, args=None):
         p.add_argument("--bins", type=int, default=60)
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.report import figures
-    hist, values, classes = figures.load_gmm_inputs(args.maps, args.pseudo_dir)
+    from uncerda_core.report import figures, inputs
+    hist, values, classes = inputs.load_gmm_inputs(args.maps, args.pseudo_dir)
     title = "Entropy per class with the fitted 2-component mixture (Eq. 6)"
     if args.label:
         title += f": {args.label}"
@@ -150,8 +150,8 @@ def cmd_figure_pseudo_quality(p=None, args=None):
         p.add_argument("--label", default="", help="what the labels are, for the title")
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.report import figures
-    classes, quality, overall = figures.read_pseudo_dir(args.pseudo_dir)
+    from uncerda_core.report import figures, inputs
+    classes, quality, overall = inputs.read_pseudo_dir(args.pseudo_dir)
     figures.pseudo_quality_figure(classes, args.out, quality=quality, overall=overall, label=args.label)
     folder = Path(args.pseudo_dir)
     _record("figure-pseudo-quality", args.out,
@@ -170,19 +170,19 @@ def cmd_figure_examples(p=None, args=None):
                        help="also show the entropy maps of these stages (label or model name, e.g. aa_it)")
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.report import figures
+    from uncerda_core.report import figures, inputs
     if args.n_images < 1:
         raise UncerdaError("--n-images must be at least 1")
     config = config_from_args(args)
     checkpoints = _labelled(args.checkpoint, "--checkpoint")
-    models = {figures.model_name(path): label for label, path in checkpoints.items()}
+    models = {inputs.model_name(path): label for label, path in checkpoints.items()}
     entropy = []
     for stage in args.entropy:
         label = stage if stage in checkpoints else models.get(stage)
         if label is None:
             raise UncerdaError(f"--entropy {stage}: no such stage among {list(checkpoints)}")
         entropy.append(label)
-    examples = figures.load_examples(config, checkpoints, args.index, args.n_images, entropy)
+    examples = inputs.load_examples(config, checkpoints, args.index, args.n_images, entropy)
     figures.examples_figure(examples, args.out)
     _record("figure-examples", args.out, {**checkpoints, "index": args.index}, config=config,
             extra={"images": [ex.name for ex in examples]})
@@ -197,12 +197,12 @@ def cmd_figure_curves(p=None, args=None):
                        help="evaluation JSON of each model along the chain (or LABEL=METRICS_JSON)")
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.report import figures
-    paths = _labelled(args.losses, "losses", name=lambda path: figures.stage_label(Path(path).parent.name))
-    tables = {label: figures.require_columns(figures.read_csv(path, "losses table"), ["iteration"], path)
+    from uncerda_core.report import figures, inputs
+    paths = _labelled(args.losses, "losses", name=lambda path: inputs.stage_label(Path(path).parent.name))
+    tables = {label: inputs.require_columns(inputs.read_csv(path, "losses table"), ["iteration"], path)
               for label, path in paths.items()}
     evals = _labelled(args.evals, "evaluations")
-    miou = {label: figures.read_json(path, "metrics file").get("miou") for label, path in evals.items()}
+    miou = {label: inputs.read_json(path, "metrics file").get("miou") for label, path in evals.items()}
     figures.training_curves_figure(tables, args.out, miou=miou)
     _record("figure-curves", args.out, {**{f"losses {k}": v for k, v in paths.items()},
                                         **{f"eval {k}": v for k, v in evals.items()}})
@@ -214,8 +214,8 @@ def cmd_figure_ladder(p=None, args=None):
         p.add_argument("--csv", required=True, help="ladder.csv")
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.report import figures
-    ladder = figures.require_columns(figures.read_csv(args.csv, "ablation ladder"),
+    from uncerda_core.report import figures, inputs
+    ladder = inputs.require_columns(inputs.read_csv(args.csv, "ablation ladder"),
                                      ["rung", "miou_mean"], args.csv)
     figures.ladder_figure(ladder, args.out)
     _record("figure-ladder", args.out, {"ladder": args.csv})
@@ -227,8 +227,8 @@ def cmd_figure_pseudo_methods(p=None, args=None):
         p.add_argument("--csv", required=True, help="pseudo_methods.csv")
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.report import figures
-    methods = figures.require_columns(figures.read_csv(args.csv, "pseudo-label comparison"),
+    from uncerda_core.report import figures, inputs
+    methods = inputs.require_columns(inputs.read_csv(args.csv, "pseudo-label comparison"),
                                       ["method", "precision_mean", "coverage_mean", "miou_mean"], args.csv)
     figures.pseudo_methods_figure(methods, args.out)
     _record("figure-pseudo-methods", args.out, {"pseudo_methods": args.csv})
@@ -241,7 +241,7 @@ def cmd_table_html(p=None, args=None):
         p.add_argument("--title", default="uncerda results")
         p.add_argument("--out", required=True, help="HTML")
         return
-    from uncerda_core.report import figures
+    from uncerda_core.report import figures, inputs
     path = Path(args.md)
     if not path.is_file():
         raise UncerdaError(f"{path}: markdown table not found")

@@ -2,22 +2,18 @@
 
 Every ``*_figure`` function takes plain data (dicts, data frames, arrays),
 draws one matplotlib figure with the Agg backend and writes it atomically to
-``out``; it returns the path. The ``load_*`` and ``read_*`` helpers at the end
-turn the workflow's files (evaluation JSONs, ranking and weight CSVs, maps
-files, pseudo-label folders, checkpoints) into that data. Nothing here knows
-about Snakemake.
+``out``; it returns the path. Reading the workflow's files into that data is
+:mod:`uncerda_core.report.inputs`' job. Nothing here knows about Snakemake.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +31,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from uncerda_core.artifacts import atomic_path  # noqa: E402
 from uncerda_core.data.labels import CLASS_NAMES, IGNORE, TRAIN_ID_COLORS, colorize  # noqa: E402
 from uncerda_core.errors import UncerdaError  # noqa: E402
+from uncerda_core.report.inputs import Example  # noqa: E402
 from uncerda_core.uncertainty.equations import logistic_weight  # noqa: E402
 from uncerda_core.uncertainty.rank import sk_flags  # noqa: E402
 
@@ -436,16 +433,6 @@ def pseudo_quality_figure(classes: pd.DataFrame, out: str | os.PathLike, quality
 
 
 # --- target val examples (Figs. 5 and 7) --------------------------------------------------------------
-
-@dataclass
-class Example:
-    """One target val image with its ground truth, the prediction of each stage and entropy maps."""
-
-    name: str
-    image: np.ndarray                       # (H, W, 3) uint8
-    label: np.ndarray                       # (H, W) train ids, 255 ignored
-    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> (H, W) train ids
-    entropy: dict[str, np.ndarray] = field(default_factory=dict)      # stage -> (H, W) in [0, 1]
 
 
 def examples_figure(examples: Sequence[Example], out: str | os.PathLike,
@@ -862,145 +849,3 @@ def html_page(markdown: str, out: str | os.PathLike, title: str, source: str | N
     with atomic_path(out, suffix=".html") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out
-
-
-# --- names of the stages ------------------------------------------------------------------------------
-
-def model_name(path: str | os.PathLike) -> str:
-    """The model a workflow file belongs to: ``eval/<model>.json``, ``rank/<model>.csv``,
-    ``weights/<model>.csv``, ``maps/<model>.h5`` or ``models/<model>/checkpoint.pt``."""
-    path = Path(path)
-    return path.parent.name if path.name == "checkpoint.pt" else path.stem
-
-
-def stage_label(model: str) -> str:
-    """The paper's name of a stage (Table 3): ``aa_it`` -> ``+IT``, ``tgaa_r2`` -> ``+TGAA r2``, ..."""
-    fixed = {"source_only": "Source only", "aa": "+AA", "aa_it": "+IT", "sr": "+SR", "oracle": "Target oracle",
-             "source_only_adabn": "Source only + AdaBN", "aa_noadv": "AA, lambda_adv = 0"}
-    if model in fixed:
-        return fixed[model]
-    m = re.fullmatch(r"tgaa_r(\d+)", model)
-    if m:
-        return f"+TGAA r{m.group(1)}"
-    m = re.fullmatch(r"st_(\w+?)_r(\d+)", model)
-    if m:
-        method, k = m.group(1), int(m.group(2))
-        name = "+UPST" if method == "gmm" else f"+ST ({method})"
-        return name if k == 1 else f"{name} r{k}"
-    return model
-
-
-def round_label(model: str) -> str:
-    """``tgaa_r<r>`` -> ``round r (tgaa_r<r>)``; any other model is round 0 of the loop."""
-    m = re.fullmatch(r"tgaa_r(\d+)", model)
-    return f"round {m.group(1) if m else 0} ({model})"
-
-
-# --- reading the workflow's files ---------------------------------------------------------------------
-
-def read_csv(path: str | os.PathLike, what: str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise UncerdaError(f"{path}: {what} not found")
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as err:
-        raise UncerdaError(f"{path}: cannot read the {what} ({err})") from None
-
-
-def read_json(path: str | os.PathLike, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UncerdaError(f"{path}: {what} not found")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise UncerdaError(f"{path}: not valid JSON ({err})") from None
-
-
-def require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> pd.DataFrame:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise UncerdaError(f"{where}: columns {missing} missing; expected {list(columns)}")
-    return df
-
-
-def read_pseudo_dir(pseudo_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | None, dict | None]:
-    """``classes.csv`` and, when the folder has them, ``quality.csv`` and ``quality.json``."""
-    folder = Path(pseudo_dir)
-    classes = read_csv(folder / "classes.csv", "pseudo-label class table")
-    quality = read_csv(folder / "quality.csv", "quality table") if (folder / "quality.csv").is_file() else None
-    overall = read_json(folder / "quality.json", "quality summary") if (folder / "quality.json").is_file() else None
-    return classes, quality, overall
-
-
-def load_gmm_inputs(maps_path: str | os.PathLike, pseudo_dir: str | os.PathLike
-                    ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """(histogram, bin values, classes.csv) for :func:`gmm_figure`: the maps file's histogram (the
-    stored one, or one streaming pass) of the statistic and unit the pseudo labels were made with."""
-    from uncerda_core.uncertainty.codes import code_values
-    from uncerda_core.uncertainty.histogram import maps_histogram
-
-    classes, _, _ = read_pseudo_dir(pseudo_dir)
-    statistic = str(classes["statistic"].iloc[0]) if "statistic" in classes else "entropy"
-    unit = str(classes["unit"].iloc[0]) if "unit" in classes else "pixel"
-    hist = maps_histogram(maps_path, statistic, unit=unit, expected_classes=len(classes))
-    return hist, code_values(), classes
-
-
-def pick_indices(n_total: int, n: int) -> list[int]:
-    """``n`` indices spread evenly over ``range(n_total)`` (first and last included)."""
-    if n_total <= 0:
-        return []
-    n = max(1, min(n, n_total))
-    return sorted({int(round(i)) for i in np.linspace(0, n_total - 1, n)})
-
-
-def load_examples(config: dict, checkpoints: Mapping[str, str | os.PathLike], val_index: str | os.PathLike,
-                  n_images: int = 4, entropy_of: Sequence[str] = ()) -> list[Example]:
-    """Run each stage's checkpoint on ``n_images`` target val images spread over the index.
-
-    Images and labels at the network input size (``target.resize``), the
-    config's normalisation and ``dump.fuse_aux``; entropy (Eq. 2,
-    normalised) of the stages named in ``entropy_of``.
-    """
-    import torch
-
-    from uncerda_core.data.datasets import ImageSettings, SegmentationDataset
-    from uncerda_core.data.index import read_index
-    from uncerda_core.inference import load_model, predict_probabilities
-    from uncerda_core.runtime import resolve_device
-    from uncerda_core.uncertainty.maps import maps_from_logits
-
-    unknown = [s for s in entropy_of if s not in checkpoints]
-    if unknown:
-        raise UncerdaError(f"examples: entropy of {unknown} asked for, but no checkpoint given for them")
-    torch.set_num_threads(config["threads"])
-    device = resolve_device(config["device"])
-    table = read_index(val_index)
-    if "blank" in table:
-        table = table[~table["blank"]]
-    picked = pick_indices(len(table), n_images)
-    if not picked:
-        raise UncerdaError(f"{val_index}: the target val index lists no images")
-    table = table.iloc[picked].reset_index(drop=True)
-    settings = ImageSettings.from_config(config["target"], train=False, flip=False)
-    dataset = SegmentationDataset(config["target"]["dataset"], table, settings)
-    items = [dataset[i] for i in range(len(dataset))]
-    examples = [Example(name=dataset.names[i], image=items[i]["image"].permute(1, 2, 0).numpy().clip(0, 255)
-                        .astype(np.uint8), label=items[i]["label"].numpy().astype(np.uint8))
-                for i in range(len(items))]
-    fuse_aux = config["dump"]["fuse_aux"]
-    for stage, ckpt in checkpoints.items():
-        model = load_model(ckpt, device, config["model"])
-        for ex, item in zip(examples, items):
-            prob = predict_probabilities(model, item["image"][None], config["train"]["normalize"],
-                                         fuse_aux=fuse_aux)
-            argmax, entropy, _ = maps_from_logits(prob, is_prob=True)
-            ex.predictions[stage] = argmax[0]
-            if stage in entropy_of:
-                ex.entropy[stage] = entropy[0].astype(np.float32)
-        del model
-    for ex in examples:   # keep the requested order of the entropy columns
-        ex.entropy = {s: ex.entropy[s] for s in entropy_of}
-    return examples
