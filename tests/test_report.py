@@ -1,4 +1,4 @@
-"""Report figures and HTML tables: each figure function on small synthetic inputs, the figure
+"""Report figures and HTML tables: each figure function and the HTML table on small synthetic inputs, the figure
 commands, and (slow) the whole report of the smoke config built by Snakemake."""
 
 from __future__ import annotations
@@ -276,33 +276,57 @@ def test_pseudo_methods_figure(tmp_path):
     assert_png(figures.pseudo_methods_figure(no_gt, tmp_path / "methods_nogt.png"))
 
 
-def test_markdown_to_html():
-    md = ("# Results on target val\n\n| model | road | mIoU | miou_std |\n|---|---|---|---|\n"
-          "| Source only | 1.0 | 2.4 | 9.0 |\n| +UPST <x> | 45.4 | 5.9 | 1.0 |\n| +SR | - | 3.0 | 0.5 |\n\n"
-          "## Target-guided rounds\n\n- round 1: S_k changed\n- round 2: `max_rounds` reached\n\nA **note**.\n")
-    html = figures.markdown_to_html(md)
-    assert "<h1>Results on target val</h1>" in html and "<h2>Target-guided rounds</h2>" in html
-    assert html.count("<tr>") == 4 and "---" not in html
-    assert "+UPST &lt;x&gt;" in html                                   # escaped
-    assert '<td class="num best">45.4</td>' in html and '<td class="num best">5.9</td>' in html
-    assert '<td class="num">9.0</td>' in html                          # a spread is never "best"
-    assert "<li>round 2: <code>max_rounds</code> reached</li>" in html and "<strong>note</strong>" in html
+def test_frame_to_html_marks_the_best_of_each_column():
+    from uncerda_core.report.tables import best_cells, frame_to_html
+    df = pd.DataFrame({"model": ["Source only", "+UPST <x>", "+SR"], "road": [0.010, 0.454, np.nan],
+                       "miou": [0.024, 0.059, 0.030], "miou_std": [0.09, 0.01, 0.005], "n_seeds": [1, 3, 2]})
+    best = best_cells(df)
+    assert best["road"].tolist() == [False, True, False] and best["miou"].tolist() == [False, True, False]
+    assert not best["miou_std"].any() and not best["n_seeds"].any()    # a spread or a count is never "best"
+    assert not best["model"].any()
+    html = frame_to_html(df, percent=("road", "miou", "miou_std"))
+    assert html.count("</tr>") == 4 and "+UPST &lt;x&gt;" in html       # header + 3 rows; text escaped
+    assert '<strong class="best">45.4</strong>' in html and '<strong class="best">5.9</strong>' in html
+    assert "<td>9.0</td>" in html and "<td>-</td>" in html               # spreads plain, NaN as "-"
+    assert html.count('class="best"') == 2
+    # Equal values everywhere: nothing to mark.
+    assert not best_cells(pd.DataFrame({"model": ["a", "b"], "miou": [0.5, 0.5]})).any().any()
 
 
-def test_markdown_best_skips_controls():
-    md = ("| rung | kind | miou_mean |\n|---|---|---|\n| Source only | rung | 20.0 |\n| +UPST | rung | 33.0 |\n"
-          "| Target oracle | control | 60.0 |\n")
-    html = figures.markdown_to_html(md)
-    assert '<td class="num best">33.0</td>' in html and '<td class="num">60.0</td>' in html
+def test_frame_to_html_skips_controls():
+    from uncerda_core.report.tables import best_cells
+    df = pd.DataFrame({"rung": ["Source only", "+UPST", "Target oracle"], "kind": ["rung", "rung", "control"],
+                       "miou_mean": [0.20, 0.33, 0.60]})
+    assert best_cells(df)["miou_mean"].tolist() == [False, True, False]
+    assert not best_cells(df.iloc[[0, 2]]).any().any()                   # one candidate: no best
+
+
+def test_frame_to_markdown_unchanged():
+    """The markdown tables the workflow writes (ladder.md, pseudo_methods.md) keep their exact text."""
+    from uncerda_core.report.tables import FRACTION_COLUMNS, frame_to_markdown
+    df = pd.DataFrame({"rung": ["+AA", "x"], "kind": ["rung", "control"], "n_seeds": [2, 2],
+                       "miou_mean": [0.25, np.nan], "miou_seeds": ["0.2300;0.2700", "0.1"], "other": [1234.5678, 0.5]})
+    assert frame_to_markdown(df, FRACTION_COLUMNS) == (
+        "| rung | kind | n_seeds | miou_mean | miou_seeds | other |\n|---|---|---|---|---|---|\n"
+        "| +AA | rung | 2 | 25.0 | 0.2300;0.2700 | 1235 |\n| x | control | 2 | - | 0.1 | 0.5 |")
 
 
 def test_html_page(tmp_path):
-    out = figures.html_page("| a | b |\n|---|---|\n| x | 1 |\n", tmp_path / "t.html", "Ladder", source="t.md")
+    from uncerda_core.report.tables import html_page
+    rounds = tmp_path / "rounds"
+    rounds.mkdir()
+    for r, reason in ((2, "max_rounds reached"), (1, "S_k changed")):
+        (rounds / f"r{r}.json").write_text(json.dumps({"round": r, "reason": reason}))
+    from uncerda_core.report.tables import round_decisions
+    notes = round_decisions(rounds)
+    assert notes == ["round 1: S_k changed", "round 2: max_rounds reached"]
+    assert round_decisions(tmp_path / "missing") == [] and round_decisions(None) == []
+    df = pd.DataFrame({"model": ["x", "y"], "miou": [0.1, 0.2]})
+    out = html_page(df, tmp_path / "t.html", "Ladder <1>", notes=notes, source="t.csv")
     text = Path(out).read_text()
-    assert text.startswith("<!DOCTYPE html>") and "<table>" in text and "t.md" in text
-    assert "<h1>Ladder</h1>" in text          # a table without a heading gets the title as one
-    text = Path(figures.html_page("# Own\n", tmp_path / "u.html", "Ladder")).read_text()
-    assert "<h1>Own</h1>" in text and "<h1>Ladder</h1>" not in text
+    assert text.startswith("<!DOCTYPE html>") and "<table" in text and "t.csv" in text
+    assert "<h1>Ladder &lt;1&gt;</h1>" in text and "<li>round 2: max_rounds reached</li>" in text
+    assert '<strong class="best">20.0</strong>' in text      # miou is a fraction: shown in %
 
 
 # --- the commands ---------------------------------------------------------------------------------------
@@ -327,8 +351,8 @@ def test_figure_commands(tmp_path, pseudo_dir):
     ladder, methods = tmp_path / "ladder.csv", tmp_path / "pseudo_methods.csv"
     LADDER.to_csv(ladder, index=False)
     METHODS.to_csv(methods, index=False)
-    md = tmp_path / "summary.md"
-    md.write_text("# Results\n\n| model | mIoU |\n|---|---|\n| +UPST | 5.9 |\n")
+    summary = tmp_path / "summary.csv"
+    pd.DataFrame({"model": ["Source only", "+UPST"], "miou": [0.021, 0.059]}).to_csv(summary, index=False)
     losses = []
     for model, adversarial in (("source_only", False), ("aa_it", True), ("tgaa_r1", True)):
         path = tmp_path / "models" / model / "losses.csv"
@@ -345,7 +369,7 @@ def test_figure_commands(tmp_path, pseudo_dir):
         "quality.png": ["figure-pseudo-quality", "--pseudo-dir", str(folder)],
         "ladder.png": ["figure-ladder", "--csv", str(ladder)],
         "methods.png": ["figure-pseudo-methods", "--csv", str(methods)],
-        "summary.html": ["table-html", "--md", str(md)],
+        "summary.html": ["table-html", "--csv", str(summary), "--rounds-dir", str(tmp_path)],
         "curves.png": ["figure-curves", *losses, "--evals", *evals[:3]],
     }
     for name, argv in calls.items():
@@ -353,7 +377,8 @@ def test_figure_commands(tmp_path, pseudo_dir):
         assert (out / f"{name}.provenance.json").is_file()
         if name.endswith(".png"):
             assert_png(out / name)
-    assert "<table>" in (out / "summary.html").read_text()
+    page = (out / "summary.html").read_text()
+    assert "<table" in page and '<strong class="best">5.9</strong>' in page and "max_rounds reached" in page
     record = json.loads((out / "iou.png.provenance.json").read_text())
     assert record["stage"] == "figure-iou" and set(record["inputs"]) >= {"Source only", "+IT", "+TGAA r1", "+UPST"}
     record = json.loads((out / "curves.png.provenance.json").read_text())
@@ -431,7 +456,7 @@ def test_smoke_report(tmp_path):
     for name in REPORT_PNGS:
         assert_png(report_dir / name)
     summary = (report_dir / "summary.html").read_text()
-    assert "<table>" in summary and "+UPST" in summary
+    assert "<table" in summary and "+UPST" in summary and "round 1:" in summary
     # No ablation tables, so no ablation figures were asked for.
     assert not (work / "results" / "smoke" / "report" / "ablation").exists()
     for name in ("report_iou", "report_examples", "report_rank", "report_weights", "report_gmm",

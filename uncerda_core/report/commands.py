@@ -1,4 +1,4 @@
-"""``uncerda figure-*`` and ``uncerda table-html``: the report's figures, one command per rule.
+"""``uncerda figure-*`` and ``uncerda table-html``: the report's figures and tables, one command per rule.
 
 Each command reads workflow files, calls one function of
 :mod:`uncerda_core.report.figures` and writes the figure with a provenance
@@ -234,16 +234,17 @@ def cmd_figure_pseudo_methods(p=None, args=None):
     _record("figure-pseudo-methods", args.out, {"pseudo_methods": args.csv})
 
 
-@command("table-html", "a markdown result table (summary, ladder) as a standalone HTML page")
+@command("table-html", "a result table (summary, ladder, pseudo-label methods) as a standalone HTML page")
 def cmd_table_html(p=None, args=None):
     if args is None:
-        p.add_argument("--md", required=True, help="markdown file")
+        p.add_argument("--csv", required=True, help="the table (summary.csv, ladder.csv, pseudo_methods.csv)")
         p.add_argument("--title", default="uncerda results")
+        p.add_argument("--rounds-dir", help="folder of the round decisions (r<N>.json), listed under the table")
         p.add_argument("--out", required=True, help="HTML")
         return
-    from uncerda_core.report import figures, inputs
-    path = Path(args.md)
-    if not path.is_file():
-        raise UncerdaError(f"{path}: markdown table not found")
-    figures.html_page(path.read_text(encoding="utf-8"), args.out, args.title, source=path.name)
-    _record("table-html", args.out, {"markdown": args.md})
+    from uncerda_core.report import inputs, tables
+    frame = inputs.read_csv(args.csv, "result table")
+    tables.html_page(frame, args.out, args.title, notes=tables.round_decisions(args.rounds_dir),
+                     source=Path(args.csv).name)
+    _record("table-html", args.out, {"table": args.csv, **({"rounds_dir": args.rounds_dir} if args.rounds_dir
+                                                          else {})})

@@ -1,4 +1,4 @@
-"""Figures and HTML tables of the Snakemake report: data in, one PNG (or HTML) file out.
+"""Figures of the Snakemake report: data in, one PNG file out.
 
 Every ``*_figure`` function takes plain data (dicts, data frames, arrays),
 draws one matplotlib figure with the Agg backend and writes it atomically to
@@ -8,7 +8,6 @@ draws one matplotlib figure with the Agg backend and writes it atomically to
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import re
@@ -724,128 +723,3 @@ def pseudo_methods_figure(methods: pd.DataFrame, out: str | os.PathLike,
     fig.suptitle(title + (f" ({seeds} seeds)" if seeds is not None else ""), fontsize=10)
     fig.tight_layout()
     return _save(fig, out)
-
-
-# --- markdown tables as HTML --------------------------------------------------------------------------
-
-HTML_STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px;
-       color: #222; margin: 16px; }
-h1 { font-size: 20px; margin: 4px 0 12px; } h2 { font-size: 16px; margin: 18px 0 8px; }
-h3 { font-size: 14px; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d0d0d0; padding: 3px 6px; white-space: nowrap; }
-th { background: #f0f2f5; font-weight: 600; }
-td.num { text-align: right; }
-td.best { font-weight: 700; background: #e6f4ea; }
-tr:nth-child(even) td { background-color: #fafafa; }
-tr:nth-child(even) td.best { background: #e6f4ea; }
-code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
-p.source { color: #777; font-size: 12px; }
-"""
-
-# Columns whose largest value is no "best" (spreads, counts, per-seed lists).
-_NOT_BEST = ("std", "spread", "seeds", "n_", "pixels", "count", "kind", "images")
-_BULLET = re.compile(r"^\s*[-*]\s+")
-_NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?(?:\s*(?:±|\+-|\+/-)\s*\d+\.?\d*)?\*?$")
-
-
-def _inline(text: str) -> str:
-    out = html.escape(text)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-    return out
-
-
-def _leading_number(cell: str) -> float | None:
-    m = re.match(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", cell.strip())
-    return float(m.group(0)) if m and _NUMBER.match(cell.strip()) else None
-
-
-def _table_html(rows: list[list[str]], mark_best: bool) -> str:
-    head, body = rows[0], rows[1:]
-    best: dict[int, float] = {}
-    # Controls (e.g. the target oracle) are no candidates for the best of a column.
-    candidates = [r for r in body if not any(cell.strip().lower() == "control" for cell in r)]
-    if mark_best and len(candidates) > 1:
-        for j in range(1, len(head)):
-            if any(word in head[j].lower() for word in _NOT_BEST):
-                continue
-            nums = [_leading_number(r[j]) for r in candidates if j < len(r)]
-            nums = [n for n in nums if n is not None]
-            if len(nums) > 1 and max(nums) > min(nums):
-                best[j] = max(nums)
-    lines = ["<table>", "<tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr>"]
-    for r in body:
-        cells = []
-        for j, cell in enumerate(r):
-            num = _leading_number(cell)
-            cls = []
-            if num is not None or cell.strip() in ("-", "–", "n/a"):
-                cls.append("num")
-            if num is not None and j in best and num == best[j] and r in candidates:
-                cls.append("best")
-            attr = f' class="{" ".join(cls)}"' if cls else ""
-            cells.append(f"<td{attr}>{_inline(cell)}</td>")
-        lines.append("<tr>" + "".join(cells) + "</tr>")
-    lines.append("</table>")
-    return "\n".join(lines)
-
-
-def markdown_to_html(markdown: str, mark_best: bool = True) -> str:
-    """The subset of markdown the workflow writes (headings, pipe tables, lists, paragraphs) as HTML.
-
-    With ``mark_best`` the largest number of each table column is highlighted.
-    """
-    out: list[str] = []
-    lines = markdown.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].rstrip()
-        if not line.strip():
-            i += 1
-            continue
-        if line.lstrip().startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
-                if not all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
-                    rows.append(cells)
-                i += 1
-            if rows:
-                out.append(_table_html(rows, mark_best))
-            continue
-        heading = re.match(r"^(#{1,6})\s+(.*)$", line)
-        if heading:
-            level = len(heading.group(1))
-            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-            i += 1
-            continue
-        if _BULLET.match(line):
-            items = []
-            while i < len(lines) and _BULLET.match(lines[i]):
-                item = _BULLET.sub("", lines[i])
-                items.append(f"<li>{_inline(item)}</li>")
-                i += 1
-            out.append("<ul>" + "".join(items) + "</ul>")
-            continue
-        para = []
-        while i < len(lines) and lines[i].strip() and not lines[i].lstrip().startswith(("|", "#", "- ", "* ")):
-            para.append(lines[i].strip())
-            i += 1
-        out.append(f"<p>{_inline(' '.join(para))}</p>")
-    return "\n".join(out)
-
-
-def html_page(markdown: str, out: str | os.PathLike, title: str, source: str | None = None) -> Path:
-    """A standalone HTML page (inline style, no scripts) rendering ``markdown``."""
-    body = markdown_to_html(markdown)
-    if not re.search(r"^\s*#", markdown, flags=re.M):
-        body = f"<h1>{html.escape(title)}</h1>\n{body}"
-    foot = f'<p class="source">From <code>{html.escape(source)}</code>.</p>' if source else ""
-    text = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{HTML_STYLE}</style></head>\n<body>\n{body}\n{foot}\n</body></html>\n")
-    out = Path(out)
-    with atomic_path(out, suffix=".html") as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return out

@@ -1,12 +1,15 @@
-"""Result tables: the main chain's summary and the ablation ladder."""
+"""Result tables: the main chain's summary and the ablation ladder, as data frames, markdown and HTML."""
 
 from __future__ import annotations
 
+import html
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 
+from uncerda_core.artifacts import atomic_path
 from uncerda_core.data.labels import CLASS_NAMES, eval_class_ids
 from uncerda_core.errors import UncerdaError
 from uncerda_core.evaluate.evaluate import format_table, protocol_of
@@ -44,13 +47,23 @@ def chain_summary(evals: dict[str, str | Path], source_dataset: str,
     else:
         lines += ["Evaluation protocols (they differ between rungs):", ""]
         lines += [f"- {label}: {protocol}" for label, protocol in protocols.items()] + [""]
-    if rounds_dir is not None and Path(rounds_dir).is_dir():
+    decisions = round_decisions(rounds_dir)
+    if decisions:
         lines += ["## Target-guided rounds", ""]
-        for path in sorted(Path(rounds_dir).glob("r*.json"), key=lambda p: int(p.stem[1:])):
-            decision = json.loads(path.read_text())
-            lines.append(f"- round {path.stem[1:]}: {decision.get('reason', decision)}")
+        lines += [f"- {decision}" for decision in decisions]
         lines.append("")
     return "\n".join(lines), metrics_frame(results)
+
+
+def round_decisions(rounds_dir: str | Path | None) -> list[str]:
+    """``round <r>: <reason>`` for every round decision (``r<N>.json``) in ``rounds_dir``, in round order."""
+    if rounds_dir is None or not Path(rounds_dir).is_dir():
+        return []
+    out = []
+    for path in sorted(Path(rounds_dir).glob("r*.json"), key=lambda p: int(p.stem[1:])):
+        decision = json.loads(path.read_text())
+        out.append(f"round {path.stem[1:]}: {decision.get('reason', decision)}")
+    return out
 
 
 def _spread(values: list[float]) -> float:
@@ -132,17 +145,86 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
     return pd.DataFrame(rows)
 
 
-def frame_to_markdown(df: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
+# Columns holding fractions, shown as percentages with one decimal in the markdown and HTML tables: the
+# summary's mIoU and per-class IoU, the ladder's and the pseudo-label comparison's means, spreads and changes.
+FRACTION_COLUMNS = frozenset({"miou", "miou13", *CLASS_NAMES, "miou_mean", "miou_std", "delta", "delta_std",
+                              "precision_mean", "coverage_mean"})
+# Columns whose largest value is no "best" (spreads, counts, per-seed lists).
+NOT_BEST = ("std", "spread", "seeds", "n_", "pixels", "count", "kind", "images")
+
+
+def format_cell(value, column: str, percent: tuple[str, ...] | frozenset[str] = ()) -> str:
+    """One table cell: a float as a percentage with one decimal (columns in ``percent``) or with 4
+    significant digits, NaN as ``-``; anything else as text."""
+    if isinstance(value, float):
+        return "-" if value != value else (f"{100 * value:.1f}" if column in percent else f"{value:.4g}")
+    return str(value)
+
+
+def frame_to_markdown(df: pd.DataFrame, percent: tuple[str, ...] | frozenset[str] = ()) -> str:
     """A plain markdown table; columns in ``percent`` are shown as percentages with one decimal."""
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, float):
-                cells.append("-" if v != v else (f"{100 * v:.1f}" if c in percent else f"{v:.4g}"))
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(format_cell(row[c], c, percent) for c in cols) + " |")
     return "\n".join(lines)
+
+
+def best_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """True where a cell holds its column's largest value, in every numeric column that is no spread or
+    count (``NOT_BEST``) and whose values differ. Controls (``kind`` = ``control``, e.g. the target oracle)
+    are no candidates."""
+    best = pd.DataFrame(False, index=df.index, columns=df.columns)
+    candidates = df["kind"].astype(str).str.lower() != "control" if "kind" in df else pd.Series(True, df.index)
+    if candidates.sum() < 2:
+        return best
+    for column in df.columns:
+        if any(word in str(column).lower() for word in NOT_BEST) or not pd.api.types.is_numeric_dtype(df[column]) \
+                or pd.api.types.is_bool_dtype(df[column]):
+            continue
+        values = df.loc[candidates, column].astype(float).dropna()
+        if len(values) > 1 and values.max() > values.min():
+            best[column] = candidates & (df[column] == values.max())
+    return best
+
+
+HTML_STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px;
+       color: #222; margin: 16px; }
+h1 { font-size: 20px; margin: 4px 0 12px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #d0d0d0; padding: 3px 6px; white-space: nowrap; text-align: right; }
+th { background: #f0f2f5; font-weight: 600; }
+td:first-child { text-align: left; }
+tr:nth-child(even) td { background-color: #fafafa; }
+strong.best { font-weight: 700; background: #e6f4ea; }
+code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
+p.source { color: #777; font-size: 12px; }
+"""
+
+
+def frame_to_html(df: pd.DataFrame, percent: tuple[str, ...] | frozenset[str] = (), mark_best: bool = True) -> str:
+    """The table as HTML (``DataFrame.to_html``), cells formatted as in :func:`frame_to_markdown`; with
+    ``mark_best`` the largest value of each column (:func:`best_cells`) is marked ``<strong class="best">``."""
+    best = best_cells(df) if mark_best else pd.DataFrame(False, index=df.index, columns=df.columns)
+    shown = pd.DataFrame({c: [html.escape(format_cell(v, c, percent)) for v in df[c]] for c in df.columns},
+                         index=df.index)
+    shown = shown.mask(best, '<strong class="best">' + shown + "</strong>")
+    shown.columns = [html.escape(str(c)) for c in df.columns]
+    return shown.to_html(index=False, escape=False, border=0)
+
+
+def html_page(df: pd.DataFrame, out: str | os.PathLike, title: str, notes: list[str] = (),
+              source: str | None = None) -> Path:
+    """A standalone HTML page (inline style, no scripts): ``title``, the table (fractions as percentages,
+    the best of each column marked), ``notes`` as a list under it, and the file it came from."""
+    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    foot = f'<p class="source">From <code>{html.escape(source)}</code>.</p>' if source else ""
+    text = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{HTML_STYLE}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
+            f"{frame_to_html(df, FRACTION_COLUMNS)}\n{f'<ul>{items}</ul>' if items else ''}\n{foot}\n"
+            "</body></html>\n")
+    out = Path(out)
+    with atomic_path(out, suffix=".html") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out

@@ -4,9 +4,10 @@
 
 
 rule report_summary_table:
-    """The main chain's summary table (summary.md) as an HTML page."""
+    """The main chain's summary table (summary.csv) as an HTML page, with how the round loop ended."""
     input:
-        f"{EXP}/seed{{seed}}/summary.md",
+        table=f"{EXP}/seed{{seed}}/summary.csv",
+        decision=lambda w: f"{seed_dir(w.seed)}/rounds/r{final_round(w)}.json",
     output:
         report(
             f"{REPORT_SEED}/summary.html",
@@ -16,6 +17,7 @@ rule report_summary_table:
         ),
     params:
         cmd=uncerda("table-html"),
+        rounds_dir=lambda w, input: os.path.dirname(input.decision),
     resources:
         **res("cpu"),
     log:
@@ -23,8 +25,8 @@ rule report_summary_table:
     benchmark:
         f"{BENCH}/seed{{seed}}/report_summary_table.tsv"
     shell:
-        "{params.cmd} --md {input:q} --title 'Results on target val, seed {wildcards.seed}'"
-        " --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} --csv {input.table:q} --rounds-dir {params.rounds_dir:q}"
+        " --title 'Results on target val, seed {wildcards.seed}' --out {output:q} > {log:q} 2>&1"
 
 
 rule report_iou:
@@ -206,9 +208,9 @@ rule report_pseudo_quality:
 
 
 rule report_ablation_ladder_table:
-    """The ablation's ladder (Table 3) as an HTML table."""
+    """The ablation's ladder (Table 3, ladder.csv) as an HTML table."""
     input:
-        ABLATION_TABLES["ladder_md"],
+        ABLATION_TABLES["ladder"],
     output:
         report(
             ABLATION_FIGURES[0],
@@ -225,7 +227,7 @@ rule report_ablation_ladder_table:
     benchmark:
         f"{BENCH}/report_ablation_ladder_table.tsv"
     shell:
-        "{params.cmd} --md {input:q} --title 'Ablation ladder' --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} --csv {input:q} --title 'Ablation ladder' --out {output:q} > {log:q} 2>&1"
 
 
 rule report_ablation_ladder_figure:
@@ -252,9 +254,9 @@ rule report_ablation_ladder_figure:
 
 
 rule report_ablation_methods_table:
-    """The ablation's pseudo-label comparison (Table 5) as an HTML table."""
+    """The ablation's pseudo-label comparison (Table 5, pseudo_methods.csv) as an HTML table."""
     input:
-        ABLATION_TABLES["methods_md"],
+        ABLATION_TABLES["methods"],
     output:
         report(
             ABLATION_FIGURES[2],
@@ -271,7 +273,7 @@ rule report_ablation_methods_table:
     benchmark:
         f"{BENCH}/report_ablation_methods_table.tsv"
     shell:
-        "{params.cmd} --md {input:q} --title 'Pseudo-label methods' --out {output:q} > {log:q} 2>&1"
+        "{params.cmd} --csv {input:q} --title 'Pseudo-label methods' --out {output:q} > {log:q} 2>&1"
 
 
 rule report_ablation_methods_figure:
