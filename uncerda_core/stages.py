@@ -1,10 +1,13 @@
 """The stages of the chain by model name, and the label the result tables give each one.
 
 The workflow names a model by its stage (``aa_it``, ``tgaa_r2``, ``st_gmm_r1``); the tables of the
-main chain and of the ablation label the rungs as Table 3 does. The rules take the labels from here.
+main chain and of the ablation label the rungs as Table 3 does. The rules take the labels from here, and
+the report's figures name a model by :func:`stage_label`, in the same words.
 """
 
 from __future__ import annotations
+
+import re
 
 # Table 3's rungs: the label of each stage's model (``tgaa`` stands for its last round, ``st`` for
 # the last self-training round on GMM pseudo labels).
@@ -22,3 +25,33 @@ CONTROL_LABELS: dict[str, str] = {
     "aa_noadv": "AA with lambda_adv = 0 (target batches seen)",
     "oracle": "Target oracle (trained on target labels)",
 }
+# A self-training round on another method's pseudo labels than the GMM's (the ablation's Table 5).
+OTHER_SELF_TRAINING = "+ST ({method})"
+
+_TGAA_ROUND = re.compile(r"tgaa_r([1-9]\d*)")
+_SELF_TRAINING = re.compile(r"st_(\w+?)_r([1-9]\d*)")
+
+
+def tgaa_round(model: str) -> int | None:
+    """The target-guided round of ``tgaa_r<r>`` (r >= 1); None for any other model."""
+    match = _TGAA_ROUND.fullmatch(model)
+    return int(match.group(1)) if match else None
+
+
+def stage_label(model: str) -> str:
+    """The label of a model in the figures, as in the tables: ``aa_it`` -> ``+IT``, ``tgaa_r2`` ->
+    ``+TGAA r2``, ``st_gmm_r1`` -> ``+UPST`` (``st_gmm_r2`` -> ``+UPST r2``), ``st_cbst_r1`` -> ``+ST (cbst)``,
+    a control by :data:`CONTROL_LABELS`; a name it does not know is its own label."""
+    if model in CONTROL_LABELS:
+        return CONTROL_LABELS[model]
+    if model in RUNG_LABELS and model not in ("tgaa", "st"):   # those two stand for a round, not a model
+        return RUNG_LABELS[model]
+    r = tgaa_round(model)
+    if r is not None:
+        return f"{RUNG_LABELS['tgaa']} r{r}"
+    match = _SELF_TRAINING.fullmatch(model)
+    if match:
+        method, k = match.group(1), int(match.group(2))
+        name = RUNG_LABELS["st"] if method == "gmm" else OTHER_SELF_TRAINING.format(method=method)
+        return name if k == 1 else f"{name} r{k}"
+    return model

@@ -18,7 +18,8 @@ from uncerda_core.errors import UncerdaError
 def _labelled(items: list[str] | None, what: str, name=None) -> dict[str, str]:
     """``PATH`` or ``LABEL=PATH`` items -> ordered {label: path}; without a label, ``name(path)``
     (by default the paper's name of the file's stage). A label given twice is an error."""
-    from uncerda_core.report.inputs import model_name, stage_label
+    from uncerda_core.report.inputs import model_name
+    from uncerda_core.stages import stage_label
     name = name or (lambda path: stage_label(model_name(path)))
     out: dict[str, str] = {}
     for item in items or []:
@@ -121,8 +122,9 @@ def cmd_figure_weights(p=None, args=None):
 
 
 def _weights_label(model: str) -> str:
-    from uncerda_core.report.inputs import stage_label
-    return f"round {model[len('tgaa_r'):]}" if model.startswith("tgaa_r") else stage_label(model)
+    from uncerda_core.stages import stage_label, tgaa_round
+    r = tgaa_round(model)
+    return f"round {r}" if r is not None else stage_label(model)
 
 
 @command("figure-gmm", "each class's entropy histogram with the fitted mixture and the selection (Fig. 4)")
@@ -198,7 +200,8 @@ def cmd_figure_curves(p=None, args=None):
         p.add_argument("--out", required=True, help="PNG")
         return
     from uncerda_core.report import figures, inputs
-    paths = _labelled(args.losses, "losses", name=lambda path: inputs.stage_label(Path(path).parent.name))
+    from uncerda_core.stages import stage_label
+    paths = _labelled(args.losses, "losses", name=lambda path: stage_label(Path(path).parent.name))
     tables = {label: inputs.require_columns(inputs.read_csv(path, "losses table"), ["iteration"], path)
               for label, path in paths.items()}
     evals = _labelled(args.evals, "evaluations")

@@ -3,8 +3,8 @@
 Every reader checks that its file exists and has what the figure needs, and
 raises :class:`UncerdaError` naming the file otherwise; ``load_examples`` runs
 the stages' checkpoints on a few target val images, ``load_gmm_inputs`` reads a
-maps file's histogram. The names of the models (``model_name``, ``stage_label``,
-``round_label``) turn workflow paths into the labels the figures show. Nothing
+maps file's histogram. ``model_name`` and ``round_label`` turn workflow paths into the labels the
+figures show (a stage's label: :func:`uncerda_core.stages.stage_label`). Nothing
 here draws; :mod:`uncerda_core.report.figures` does.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from uncerda_core.errors import UncerdaError
+from uncerda_core.stages import tgaa_round
 
 
 @dataclass
@@ -44,27 +44,9 @@ def model_name(path: str | os.PathLike) -> str:
     return path.parent.name if path.name == "checkpoint.pt" else path.stem
 
 
-def stage_label(model: str) -> str:
-    """The paper's name of a stage (Table 3): ``aa_it`` -> ``+IT``, ``tgaa_r2`` -> ``+TGAA r2``, ..."""
-    fixed = {"source_only": "Source only", "aa": "+AA", "aa_it": "+IT", "sr": "+SR", "oracle": "Target oracle",
-             "source_only_adabn": "Source only + AdaBN", "aa_noadv": "AA, lambda_adv = 0"}
-    if model in fixed:
-        return fixed[model]
-    m = re.fullmatch(r"tgaa_r(\d+)", model)
-    if m:
-        return f"+TGAA r{m.group(1)}"
-    m = re.fullmatch(r"st_(\w+?)_r(\d+)", model)
-    if m:
-        method, k = m.group(1), int(m.group(2))
-        name = "+UPST" if method == "gmm" else f"+ST ({method})"
-        return name if k == 1 else f"{name} r{k}"
-    return model
-
-
 def round_label(model: str) -> str:
     """``tgaa_r<r>`` -> ``round r (tgaa_r<r>)``; any other model is round 0 of the loop."""
-    m = re.fullmatch(r"tgaa_r(\d+)", model)
-    return f"round {m.group(1) if m else 0} ({model})"
+    return f"round {tgaa_round(model) or 0} ({model})"
 
 
 # --- reading the workflow's files ---------------------------------------------------------------------
