@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import uncerda_core.report.commands  # noqa: F401  (registers the figure commands with the CLI)
 from uncerda_core.artifacts import UncerdaError
 from uncerda_core.cli import main
 from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from uncerda_core.artifacts import atomic_path
+from uncerda_core.artifacts import atomic_path, write_sidecar, write_text
 from uncerda_core.data.labels import CLASS_NAMES, eval_class_ids
 from uncerda_core.errors import UncerdaError
 from uncerda_core.evaluate.evaluate import format_table, protocol_of
@@ -64,6 +64,18 @@ def round_decisions(rounds_dir: str | Path | None) -> list[str]:
         decision = json.loads(path.read_text())
         out.append(f"round {path.stem[1:]}: {decision.get('reason', decision)}")
     return out
+
+
+def write_chain_summary(evals: dict[str, str | Path], source_dataset: str, rounds_dir: str | Path | None,
+                        out_md: str | Path, out_csv: str | Path | None = None) -> str:
+    """:func:`chain_summary` written out: the markdown to ``out_md``, the table to ``out_csv`` (each
+    atomically); returns the markdown."""
+    markdown, table = chain_summary(evals, source_dataset, rounds_dir)
+    write_text(out_md, markdown)
+    if out_csv:
+        with atomic_path(out_csv) as tmp:
+            table.to_csv(tmp, index=False)
+    return markdown
 
 
 def _spread(values: list[float]) -> float:
@@ -228,3 +240,21 @@ def html_page(df: pd.DataFrame, out: str | os.PathLike, title: str, notes: list[
     with atomic_path(out, suffix=".html") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out
+
+
+def write_ablation_tables(evals: list[tuple[str, str, int, str | Path]],
+                          pseudo: list[tuple[str, int, str | Path, str | Path]], out_dir: str | Path,
+                          record: dict) -> dict[str, str]:
+    """Table 3's ladder (:func:`ablation_ladder`) and Table 5's comparison (:func:`pseudo_label_comparison`)
+    written to ``out_dir``: ``ladder.{csv,md}`` and ``pseudo_methods.{csv,md}``, each CSV with the provenance
+    ``record`` beside it. Returns each table's markdown by name."""
+    out = Path(out_dir)
+    written = {}
+    for name, df in (("ladder", ablation_ladder(evals)), ("pseudo_methods", pseudo_label_comparison(pseudo))):
+        with atomic_path(out / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        write_sidecar(out / f"{name}.csv", record)
+        markdown = frame_to_markdown(df, FRACTION_COLUMNS)
+        write_text(out / f"{name}.md", markdown + "\n")
+        written[name] = markdown
+    return written

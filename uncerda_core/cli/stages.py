@@ -1,6 +1,7 @@
-"""``uncerda <stage>``: every workflow stage as a command, with the same inputs and outputs as its rule.
+"""The stage commands of ``uncerda``: configuration, data, training, evaluation, uncertainty, pseudo labels,
+prediction and export, each with the same inputs and outputs as its rule.
 
-Each sub-command parses arguments and calls one function of the package; no
+Each command parses its arguments and calls one function of the package; no
 logic lives here. Commands that take ``--config`` validate it against the
 schema before doing any work.
 """
@@ -12,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from uncerda_core.cli_registry import COMMANDS, add_config_options, command, config_from_args, has_config
+from uncerda_core.cli.registry import add_config_options, command, config_from_args, has_config
 from uncerda_core.errors import UncerdaError
 
 
@@ -415,55 +416,6 @@ def cmd_pseudo_labels(p=None, args=None):
     print(table.to_string(index=False))
 
 
-# --- reporting -----------------------------------------------------------------------------------
-
-@command("summarize", "the main chain's results table (markdown and CSV) from evaluation JSONs")
-def cmd_summarize(p=None, args=None):
-    if args is None:
-        p.add_argument("evals", nargs="+", metavar="LABEL=METRICS_JSON")
-        from uncerda_core.data.readers import SOURCE_DATASETS
-        p.add_argument("--source-dataset", required=True, choices=SOURCE_DATASETS)
-        p.add_argument("--rounds-dir", help="folder of the round decisions (r<N>.json)")
-        p.add_argument("--out", required=True, help="markdown")
-        p.add_argument("--csv", help="CSV")
-        return
-    from uncerda_core import artifacts
-    from uncerda_core.report.tables import chain_summary
-    evals = dict(item.split("=", 1) for item in args.evals)
-    markdown, table = chain_summary(evals, args.source_dataset, args.rounds_dir)
-    artifacts.write_text(args.out, markdown)
-    if args.csv:
-        with artifacts.atomic_path(args.csv) as tmp:
-            table.to_csv(tmp, index=False)
-    print(markdown)
-
-
-@command("ablation-tables", "Table 3 ladder (with controls) and Table 5 pseudo-label comparison over seeds")
-def cmd_ablation_tables(p=None, args=None):
-    if args is None:
-        p.add_argument("--eval", action="append", default=[], metavar="LABEL|KIND|SEED|METRICS_JSON",
-                       help="one evaluation; KIND is 'rung' (ladder order) or 'control'")
-        p.add_argument("--pseudo", action="append", default=[], metavar="METHOD|SEED|QUALITY_JSON|ST_METRICS_JSON",
-                       help="one pseudo-label method's labels and self-trained model (QUALITY_JSON may be empty)")
-        p.add_argument("--out-dir", required=True, help="writes ladder.{csv,md} and pseudo_methods.{csv,md}")
-        return
-    from uncerda_core import artifacts
-    from uncerda_core.report.tables import ablation_ladder, frame_to_markdown, pseudo_label_comparison
-    evals = [(label, kind, int(seed), path) for label, kind, seed, path in (e.split("|") for e in args.eval)]
-    pseudo = [(m, int(seed), q, st) for m, seed, q, st in (e.split("|") for e in args.pseudo)]
-    out = Path(args.out_dir)
-    ladder = ablation_ladder(evals)
-    methods = pseudo_label_comparison(pseudo)
-    record = artifacts.provenance("ablation-tables", extra={"evals": args.eval, "pseudo": args.pseudo})
-    for name, df, pct in (("ladder", ladder, ("miou_mean", "miou_std", "delta", "delta_std")),
-                          ("pseudo_methods", methods, ("precision_mean", "coverage_mean", "miou_mean", "miou_std"))):
-        with artifacts.atomic_path(out / f"{name}.csv") as tmp:
-            df.to_csv(tmp, index=False)
-        artifacts.write_sidecar(out / f"{name}.csv", record)
-        artifacts.write_text(out / f"{name}.md", frame_to_markdown(df, pct) + "\n")
-        print(frame_to_markdown(df, pct), end="\n\n")
-
-
 # --- using the adapted model (predict, export) ---------------------------------------------------
 
 @command("predict", "predictions for every image in a folder: train ids, Cityscapes label ids, colours")
@@ -507,34 +459,3 @@ def cmd_export(p=None, args=None):
     config = config_from_args(args) if has_config(args) else None
     info = export_model(args.checkpoint, args.out, config=config)
     print(f"wrote {args.out}: input {info['input']}, output {info['output']}")
-
-
-# --- entry point ---------------------------------------------------------------------------------
-
-import uncerda_core.report.commands  # noqa: F401
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uncerda", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
-    for name, (help_text, func) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        func(p=p)
-        p.set_defaults(func=func)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.own_process = argv is None   # the `uncerda` command itself, not a call from Python
-    try:
-        args.func(args=args)
-    except UncerdaError as exc:
-        print(f"uncerda {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,7 @@
-"""``uncerda figure-*`` and ``uncerda table-html``: the report's figures and tables, one command per rule.
+"""The result tables' and the report's commands: ``uncerda summarize``, ``ablation-tables``, ``figure-*``
+and ``table-html``, one command per rule.
 
-Each command reads workflow files, calls one function of
+Each figure command reads workflow files (:mod:`uncerda_core.report.inputs`), calls one function of
 :mod:`uncerda_core.report.figures` and writes the figure with a provenance
 sidecar (``<figure>.provenance.json``). Stage inputs are listed in chain order,
 as workflow paths (the stage's name is read from the path: ``eval/tgaa_r2.json`` is ``+TGAA r2``) or
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uncerda_core.cli_registry import add_config_options, command, config_from_args
+from uncerda_core.cli.registry import add_config_options, command, config_from_args
 from uncerda_core.errors import UncerdaError
 
 
@@ -44,6 +45,43 @@ def _record(stage: str, out: str, inputs: dict[str, str], extra: dict | None = N
     artifacts.write_sidecar(out, artifacts.provenance(stage, config=config, inputs=inputs, extra=extra))
     print(f"wrote {out}")
 
+
+# --- result tables -------------------------------------------------------------------------------
+
+@command("summarize", "the main chain's results table (markdown and CSV) from evaluation JSONs")
+def cmd_summarize(p=None, args=None):
+    if args is None:
+        p.add_argument("evals", nargs="+", metavar="LABEL=METRICS_JSON")
+        from uncerda_core.data.readers import SOURCE_DATASETS
+        p.add_argument("--source-dataset", required=True, choices=SOURCE_DATASETS)
+        p.add_argument("--rounds-dir", help="folder of the round decisions (r<N>.json)")
+        p.add_argument("--out", required=True, help="markdown")
+        p.add_argument("--csv", help="CSV")
+        return
+    from uncerda_core.report.tables import write_chain_summary
+    evals = dict(item.split("=", 1) for item in args.evals)
+    print(write_chain_summary(evals, args.source_dataset, args.rounds_dir, args.out, args.csv))
+
+
+@command("ablation-tables", "Table 3 ladder (with controls) and Table 5 pseudo-label comparison over seeds")
+def cmd_ablation_tables(p=None, args=None):
+    if args is None:
+        p.add_argument("--eval", action="append", default=[], metavar="LABEL|KIND|SEED|METRICS_JSON",
+                       help="one evaluation; KIND is 'rung' (ladder order) or 'control'")
+        p.add_argument("--pseudo", action="append", default=[], metavar="METHOD|SEED|QUALITY_JSON|ST_METRICS_JSON",
+                       help="one pseudo-label method's labels and self-trained model (QUALITY_JSON may be empty)")
+        p.add_argument("--out-dir", required=True, help="writes ladder.{csv,md} and pseudo_methods.{csv,md}")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.report.tables import write_ablation_tables
+    evals = [(label, kind, int(seed), path) for label, kind, seed, path in (e.split("|") for e in args.eval)]
+    pseudo = [(m, int(seed), q, st) for m, seed, q, st in (e.split("|") for e in args.pseudo)]
+    record = artifacts.provenance("ablation-tables", extra={"evals": args.eval, "pseudo": args.pseudo})
+    for markdown in write_ablation_tables(evals, pseudo, args.out_dir, record).values():
+        print(markdown, end="\n\n")
+
+
+# --- report figures ------------------------------------------------------------------------------
 
 @command("figure-iou", "per-class IoU per stage on target val as grouped bars (the paper's Fig. 6)")
 def cmd_figure_iou(p=None, args=None):

@@ -1,8 +1,7 @@
 """The command registry of ``uncerda``: the ``@command`` decorator and the config options every stage shares.
 
-Apart from ``cli.py`` so that command modules outside it (``report/commands.py``)
-register their commands without importing the CLI that imports them: ``cli.py``
-imports this module and every command module, none of them imports ``cli.py``.
+Apart from the command modules (:mod:`.stages`, :mod:`.report`) so that each registers its commands
+without importing the package ``__init__`` that imports them all.
 """
 
 from __future__ import annotations
