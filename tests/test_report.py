@@ -121,6 +121,26 @@ def test_stage_colors_and_names():
     assert inputs.pick_indices(2, 4) == [0, 1] and inputs.pick_indices(0, 4) == []
 
 
+def test_figure_inputs(tmp_path):
+    """The readers the figure commands call: S_k of a ranking, round notes, stage labels by label or model."""
+    rank = _rank(np.random.default_rng(0), k=3)
+    rank.to_csv(tmp_path / "aa_it.csv", index=False)
+    assert inputs.read_sk_classes(tmp_path / "aa_it.csv") == list(rank.loc[rank["in_sk"], "class"])
+    assert len(inputs.read_sk_classes(tmp_path / "aa_it.csv")) == 3
+    (tmp_path / "r1.json").write_text(json.dumps({"round": 1, "reason": "S_k changed between rounds 0 and 1"}))
+    (tmp_path / "r3.json").write_text(json.dumps({"round": 3, "reason": "stop"}))
+    labels = ["round 0 (aa_it)", "round 1 (tgaa_r1)"]
+    assert inputs.read_round_notes([tmp_path / "r1.json"], labels, width=22) == {
+        "round 1 (tgaa_r1)": "S_k changed between\nrounds 0 and 1"}
+    with pytest.raises(UncerdaError, match="no ranking of round 3"):
+        inputs.read_round_notes([tmp_path / "r3.json"], labels)
+    assert inputs.weights_label("tgaa_r2") == "round 2" and inputs.weights_label("sr") == "+SR"
+    paths = {"+IT": "s0/models/aa_it/checkpoint.pt", "+UPST": "s0/models/st_gmm_r1/checkpoint.pt"}
+    assert inputs.stage_labels(["st_gmm_r1", "+IT"], paths, "--entropy") == ["+UPST", "+IT"]
+    with pytest.raises(UncerdaError, match="--entropy tgaa_r1: no such stage"):
+        inputs.stage_labels(["tgaa_r1"], paths, "--entropy")
+
+
 def test_iou_figure(tmp_path):
     rng = np.random.default_rng(0)
     results = {label: _eval(rng) for label in ("Source only", "+IT", "+TGAA r1", "+TGAA r2", "+UPST")}

@@ -35,11 +35,6 @@ def _labelled(items: list[str] | None, what: str, name=None) -> dict[str, str]:
     return out
 
 
-def _wrap(text: str, width: int) -> str:
-    import textwrap
-    return "\n".join(textwrap.wrap(text, width))
-
-
 def _record(stage: str, out: str, inputs: dict[str, str], extra: dict | None = None, config: dict | None = None):
     from uncerda_core import artifacts
     artifacts.write_sidecar(out, artifacts.provenance(stage, config=config, inputs=inputs, extra=extra))
@@ -94,11 +89,7 @@ def cmd_figure_iou(p=None, args=None):
     from uncerda_core.report import figures, inputs
     evals = _labelled(args.evals, "evaluations")
     results = {label: inputs.read_json(path, "metrics file") for label, path in evals.items()}
-    highlight = []
-    if args.highlight_rank:
-        rank = inputs.read_csv(args.highlight_rank, "ranking table")
-        rank = inputs.require_columns(rank, ["class", "in_sk"], args.highlight_rank)
-        highlight = list(rank.loc[rank["in_sk"].astype(str).str.lower() == "true", "class"])
+    highlight = inputs.read_sk_classes(args.highlight_rank) if args.highlight_rank else []
     figures.iou_figure(results, args.out, highlight=highlight)
     _record("figure-iou", args.out, {**evals, **({"highlight_rank": args.highlight_rank} if args.highlight_rank
                                                   else {})})
@@ -113,21 +104,10 @@ def cmd_figure_rank(p=None, args=None):
                        help="round decisions rounds/r<N>.json: why the loop went on or stopped after round N")
         p.add_argument("--out", required=True, help="PNG")
         return
-    import re
-
     from uncerda_core.report import figures, inputs
-    from uncerda_core.uncertainty.rank import RANK_COLUMNS
     ranks = _labelled(args.ranks, "rankings", name=lambda path: inputs.round_label(inputs.model_name(path)))
-    tables = {label: inputs.require_columns(inputs.read_csv(path, "ranking table"), RANK_COLUMNS, path)
-              for label, path in ranks.items()}
-    by_round = {int(m.group(1)): label for label in ranks if (m := re.match(r"round (\d+) ", label))}
-    notes = {}
-    for path in args.decisions:
-        decision = inputs.read_json(path, "round decision")
-        r = decision.get("round")
-        if r not in by_round:
-            raise UncerdaError(f"{path}: decision of round {r}, but no ranking of round {r} is given")
-        notes[by_round[r]] = _wrap(str(decision.get("reason", "")), 22)
+    tables = {label: inputs.read_rank_table(path) for label, path in ranks.items()}
+    notes = inputs.read_round_notes(args.decisions, list(ranks))
     figures.rank_figure(tables, args.out, notes=notes)
     _record("figure-rank", args.out, {**ranks, **{f"decision {i}": d for i, d in enumerate(args.decisions)}})
 
@@ -141,28 +121,11 @@ def cmd_figure_weights(p=None, args=None):
         p.add_argument("--mu", type=float, help="Eq. 5's mu")
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.artifacts import read_provenance
-    from uncerda_core.data.labels import CLASS_NAMES
     from uncerda_core.report import figures, inputs
-    from uncerda_core.uncertainty.weights import WEIGHT_COLUMNS
-    paths = _labelled(args.weights, "weights", name=lambda path: _weights_label(inputs.model_name(path)))
-    tables, sk = {}, {}
-    for label, path in paths.items():
-        tables[label] = inputs.require_columns(inputs.read_csv(path, "weights table"), WEIGHT_COLUMNS, path)
-        try:   # the S_k that drove the round, from the table's provenance record
-            ids = read_provenance(path).get("sk")
-        except UncerdaError:
-            ids = None
-        if ids:
-            sk[label] = [CLASS_NAMES[i] if 0 <= int(i) < len(CLASS_NAMES) else str(i) for i in ids]
+    paths = _labelled(args.weights, "weights", name=lambda path: inputs.weights_label(inputs.model_name(path)))
+    tables, sk = inputs.read_weight_tables(paths)
     figures.weights_figure(tables, args.out, alpha=args.alpha, mu=args.mu, sk=sk)
     _record("figure-weights", args.out, paths, extra={"alpha": args.alpha, "mu": args.mu})
-
-
-def _weights_label(model: str) -> str:
-    from uncerda_core.stages import stage_label, tgaa_round
-    r = tgaa_round(model)
-    return f"round {r}" if r is not None else stage_label(model)
 
 
 @command("figure-gmm", "each class's entropy histogram with the fitted mixture and the selection (Fig. 4)")
@@ -215,13 +178,7 @@ def cmd_figure_examples(p=None, args=None):
         raise UncerdaError("--n-images must be at least 1")
     config = config_from_args(args)
     checkpoints = _labelled(args.checkpoint, "--checkpoint")
-    models = {inputs.model_name(path): label for label, path in checkpoints.items()}
-    entropy = []
-    for stage in args.entropy:
-        label = stage if stage in checkpoints else models.get(stage)
-        if label is None:
-            raise UncerdaError(f"--entropy {stage}: no such stage among {list(checkpoints)}")
-        entropy.append(label)
+    entropy = inputs.stage_labels(args.entropy, checkpoints, "--entropy")
     examples = inputs.load_examples(config, checkpoints, args.index, args.n_images, entropy)
     figures.examples_figure(examples, args.out)
     _record("figure-examples", args.out, {**checkpoints, "index": args.index}, config=config,

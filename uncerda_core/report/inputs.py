@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from uncerda_core.artifacts import read_provenance
+from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.errors import UncerdaError
-from uncerda_core.stages import tgaa_round
+from uncerda_core.stages import stage_label, tgaa_round
+from uncerda_core.uncertainty.rank import RANK_COLUMNS
+from uncerda_core.uncertainty.weights import WEIGHT_COLUMNS
 
 
 @dataclass
@@ -47,6 +53,24 @@ def model_name(path: str | os.PathLike) -> str:
 def round_label(model: str) -> str:
     """``tgaa_r<r>`` -> ``round r (tgaa_r<r>)``; any other model is round 0 of the loop."""
     return f"round {tgaa_round(model) or 0} ({model})"
+
+
+def weights_label(model: str) -> str:
+    """The weights figure's label of a model: ``tgaa_r<r>`` -> ``round r``; any other its stage label."""
+    r = tgaa_round(model)
+    return f"round {r}" if r is not None else stage_label(model)
+
+
+def stage_labels(stages: Sequence[str], paths: Mapping[str, str | os.PathLike], what: str) -> list[str]:
+    """The labels (keys of ``paths``) of ``stages``, each given by its label or by its model's name."""
+    models = {model_name(path): label for label, path in paths.items()}
+    labels = []
+    for stage in stages:
+        label = stage if stage in paths else models.get(stage)
+        if label is None:
+            raise UncerdaError(f"{what} {stage}: no such stage among {list(paths)}")
+        labels.append(label)
+    return labels
 
 
 # --- reading the workflow's files ---------------------------------------------------------------------
@@ -76,6 +100,48 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> pd.
     if missing:
         raise UncerdaError(f"{where}: columns {missing} missing; expected {list(columns)}")
     return df
+
+
+def read_sk_classes(rank_csv: str | os.PathLike) -> list[str]:
+    """The names of the classes in a ranking's S_k (``rank.csv``: ``class``, ``in_sk``)."""
+    rank = require_columns(read_csv(rank_csv, "ranking table"), ["class", "in_sk"], str(rank_csv))
+    return list(rank.loc[rank["in_sk"].astype(str).str.lower() == "true", "class"])
+
+
+def read_rank_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A ranking table (``rank.csv``) with every column of :data:`~uncerda_core.uncertainty.rank.RANK_COLUMNS`."""
+    return require_columns(read_csv(path, "ranking table"), RANK_COLUMNS, path)
+
+
+def read_round_notes(decisions: Sequence[str | os.PathLike], labels: Sequence[str], width: int = 22
+                     ) -> dict[str, str]:
+    """Each round decision's reason (``rounds/r<N>.json``), wrapped to ``width``, by the label of its round
+    among ``labels`` (``round <N> (...)``, as :func:`round_label` words them)."""
+    by_round = {int(m.group(1)): label for label in labels if (m := re.match(r"round (\d+) ", label))}
+    notes = {}
+    for path in decisions:
+        decision = read_json(path, "round decision")
+        r = decision.get("round")
+        if r not in by_round:
+            raise UncerdaError(f"{path}: decision of round {r}, but no ranking of round {r} is given")
+        notes[by_round[r]] = "\n".join(textwrap.wrap(str(decision.get("reason", "")), width))
+    return notes
+
+
+def read_weight_tables(paths: Mapping[str, str | os.PathLike]
+                       ) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+    """Each round's sampling weights (``weights.csv``) by label, and the names of the S_k classes that drove
+    it, read from the table's provenance record (a round without one has no entry)."""
+    tables, sk = {}, {}
+    for label, path in paths.items():
+        tables[label] = require_columns(read_csv(path, "weights table"), WEIGHT_COLUMNS, path)
+        try:   # the S_k that drove the round, from the table's provenance record
+            ids = read_provenance(path).get("sk")
+        except UncerdaError:
+            ids = None
+        if ids:
+            sk[label] = [CLASS_NAMES[i] if 0 <= int(i) < len(CLASS_NAMES) else str(i) for i in ids]
+    return tables, sk
 
 
 def read_pseudo_dir(pseudo_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | None, dict | None]:
