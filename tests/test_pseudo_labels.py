@@ -213,6 +213,31 @@ def test_selection_coverage_is_selected_over_predicted_pixels():
         selection_coverage(pd.DataFrame({"predicted_pixels": [0], "selected_pixels": [0]}), "x.csv")
 
 
+def test_one_reader_of_a_pseudo_label_folder(tmp_path, capsys):
+    """pseudo.folder.read_pseudo_dir: classes.csv, and the quality tables only where the folder has them;
+    the CLI's --cbst-at-coverage-of and the report's figure read a folder through it."""
+    from uncerda_core.cli import main
+    from uncerda_core.pseudo.folder import read_pseudo_dir
+    from uncerda_core.pseudo.labels import coverage_of, selection_coverage
+    _maps(tmp_path / "m.h5")
+    table = generate_pseudo_labels(tmp_path / "m.h5", pseudo_settings(method="threshold", threshold=0.5,
+                                                                      min_pixels=5), tmp_path / "thr")
+    classes, quality, overall = read_pseudo_dir(tmp_path / "thr")
+    pd.testing.assert_frame_equal(classes, pd.read_csv(tmp_path / "thr" / "classes.csv"))
+    assert len(classes) == len(table) and quality is None and overall is None    # made without ground truth
+    assert coverage_of(tmp_path / "thr") == selection_coverage(classes)
+    (tmp_path / "thr" / "quality.json").write_text('{"precision": 0.5}')
+    assert read_pseudo_dir(tmp_path / "thr")[2] == {"precision": 0.5}
+    (tmp_path / "empty").mkdir()
+    for folder in ("empty", "missing"):
+        with pytest.raises(UncerdaError, match=f"{folder}/classes.csv does not exist: .* is no pseudo-label folder"):
+            read_pseudo_dir(tmp_path / folder)
+    capsys.readouterr()
+    assert main(["figure-pseudo-quality", "--pseudo-dir", str(tmp_path / "empty"), "--out",
+                 str(tmp_path / "q.png")]) == 2
+    assert "empty/classes.csv does not exist" in capsys.readouterr().err and not (tmp_path / "q.png").exists()
+
+
 def test_cbst_at_the_coverage_of_another_selection_selects_the_same_share(tmp_path, capsys):
     """The command line's --cbst-at-coverage-of: CBST's portion is the other folder's coverage."""
     import pandas as pd

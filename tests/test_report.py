@@ -198,7 +198,8 @@ def test_gmm_figure_nothing_predicted(tmp_path):
 
 def test_pseudo_quality_figure(tmp_path, pseudo_dir):
     _, folder = pseudo_dir
-    classes, quality, overall = inputs.read_pseudo_dir(folder)
+    from uncerda_core.pseudo.folder import read_pseudo_dir
+    classes, quality, overall = read_pseudo_dir(folder)
     assert quality is not None and overall["images_with_gt"] == 6
     assert_png(figures.pseudo_quality_figure(classes, tmp_path / "q.png", quality, overall, label="GMM"))
     # Without ground truth: coverage only.

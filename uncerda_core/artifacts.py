@@ -22,11 +22,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # UncerdaError lives in errors.py (the pure modules raise it without importing I/O); it stays importable from
 # here for the tests and the workflow, which import it from artifacts.
 from uncerda_core.errors import UncerdaError  # noqa: F401
+
+if TYPE_CHECKING:   # pandas only where a table is read
+    import pandas as pd
 
 PROVENANCE_SUFFIX = ".provenance.json"
 
@@ -278,6 +281,30 @@ def _load_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UncerdaError(f"{path}: unreadable {what} ({exc}); the file is truncated or corrupt") from exc
+
+
+def read_csv(path: str | os.PathLike, what: str) -> pd.DataFrame:
+    """A CSV table; a missing or unreadable file is an error naming it and ``what`` it should hold."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UncerdaError(f"{path}: {what} not found")
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise UncerdaError(f"{path}: cannot read the {what} ({err})") from None
+
+
+def read_json(path: str | os.PathLike, what: str) -> dict:
+    """A JSON file; a missing or invalid file is an error naming it and ``what`` it should hold."""
+    path = Path(path)
+    if not path.is_file():
+        raise UncerdaError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise UncerdaError(f"{path}: not valid JSON ({err})") from None
 
 
 def describe_load_error(exc: BaseException) -> str:

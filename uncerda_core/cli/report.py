@@ -153,8 +153,9 @@ def cmd_figure_pseudo_quality(p=None, args=None):
         p.add_argument("--label", default="", help="what the labels are, for the title")
         p.add_argument("--out", required=True, help="PNG")
         return
-    from uncerda_core.report import figures, inputs
-    classes, quality, overall = inputs.read_pseudo_dir(args.pseudo_dir)
+    from uncerda_core.pseudo.folder import read_pseudo_dir
+    from uncerda_core.report import figures
+    classes, quality, overall = read_pseudo_dir(args.pseudo_dir)
     figures.pseudo_quality_figure(classes, args.out, quality=quality, overall=overall, label=args.label)
     folder = Path(args.pseudo_dir)
     _record("figure-pseudo-quality", args.out,

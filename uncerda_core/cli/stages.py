@@ -380,7 +380,7 @@ def cmd_pseudo_labels(p=None, args=None):
         add_config_options(p, required=False)
         return
     from uncerda_core.config import schema_defaults
-    from uncerda_core.pseudo.labels import PseudoSettings, generate_pseudo_labels, selection_coverage
+    from uncerda_core.pseudo.labels import PseudoSettings, coverage_of, generate_pseudo_labels, ground_truth_for_maps
     config = config_from_args(args) if has_config(args) else None
     settings = PseudoSettings.from_config((config or schema_defaults())["pseudo"])
     if args.method:
@@ -388,13 +388,10 @@ def cmd_pseudo_labels(p=None, args=None):
     if args.cbst_at_coverage_of:
         if args.method not in (None, "cbst"):
             raise UncerdaError("--cbst-at-coverage-of selects with CBST; drop --method or give --method cbst")
-        classes_csv = Path(args.cbst_at_coverage_of) / "classes.csv"
-        if not classes_csv.is_file():
-            raise UncerdaError(f"--cbst-at-coverage-of: {classes_csv} does not exist; give a pseudo-label folder")
-        import pandas as pd
-        portion = selection_coverage(pd.read_csv(classes_csv), str(classes_csv))
+        portion = coverage_of(args.cbst_at_coverage_of)
         settings = PseudoSettings.from_config({**vars(settings), "method": "cbst", "cbst_portion": portion})
-        print(f"pseudo-labels: CBST at the coverage of {classes_csv}: portion {portion:.6f}", file=sys.stderr)
+        print(f"pseudo-labels: CBST at the coverage of {args.cbst_at_coverage_of}: portion {portion:.6f}",
+              file=sys.stderr)
     gt_lookup = None
     if args.gt_root and not args.gt_split:
         if config is None:
@@ -402,11 +399,7 @@ def cmd_pseudo_labels(p=None, args=None):
                                "target.train_split names the split")
         args.gt_split = config["target"]["train_split"]
     if args.gt_root:
-        from uncerda_core.data.lookup import ground_truth_lookup
-        from uncerda_core.uncertainty.maps import open_maps
-        with open_maps(args.maps) as maps:
-            height, width = maps.shape[-2:]
-        gt_lookup = ground_truth_lookup("cityscapes", args.gt_root, args.gt_split, size=(width, height))
+        gt_lookup = ground_truth_for_maps(args.maps, args.gt_root, args.gt_split)
     from uncerda_core import artifacts
     record = artifacts.provenance("pseudo-labels", config=config, inputs={"maps": args.maps},
                                   extra={"settings": vars(settings)})

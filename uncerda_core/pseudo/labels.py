@@ -27,6 +27,7 @@ from uncerda_core.artifacts import atomic_dir, provenance, remove_stale_temporar
 from uncerda_core.data.labels import IGNORE
 from uncerda_core.errors import UncerdaError
 from uncerda_core.pseudo.baselines import argmax_table, cbst_table, threshold_table
+from uncerda_core.pseudo.folder import CLASSES_CSV, read_pseudo_dir
 from uncerda_core.pseudo.gmm import select_class, selection_intervals
 from uncerda_core.schema import enum
 from uncerda_core.uncertainty.codes import N_CODES, code_values, image_class_means, mean_codes, to_codes
@@ -256,6 +257,22 @@ def selection_coverage(classes: pd.DataFrame, source: str = "classes.csv") -> fl
     if predicted <= 0:
         raise UncerdaError(f"{source}: no predicted pixels, so the selection has no coverage")
     return float(pd.to_numeric(classes["selected_pixels"]).sum()) / predicted
+
+
+def coverage_of(pseudo_dir: str | os.PathLike) -> float:
+    """:func:`selection_coverage` of a pseudo-label folder, read with :func:`~.folder.read_pseudo_dir`."""
+    classes, _, _ = read_pseudo_dir(pseudo_dir)
+    return selection_coverage(classes, str(Path(pseudo_dir) / CLASSES_CSV))
+
+
+def ground_truth_for_maps(maps_path: str | os.PathLike, root: str | os.PathLike, split: str
+                          ) -> Callable[[str], np.ndarray | None]:
+    """The Cityscapes ground truth of a maps file's images, at the maps' size, by image name (pseudo-label
+    diagnosis only: :func:`generate_pseudo_labels`' ``gt_lookup``)."""
+    from uncerda_core.data.lookup import ground_truth_lookup
+    with open_maps(maps_path) as maps:
+        height, width = maps.shape[-2:]
+    return ground_truth_lookup("cityscapes", root, split, size=(width, height))
 
 
 CLASSES_COLUMNS = ["class_id", "class", "method", "unit", "statistic", "weight_pos", "weight_neg", "mean_pos",

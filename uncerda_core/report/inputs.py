@@ -4,13 +4,14 @@ Every reader checks that its file exists and has what the figure needs, and
 raises :class:`UncerdaError` naming the file otherwise; ``load_examples`` runs
 the stages' checkpoints on a few target val images, ``load_gmm_inputs`` reads a
 maps file's histogram. ``model_name`` and ``round_label`` turn workflow paths into the labels the
-figures show (a stage's label: :func:`uncerda_core.stages.stage_label`). Nothing
+figures show (a stage's label: :func:`uncerda_core.stages.stage_label`). The
+checked ``read_csv``/``read_json`` come from :mod:`uncerda_core.artifacts`, a
+pseudo-label folder's reader from :mod:`uncerda_core.pseudo.folder`. Nothing
 here draws; :mod:`uncerda_core.report.figures` does.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import textwrap
@@ -21,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uncerda_core.artifacts import read_provenance
+from uncerda_core.artifacts import read_csv, read_json, read_provenance
 from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.errors import UncerdaError
+from uncerda_core.pseudo.folder import read_pseudo_dir
 from uncerda_core.stages import stage_label, tgaa_round
 from uncerda_core.uncertainty.rank import RANK_COLUMNS
 from uncerda_core.uncertainty.weights import WEIGHT_COLUMNS
@@ -75,26 +77,6 @@ def stage_labels(stages: Sequence[str], paths: Mapping[str, str | os.PathLike], 
 
 # --- reading the workflow's files ---------------------------------------------------------------------
 
-def read_csv(path: str | os.PathLike, what: str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise UncerdaError(f"{path}: {what} not found")
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as err:
-        raise UncerdaError(f"{path}: cannot read the {what} ({err})") from None
-
-
-def read_json(path: str | os.PathLike, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UncerdaError(f"{path}: {what} not found")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise UncerdaError(f"{path}: not valid JSON ({err})") from None
-
-
 def require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -142,15 +124,6 @@ def read_weight_tables(paths: Mapping[str, str | os.PathLike]
         if ids:
             sk[label] = [CLASS_NAMES[i] if 0 <= int(i) < len(CLASS_NAMES) else str(i) for i in ids]
     return tables, sk
-
-
-def read_pseudo_dir(pseudo_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | None, dict | None]:
-    """``classes.csv`` and, when the folder has them, ``quality.csv`` and ``quality.json``."""
-    folder = Path(pseudo_dir)
-    classes = read_csv(folder / "classes.csv", "pseudo-label class table")
-    quality = read_csv(folder / "quality.csv", "quality table") if (folder / "quality.csv").is_file() else None
-    overall = read_json(folder / "quality.json", "quality summary") if (folder / "quality.json").is_file() else None
-    return classes, quality, overall
 
 
 def load_gmm_inputs(maps_path: str | os.PathLike, pseudo_dir: str | os.PathLike
