@@ -316,3 +316,19 @@ def test_the_rule_file_check_finds_helpers():
     text = ("# a comment\nimport os\n\nX = 1\n\n\ndef helper(w):\n    return 1\n\n\nrule a:\n    input:\n"
             "        'x',\n\n\nif config['demo']['enabled']:\n\n    rule b:\n        output: 'y'\n")
     assert non_rule_statements(text) == ["2: import os", "4: X = 1", "7: def helper(w):"]
+
+
+# --- the entry points: the console script and ``python -m uncerda_core`` reach the CLI package's main -------
+
+def test_entry_points_reach_the_cli(capsys):
+    import importlib
+    import subprocess
+    import tomllib
+    target = tomllib.loads((PACKAGE_ROOT.parent / "pyproject.toml").read_text())["project"]["scripts"]["uncerda"]
+    module, _, name = target.partition(":")
+    main = getattr(importlib.import_module(module), name)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "figure-iou" in capsys.readouterr().out
+    proc = subprocess.run([sys.executable, "-m", PACKAGE, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "pseudo-labels" in proc.stdout and "table-html" in proc.stdout
