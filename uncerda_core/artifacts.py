@@ -301,10 +301,7 @@ def read_json(path: str | os.PathLike, what: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UncerdaError(f"{path}: {what} not found")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise UncerdaError(f"{path}: not valid JSON ({err})") from None
+    return _load_json(path, what)
 
 
 def describe_load_error(exc: BaseException) -> str:

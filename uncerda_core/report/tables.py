@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from uncerda_core.artifacts import atomic_path, write_sidecar, write_text
+from uncerda_core.artifacts import atomic_path, read_json, write_sidecar, write_text
 from uncerda_core.data.labels import CLASS_NAMES, eval_class_ids
-from uncerda_core.errors import UncerdaError
 from uncerda_core.evaluate.evaluate import format_table, protocol_of
-
-
-def load_metrics(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UncerdaError(f"{path}: metrics file not found")
-    return json.loads(path.read_text())
 
 
 def metrics_frame(results: dict[str, dict]) -> pd.DataFrame:
@@ -38,7 +29,7 @@ def metrics_frame(results: dict[str, dict]) -> pd.DataFrame:
 def chain_summary(evals: dict[str, str | Path], source_dataset: str,
                   rounds_dir: str | Path | None = None) -> tuple[str, pd.DataFrame]:
     """Markdown and table of the main chain: one row per rung, plus how the round loop ended."""
-    results = {label: load_metrics(path) for label, path in evals.items()}
+    results = {label: read_json(path, "metrics file") for label, path in evals.items()}
     subsets = eval_class_ids(source_dataset)
     lines = ["# Results on target val", "", format_table(results, subsets), ""]
     protocols = {label: protocol_of(res) for label, res in results.items()}
@@ -61,7 +52,7 @@ def round_decisions(rounds_dir: str | Path | None) -> list[str]:
         return []
     out = []
     for path in sorted(Path(rounds_dir).glob("r*.json"), key=lambda p: int(p.stem[1:])):
-        decision = json.loads(path.read_text())
+        decision = read_json(path, "round decision")
         out.append(f"round {path.stem[1:]}: {decision.get('reason', decision)}")
     return out
 
@@ -95,7 +86,7 @@ def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str =
     kinds: dict[str, str] = {}
     protocols: dict[str, list[str]] = {}
     for label, kind, seed, path in evals:
-        metrics = load_metrics(path)
+        metrics = read_json(path, "metrics file")
         by_label.setdefault(label, {})[seed] = metrics[metric]
         kinds[label] = kind
         _add_protocol(protocols.setdefault(label, []), metrics)
@@ -139,12 +130,12 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
     for method, seed, quality, st_eval in items:
         entry = per_method.setdefault(method, {"precision": [], "coverage": [], "miou": [], "protocol": []})
         if quality and Path(quality).is_file():
-            q = json.loads(Path(quality).read_text())
+            q = read_json(quality, "pseudo-label quality summary")
             for key in ("precision", "coverage"):
                 value = q.get(key)
                 entry[key].append(float("nan") if value is None else float(value))
         if st_eval:
-            metrics = load_metrics(st_eval)
+            metrics = read_json(st_eval, "metrics file")
             entry["miou"].append(metrics["miou"])
             _add_protocol(entry["protocol"], metrics)
     rows = []
