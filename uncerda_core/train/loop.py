@@ -397,8 +397,11 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     def keep_snapshot(iteration: int) -> None:
         """The weights alone (no optimiser state): enough to evaluate, and to start a later stage from."""
         if keep_snapshots and main_process and (iteration % keep_every == 0 or iteration == settings.iterations):
-            # A copy: the training itself continues with the running averages it has.
-            kept = with_target_statistics(copy.deepcopy(model), iteration) if bn_images is not None else model
+            # Before the last iteration on a copy: the training goes on with the running averages it has.
+            # The last snapshot is kept after the loop, from the model re-estimated once for the checkpoint.
+            last = iteration == settings.iterations
+            kept = (with_target_statistics(copy.deepcopy(model), iteration) if bn_images is not None and not last
+                    else model)
             save_checkpoint(snapshot_path(out, iteration), {
                 "model": kept.state_dict(), "iteration": iteration, "stage": settings.stage,
                 "settings": asdict(settings), "config": config, "model_config": config["model"],
@@ -535,7 +538,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 raise divergence.error(settings.stage, done, row, resume)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
         bar.update(1)
-        keep_snapshot(done)   # before the resume state: a kill between the two rewrites it on resume
+        if done < settings.iterations:   # the last is kept after the loop, with the final weights
+            keep_snapshot(done)   # before the resume state: a kill between the two rewrites it on resume
         if checkpoint_now:
             if main_process:
                 save_checkpoint(resume, snapshot(done))  # the losses so far travel inside it
@@ -550,6 +554,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     if main_process:
         if bn_images is not None:
             with_target_statistics(model, settings.iterations)
+        keep_snapshot(settings.iterations)
         save_checkpoint(out, snapshot(settings.iterations))
         resume.unlink(missing_ok=True)
         print(f"[{settings.stage}] {settings.iterations - start} iterations in {elapsed:.0f} s -> {out}",
