@@ -4,10 +4,7 @@ commands, and (slow) the whole report of the smoke config built by Snakemake."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +17,7 @@ from uncerda_core.cli import main
 from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES
 from uncerda_core.report import figures, inputs
 from uncerda_core.stages import stage_label
-
-REPO = Path(__file__).resolve().parent.parent
+from workflow_helpers import smoke_args, smoke_run, snakemake
 
 
 def assert_png(path) -> np.ndarray:
@@ -456,35 +452,31 @@ REPORT_PNGS = ["iou_per_class.png", "examples.png", "rank.png", "weights.png", "
                "pseudo_quality.png", "training_curves.png"]
 
 
-def _snakemake(work: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "all", "report_figures", "-s", str(REPO / "Snakefile"),
-           "--directory", str(work), "--cores", "2", "--configfile", str(REPO / "workflow/presets/smoke.yaml"),
-           "--config", f"results_dir={work / 'results'}", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env, timeout=1800)
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The session's smoke run (`all` includes every report figure of the main seed)."""
+    return smoke_run(tmp_path_factory)
 
 
 @pytest.mark.slow
-def test_smoke_report(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    run = _snakemake(work)
-    assert run.returncode == 0, run.stderr[-4000:]
-    report_dir = work / "results" / "smoke" / "report" / "seed0"
+def test_smoke_report(smoke, tmp_path):
+    work = smoke.workdir
+    report_dir = smoke.results / "report" / "seed0"
     for name in REPORT_PNGS:
         assert_png(report_dir / name)
     summary = (report_dir / "summary.html").read_text()
     assert "<table" in summary and "+UPST" in summary and "round 1:" in summary
     # No ablation tables, so no ablation figures were asked for.
-    assert not (work / "results" / "smoke" / "report" / "ablation").exists()
+    assert not (smoke.results / "report" / "ablation").exists()
     for name in ("report_iou", "report_examples", "report_rank", "report_weights", "report_gmm",
                  "report_pseudo_quality", "report_summary_table", "report_curves"):
-        assert (work / "results" / "smoke" / "benchmarks" / "seed0" / f"{name}.tsv").is_file(), name
+        assert (smoke.results / "benchmarks" / "seed0" / f"{name}.tsv").is_file(), name
         assert (work / "logs" / "smoke" / "seed0" / f"{name}.log").is_file(), name
 
-    made = _snakemake(work, "--report", str(work / "report.html"))
+    # Snakemake's own report of the finished run, written outside it.
+    made = snakemake(work, *smoke_args(work, "--report", str(tmp_path / "report.html")), timeout=600)
     assert made.returncode == 0, made.stderr[-4000:]
-    html = (work / "report.html").read_text(encoding="utf-8")
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
     for name in [*REPORT_PNGS, "summary.html"]:
         assert name in html, f"{name} not in the report"
     for category in ("Results", "Class uncertainty", "Pseudo labels"):
