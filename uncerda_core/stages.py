@@ -25,6 +25,13 @@ CONTROL_LABELS: dict[str, str] = {
     "aa_noadv": "AA with lambda_adv = 0 (target batches seen)",
     "oracle": "Target oracle (trained on target labels)",
 }
+# The control a rung must also beat to show that its own ingredient, not a side effect, made the gain:
+# +AA against AdaBN (target BatchNorm statistics without any training on target images), +IT against
+# the same fine-tuning with FDA and lambda_adv = 0 (everything but the discriminators).
+RUNG_CONTROLS: dict[str, str] = {
+    "aa": "source_only_adabn",
+    "aa_it": "aa_noadv",
+}
 # A self-training round on another method's pseudo labels than the GMM's (the ablation's Table 5).
 OTHER_SELF_TRAINING = "+ST ({method})"
 
