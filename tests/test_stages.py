@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, stage_label, tgaa_round
+from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, sr_model, stage_label, tgaa_round
 
 
 @pytest.mark.parametrize("model, label", [
@@ -12,6 +12,8 @@ from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, stage_label, tgaa_r
     ("aa", "+AA"),
     ("aa_it", "+IT"),
     ("sr", "+SR"),
+    ("sr_r2", "+SR r2"),
+    ("sr_r10", "+SR r10"),
     ("tgaa_r1", "+TGAA r1"),
     ("tgaa_r2", "+TGAA r2"),
     ("tgaa_r12", "+TGAA r12"),
@@ -29,6 +31,8 @@ from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, stage_label, tgaa_r
     ("tgaa", "tgaa"),
     ("st", "st"),
     ("tgaa_r0", "tgaa_r0"),
+    ("sr_r1", "sr_r1"),    # round 1 of +SR is named sr
+    ("sr_r0", "sr_r0"),
     ("st_gmm", "st_gmm"),
     ("my_model", "my_model"),
 ])
@@ -46,3 +50,10 @@ def test_labels_are_the_tables():
 def test_tgaa_round():
     assert tgaa_round("tgaa_r1") == 1 and tgaa_round("tgaa_r10") == 10
     assert tgaa_round("aa_it") is None and tgaa_round("tgaa_r0") is None and tgaa_round("tgaa_r1x") is None
+
+
+def test_sr_model_names_the_rounds_as_the_workflow_does():
+    assert [sr_model(r) for r in (1, 2, 3, 12)] == ["sr", "sr_r2", "sr_r3", "sr_r12"]
+    assert all(stage_label(sr_model(r)) == f"+SR r{r}" for r in (2, 3, 12))
+    with pytest.raises(ValueError, match="start at 1"):
+        sr_model(0)

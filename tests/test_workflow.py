@@ -187,6 +187,21 @@ def test_a_seed_added_to_the_ablation_is_scheduled(tmp_path):
     assert "wildcards: seed=3" in out
 
 
+def test_ablation_matches_tgaa_with_as_many_sr_rounds(smoke):
+    """+TGAA ran two rounds in the smoke run, so its control is +SR for two rounds: sr_r2 continues from sr."""
+    assert (smoke.seed_dir / "models" / "tgaa_r2" / "checkpoint.pt").is_file()
+    proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir, "ablation={seeds: [0]}", "-n", "-p"), "--", "ablation",
+                     timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "wildcards: seed=0, sr_model=sr_r2" in out and "wildcards: seed=0, sr_model=sr\n" in out
+    command = next(line for line in out.splitlines() if "/models/sr_r2/checkpoint.pt" in line and " adapt " in line)
+    argv = shlex.split(command[command.index(sys.executable):])
+    assert argv[argv.index("--init") + 1] == str(smoke.seed_dir / "models" / "sr" / "checkpoint.pt")
+    assert argv[argv.index("--weights") + 1] == str(smoke.seed_dir / "weights" / "sr.csv")
+    assert "sr_r3" not in out
+
+
 def test_predict_target_writes_the_submission_that_scores_like_the_evaluation(smoke, tmp_path):
     import zipfile
     proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir), "--", "predict", timeout=600)

@@ -80,7 +80,9 @@ def cmd_index(p=None, args=None):
         p.add_argument("--root", required=True)
         p.add_argument("--split", required=True)
         p.add_argument("--out", required=True, help="index CSV")
-        p.add_argument("--no-labels", action="store_true", help="the split has no labels (unlabelled target)")
+        p.add_argument("--no-labels", action="store_true",
+                       help="labels are not required (unlabelled target); labels found are still listed, "
+                            "for the pseudo-label diagnostics only: training never reads them")
         p.add_argument("--workers", type=int, default=2)
         return
     from uncerda_core import artifacts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pandas as pd
 from uncerda_core.artifacts import atomic_path, read_json, write_sidecar, write_text
 from uncerda_core.data.labels import CLASS_NAMES, eval_class_ids
 from uncerda_core.evaluate.evaluate import format_table, protocol_of
+from uncerda_core.stages import CONTROL_LABELS, RUNG_CONTROLS, RUNG_LABELS
 
 
 def metrics_frame(results: dict[str, dict]) -> pd.DataFrame:
@@ -73,15 +75,57 @@ def _spread(values: list[float]) -> float:
     return float(pd.Series(values).std(ddof=1)) if len(values) > 1 else float("nan")
 
 
-def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str = "miou") -> pd.DataFrame:
-    """Table 3's ladder over seeds: mean, spread and the paired change from the previous rung.
+@dataclass(frozen=True)
+class PairedChange:
+    """``a - b`` seed by seed over the seeds both have: the mean, the spread (standard deviation) of the
+    differences and how many seeds were paired."""
+    mean: float
+    spread: float
+    n_seeds: int
+
+    @property
+    def real(self) -> bool:
+        """Larger than its spread: the one rule by which a change counts (two seeds at least)."""
+        return self.n_seeds > 1 and abs(self.mean) > self.spread
+
+    def verdict(self, *, direction: bool = False) -> str:
+        """``yes`` (real), ``no difference`` or ``one seed``; with ``direction``, a real change reads
+        ``yes`` when positive and ``below`` when negative."""
+        if self.n_seeds == 0:
+            return ""
+        if self.n_seeds == 1:
+            return "one seed"
+        if not self.real:
+            return "no difference"
+        return "below" if direction and self.mean < 0 else "yes"
+
+
+def paired_change(a: dict[int, float], b: dict[int, float]) -> PairedChange:
+    """:class:`PairedChange` of ``a - b``, both given per seed; NaN values (a number that was not
+    measured) leave their seed out."""
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b)) if a[s] == a[s] and b[s] == b[s]]
+    if not diffs:
+        return PairedChange(float("nan"), float("nan"), 0)
+    return PairedChange(float(pd.Series(diffs).mean()), _spread(diffs), len(diffs))
+
+
+def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str = "miou",
+                    rung_controls: dict[str, str] | None = None) -> pd.DataFrame:
+    """Table 3's ladder over seeds: mean, spread, the paired change from the previous rung and from the
+    rung's control.
 
     ``evals`` holds ``(label, kind, seed, metrics_json)``; kind is ``rung`` (in
     ladder order) or ``control``. A rung's ``delta`` is the mean over seeds of
     its mIoU minus the previous rung's, seed by seed; it is ``significant``
     only when larger than the spread (standard deviation over seeds) of those
     paired differences, so a change within the noise reads as no difference.
+    ``rung_controls`` maps a rung's label to the label of the control it must
+    also beat (default: :data:`~uncerda_core.stages.RUNG_CONTROLS`); its row
+    gets ``control``, the paired ``vs_control`` and ``vs_control_std``, and
+    ``beats_control`` (``yes``, ``no difference`` or ``below``) by the same rule.
     """
+    if rung_controls is None:
+        rung_controls = {RUNG_LABELS[rung]: CONTROL_LABELS[control] for rung, control in RUNG_CONTROLS.items()}
     by_label: dict[str, dict[int, float]] = {}
     kinds: dict[str, str] = {}
     protocols: dict[str, list[str]] = {}
@@ -96,16 +140,16 @@ def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str =
         row = {"rung": label, "kind": kinds[label], "n_seeds": len(values),
                "miou_mean": float(pd.Series(values).mean()), "miou_std": _spread(values),
                "miou_seeds": ";".join(f"{v:.4f}" for v in values),
-               "delta": float("nan"), "delta_std": float("nan"), "significant": ""}
+               "delta": float("nan"), "delta_std": float("nan"), "significant": "",
+               "control": "", "vs_control": float("nan"), "vs_control_std": float("nan"), "beats_control": ""}
         if kinds[label] == "rung" and previous is not None:
-            common = sorted(set(per_seed) & set(previous))
-            diffs = [per_seed[s] - previous[s] for s in common]
-            if diffs:
-                row["delta"] = float(pd.Series(diffs).mean())
-                row["delta_std"] = _spread(diffs)
-                spread = row["delta_std"]
-                row["significant"] = ("yes" if len(diffs) > 1 and abs(row["delta"]) > spread
-                                      else "no difference" if len(diffs) > 1 else "one seed")
+            change = paired_change(per_seed, previous)
+            row.update(delta=change.mean, delta_std=change.spread, significant=change.verdict())
+        control = rung_controls.get(label) if kinds[label] == "rung" else None
+        if control in by_label:
+            change = paired_change(per_seed, by_label[control])
+            row.update(control=control, vs_control=change.mean, vs_control_std=change.spread,
+                       beats_control=change.verdict(direction=True))
         if kinds[label] == "rung":
             previous = per_seed
         row["protocol"] = "; ".join(protocols[label])
@@ -120,40 +164,55 @@ def _add_protocol(seen: list[str], metrics: dict) -> None:
         seen.append(protocol)
 
 
-def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]) -> pd.DataFrame:
+def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]],
+                            reference: str = "gmm") -> pd.DataFrame:
     """Table 5: per pseudo-label method, precision and coverage of its labels and the mIoU after ST.
 
     ``items`` holds ``(method, seed, quality_json or '', st_metrics_json or '')``; a method
-    without self-training (CBST at the GMM's coverage, compared on precision) has no mIoU.
+    without self-training (CBST at the GMM's coverage, compared on precision) has no mIoU. Every
+    other method's row also says by how much the ``reference`` method (the GMM) is ahead of it, seed
+    by seed: ``gmm_precision_gain`` and ``gmm_miou_gain`` with their spreads and whether each is real
+    (:class:`PairedChange`: ``yes``, ``no difference``, or ``below`` when the GMM is behind).
     """
-    per_method: dict[str, dict[str, list[float]]] = {}
+    per_method: dict[str, dict[str, dict[int, float]]] = {}
+    protocols: dict[str, list[str]] = {}
     for method, seed, quality, st_eval in items:
-        entry = per_method.setdefault(method, {"precision": [], "coverage": [], "miou": [], "protocol": []})
+        entry = per_method.setdefault(method, {"precision": {}, "coverage": {}, "miou": {}})
+        protocols.setdefault(method, [])
         if quality and Path(quality).is_file():
             q = read_json(quality, "pseudo-label quality summary")
             for key in ("precision", "coverage"):
                 value = q.get(key)
-                entry[key].append(float("nan") if value is None else float(value))
+                entry[key][seed] = float("nan") if value is None else float(value)
         if st_eval:
             metrics = read_json(st_eval, "metrics file")
-            entry["miou"].append(metrics["miou"])
-            _add_protocol(entry["protocol"], metrics)
+            entry["miou"][seed] = metrics["miou"]
+            _add_protocol(protocols[method], metrics)
+    ref = per_method.get(reference)
     rows = []
     for method, e in per_method.items():
-        mean = lambda v: float(pd.Series(v).mean()) if v else float("nan")  # noqa: E731
-        rows.append({"method": method, "precision_mean": mean(e["precision"]), "coverage_mean": mean(e["coverage"]),
-                     "miou_mean": mean(e["miou"]), "miou_std": _spread(e["miou"]),
-                     "n_seeds": max(len(e["miou"]), len(e["precision"])),
-                     "protocol": "; ".join(e["protocol"])})
+        mean = lambda v: float(pd.Series(list(v.values()), dtype=float).mean()) if v else float("nan")  # noqa: E731
+        row = {"method": method, "precision_mean": mean(e["precision"]), "coverage_mean": mean(e["coverage"]),
+               "miou_mean": mean(e["miou"]), "miou_std": _spread(list(e["miou"].values())),
+               "n_seeds": max(len(e["miou"]), len(e["precision"]))}
+        if ref is not None and method != reference:
+            for key in ("precision", "miou"):
+                change = paired_change(ref[key], e[key])
+                row.update({f"{reference}_{key}_gain": change.mean, f"{reference}_{key}_gain_std": change.spread,
+                            f"{reference}_{key}_gain_real": change.verdict(direction=True)})
+        row["protocol"] = "; ".join(protocols[method])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 # Columns holding fractions, shown as percentages with one decimal in the markdown and HTML tables: the
 # summary's mIoU and per-class IoU, the ladder's and the pseudo-label comparison's means, spreads and changes.
 FRACTION_COLUMNS = frozenset({"miou", "miou13", *CLASS_NAMES, "miou_mean", "miou_std", "delta", "delta_std",
-                              "precision_mean", "coverage_mean"})
-# Columns whose largest value is no "best" (spreads, counts, per-seed lists).
-NOT_BEST = ("std", "spread", "seeds", "n_", "pixels", "count", "kind", "images")
+                              "vs_control", "vs_control_std", "precision_mean", "coverage_mean",
+                              "gmm_precision_gain", "gmm_precision_gain_std", "gmm_miou_gain", "gmm_miou_gain_std"})
+# Columns whose largest value is no "best" (spreads, counts, per-seed lists, differences to a control or to
+# another method).
+NOT_BEST = ("std", "spread", "seeds", "n_", "pixels", "count", "kind", "images", "control", "gain")
 
 
 def format_cell(value, column: str, percent: tuple[str, ...] | frozenset[str] = ()) -> str:

@@ -12,7 +12,7 @@ from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import check_data_roots, check_demo_roots, dumps, validate_config
 from uncerda_core.data.readers import split_has_labels
 from uncerda_core.pseudo.labels import METHODS as PSEUDO_METHODS
-from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS
+from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, sr_model
 
 # The schema check names every offending key and fills the defaults in place.
 # Missing data roots, and demo roots outside the demo's own folder, fail here, before any job runs.
@@ -228,6 +228,17 @@ def previous_model(wildcards):
     return R0 if r == 1 else f"tgaa_r{r - 1}"
 
 
+# +SR's models: sr (round 1), sr_r2, sr_r3, ... (stages.sr_model).
+SR_MODEL_PATTERN = r"sr|sr_r([2-9]|[1-9]\d+)"
+
+
+def previous_sr(wildcards):
+    """The model an +SR round starts from: round 0 for ``sr``, else the round before."""
+    if wildcards.sr_model == "sr":
+        return R0
+    return sr_model(int(wildcards.sr_model.removeprefix("sr_r")) - 1)
+
+
 # --- uncertainty (uncertainty.smk) ---------------------------------------------------------------
 WEIGHT_FLAGS = (
     f"--balance {config['tgaa']['balance']} --alpha {config['tgaa']['alpha']} --mu {config['tgaa']['mu']}"
@@ -286,7 +297,9 @@ def ablation_evals(wildcards):
         models = {"source_only": "source_only", "aa": "aa", "aa_it": "aa_it", "sr": "sr", "tgaa": final,
                   "st": ST_LAST}
         rungs = [(label, models[stage]) for stage, label in RUNG_LABELS.items()]
-        controls = [(label, model) for model, label in CONTROL_LABELS.items()]
+        # +SR for as many rounds as +TGAA ran in this seed: the iteration-matched control of +TGAA.
+        matched = {"sr_matched": sr_model(final_round_of(seed))}
+        controls = [(label, matched.get(model, model)) for model, label in CONTROL_LABELS.items()]
         items += [(label, "rung", seed, _eval(seed, model)) for label, model in rungs]
         items += [(label, "control", seed, _eval(seed, model)) for label, model in controls]
     return items

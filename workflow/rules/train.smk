@@ -106,15 +106,19 @@ rule adapt_tgaa:
 
 
 rule adapt_sr:
-    """The SR rung: one round with soft-balance weights over all classes (no target signal)."""
+    """The SR rung: soft-balance weights over all classes (no target signal). ``sr`` is one round from
+    round 0; ``sr_r<r>`` (r >= 2, the ablation's iteration-matched control of +TGAA) continues from
+    round r-1 with the same weights."""
     input:
         **TRAIN_INPUT,
-        init=model_ckpt(R0),
+        init=lambda w: model_ckpt(previous_sr(w), w.seed),
         weights=f"{EXP}/seed{{seed}}/weights/sr.csv",
         class_stats=rules.class_stats.output[0],
     output:
-        ckpt=f"{MODELS}/sr/checkpoint.pt",
-        losses=f"{MODELS}/sr/losses.csv",
+        ckpt=f"{MODELS}/{{sr_model}}/checkpoint.pt",
+        losses=f"{MODELS}/{{sr_model}}/losses.csv",
+    wildcard_constraints:
+        sr_model=SR_MODEL_PATTERN,
     params:
         cmd=uncerda("adapt", config_json=True, train=True),
         settings=settings("model", "train", "source", "target", "adapt", "tgaa", omit=("tgaa.max_rounds",)),
@@ -123,9 +127,9 @@ rule adapt_sr:
     resources:
         **res("train"),
     log:
-        f"{LOGS}/seed{{seed}}/adapt_sr.log",
+        f"{LOGS}/seed{{seed}}/adapt_{{sr_model}}.log",
     benchmark:
-        f"{BENCH}/seed{{seed}}/adapt_sr.tsv"
+        f"{BENCH}/seed{{seed}}/adapt_{{sr_model}}.tsv"
     shell:
         "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --weights {input.weights:q} --class-stats {input.class_stats:q}"

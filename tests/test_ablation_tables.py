@@ -1,0 +1,98 @@
+"""The ablation's tables (Table 3's ladder, Table 5's comparison): paired changes against the rung before,
+against each rung's control and against the GMM, checked against values computed by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from uncerda_core.report.tables import ablation_ladder, paired_change, pseudo_label_comparison
+from uncerda_core.stages import CONTROL_LABELS, RUNG_CONTROLS, RUNG_LABELS
+
+
+def _metrics(tmp_path, name: str, seed: int, miou: float) -> str:
+    path = tmp_path / f"{name.replace(' ', '_').replace('+', 'p')}_{seed}.json"
+    path.write_text(json.dumps({"miou": miou}))
+    return str(path)
+
+
+def test_paired_change_by_hand():
+    # differences 0.20, 0.13, 0.24: mean 0.19, sample std sqrt((0.01^2 + 0.06^2 + 0.05^2) / 2) = 0.055678
+    change = paired_change({0: 0.30, 1: 0.25, 2: 0.35}, {0: 0.10, 1: 0.12, 2: 0.11})
+    assert change.mean == pytest.approx(0.19) and change.spread == pytest.approx(0.0556776, rel=1e-5)
+    assert change.n_seeds == 3 and change.real and change.verdict() == "yes"
+    # Seeds that only one side has, or a NaN, are left out.
+    change = paired_change({0: 0.3, 1: float("nan"), 2: 0.5, 3: 0.4}, {0: 0.1, 1: 0.2, 2: 0.2})
+    assert change.n_seeds == 2 and change.mean == pytest.approx(0.25)
+    none = paired_change({0: 0.3}, {1: 0.2})
+    assert none.n_seeds == 0 and math.isnan(none.mean) and not none.real
+    assert paired_change({0: 0.3}, {1: 0.2}).verdict() == ""
+    assert paired_change({0: 0.3}, {0: 0.2}).verdict() == "one seed"
+    # A real fall is "yes" for the ladder's change and "below" where the direction matters.
+    fall = paired_change({0: 0.10, 1: 0.11}, {0: 0.20, 1: 0.20})
+    assert fall.verdict() == "yes" and fall.verdict(direction=True) == "below"
+    # Within its spread: 0.01 and -0.03 -> mean -0.01, spread 0.028.
+    assert paired_change({0: 0.21, 1: 0.17}, {0: 0.20, 1: 0.20}).verdict(direction=True) == "no difference"
+
+
+def test_every_control_a_rung_is_judged_against_is_a_control_of_the_ablation():
+    assert set(RUNG_CONTROLS) <= set(RUNG_LABELS) and set(RUNG_CONTROLS.values()) <= set(CONTROL_LABELS)
+
+
+def test_ladder_compares_each_rung_with_the_rung_before_and_with_its_control(tmp_path):
+    values = {  # label -> (kind, mIoU of seeds 0, 1, 2)
+        "Source only": ("rung", (0.10, 0.12, 0.11)),
+        "+AA": ("rung", (0.30, 0.25, 0.35)),
+        "+IT": ("rung", (0.33, 0.28, 0.38)),
+        "Source only + AdaBN": ("control", (0.28, 0.27, 0.33)),
+        "AA with lambda_adv = 0 (target batches seen)": ("control", (0.30, 0.26, 0.35)),
+    }
+    evals = [(label, kind, seed, _metrics(tmp_path, label, seed, v))
+             for label, (kind, seeds) in values.items() for seed, v in enumerate(seeds)]
+    ladder = ablation_ladder(evals).set_index("rung")
+    aa, it = ladder.loc["+AA"], ladder.loc["+IT"]
+    assert aa["delta"] == pytest.approx(0.19) and aa["delta_std"] == pytest.approx(0.0556776, rel=1e-5)
+    assert aa["significant"] == "yes"
+    # +AA - AdaBN: 0.02, -0.02, 0.02 -> mean 0.00667, spread 0.02309: within the noise.
+    assert aa["control"] == "Source only + AdaBN"
+    assert aa["vs_control"] == pytest.approx(0.02 / 3) and aa["vs_control_std"] == pytest.approx(0.0230940, rel=1e-5)
+    assert aa["beats_control"] == "no difference"
+    # +IT - (lambda_adv = 0): 0.03, 0.02, 0.03 -> mean 0.02667, spread 0.00577: real.
+    assert it["vs_control"] == pytest.approx(0.08 / 3) and it["vs_control_std"] == pytest.approx(0.0057735, rel=1e-5)
+    assert it["beats_control"] == "yes"
+    # +IT - +AA: 0.03 each seed, spread 0 -> real.
+    assert it["delta"] == pytest.approx(0.03) and it["significant"] == "yes"
+    # Rungs without a control, and the controls themselves, leave the columns empty.
+    for label in ("Source only", "Source only + AdaBN"):
+        assert ladder.loc[label, "control"] == "" and math.isnan(ladder.loc[label, "vs_control"])
+    # A rung below its control says so.
+    low = [(label, kind, seed, path) for label, kind, seed, path in evals if label != "+AA"]
+    low += [("+AA", "rung", s, _metrics(tmp_path, "low", s, v)) for s, v in enumerate((0.20, 0.21, 0.22))]
+    assert ablation_ladder(low).set_index("rung").loc["+AA", "beats_control"] == "below"
+
+
+def test_table5_says_how_far_the_gmm_is_ahead_of_each_method_seed_by_seed(tmp_path):
+    def quality(name, seed, precision, coverage):
+        path = tmp_path / f"{name}_{seed}_quality.json"
+        path.write_text(json.dumps({"precision": precision, "coverage": coverage}))
+        return str(path)
+    items = []
+    for seed, (gp, cp, ap, gm, cm) in enumerate([(0.86, 0.81, 0.85, 0.411, 0.399), (0.90, 0.84, 0.865, 0.398, 0.396)]):
+        items.append(("gmm", seed, quality("gmm", seed, gp, 0.37), _metrics(tmp_path, "gmm", seed, gm)))
+        items.append(("cbst", seed, quality("cbst", seed, cp, 0.50), _metrics(tmp_path, "cbst", seed, cm)))
+        items.append(("cbst at gmm's coverage", seed, quality("cbst_cov", seed, ap, 0.38), ""))
+    table = pseudo_label_comparison(items).set_index("method")
+    assert math.isnan(table.loc["gmm", "gmm_precision_gain"])
+    # Precision at equal coverage: 0.01 and 0.035 -> mean 0.0225, spread 0.017678 -> real.
+    at_coverage = table.loc["cbst at gmm's coverage"]
+    assert at_coverage["gmm_precision_gain"] == pytest.approx(0.0225)
+    assert at_coverage["gmm_precision_gain_std"] == pytest.approx(0.0176777, rel=1e-5)
+    assert at_coverage["gmm_precision_gain_real"] == "yes"
+    assert at_coverage["gmm_miou_gain_real"] == "" and math.isnan(at_coverage["miou_mean"])
+    # mIoU after the same self-training: 0.012 and 0.002 -> mean 0.007, spread 0.00707 -> within it.
+    cbst = table.loc["cbst"]
+    assert cbst["gmm_miou_gain"] == pytest.approx(0.007) and cbst["gmm_miou_gain_std"] == pytest.approx(0.0070711, rel=1e-4)
+    assert cbst["gmm_miou_gain_real"] == "no difference"
+    assert cbst["gmm_precision_gain"] == pytest.approx(0.055)
