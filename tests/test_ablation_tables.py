@@ -96,3 +96,4 @@ def test_table5_says_how_far_the_gmm_is_ahead_of_each_method_seed_by_seed(tmp_pa
     assert cbst["gmm_miou_gain"] == pytest.approx(0.007) and cbst["gmm_miou_gain_std"] == pytest.approx(0.0070711, rel=1e-4)
     assert cbst["gmm_miou_gain_real"] == "no difference"
     assert cbst["gmm_precision_gain"] == pytest.approx(0.055)
+    assert list(table.columns)[-1] == "protocol"

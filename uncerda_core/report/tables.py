@@ -202,7 +202,10 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
                             f"{reference}_{key}_gain_real": change.verdict(direction=True)})
         row["protocol"] = "; ".join(protocols[method])
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table[[c for c in table.columns if c != "protocol"] + ["protocol"]]  # the reference's row has no gains
 
 
 # Columns holding fractions, shown as percentages with one decimal in the markdown and HTML tables: the
