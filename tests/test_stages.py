@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, sr_model, stage_label, tgaa_round
+from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, sr_model, sr_round, stage_label, tgaa_round
 
 
 @pytest.mark.parametrize("model, label", [
@@ -55,5 +55,7 @@ def test_tgaa_round():
 def test_sr_model_names_the_rounds_as_the_workflow_does():
     assert [sr_model(r) for r in (1, 2, 3, 12)] == ["sr", "sr_r2", "sr_r3", "sr_r12"]
     assert all(stage_label(sr_model(r)) == f"+SR r{r}" for r in (2, 3, 12))
+    assert [sr_round(sr_model(r)) for r in (1, 2, 3, 12)] == [1, 2, 3, 12]
+    assert sr_round("sr_r1") is None and sr_round("sr_r0") is None and sr_round("tgaa_r2") is None
     with pytest.raises(ValueError, match="start at 1"):
         sr_model(0)

@@ -40,13 +40,23 @@ RUNG_CONTROLS: dict[str, str] = {
 OTHER_SELF_TRAINING = "+ST ({method})"
 
 _TGAA_ROUND = re.compile(r"tgaa_r([1-9]\d*)")
-_SR_ROUND = re.compile(r"sr_r([2-9]|[1-9]\d+)")
+# +SR after round r >= 2 (round 1 is plain ``sr``); the workflow's wildcard pattern for +SR's models.
+SR_ROUND_PATTERN = r"sr_r([2-9]|[1-9]\d+)"
+_SR_ROUND = re.compile(SR_ROUND_PATTERN)
 _SELF_TRAINING = re.compile(r"st_(\w+?)_r([1-9]\d*)")
 
 
 def tgaa_round(model: str) -> int | None:
     """The target-guided round of ``tgaa_r<r>`` (r >= 1); None for any other model."""
     match = _TGAA_ROUND.fullmatch(model)
+    return int(match.group(1)) if match else None
+
+
+def sr_round(model: str) -> int | None:
+    """The +SR round of ``sr`` (1) or ``sr_r<r>`` (r >= 2); None for any other model."""
+    if model == "sr":
+        return 1
+    match = _SR_ROUND.fullmatch(model)
     return int(match.group(1)) if match else None
 
 
@@ -60,8 +70,9 @@ def sr_model(rounds: int) -> str:
 
 def stage_label(model: str) -> str:
     """The label of a model in the figures, as in the tables: ``aa_it`` -> ``+IT``, ``tgaa_r2`` ->
-    ``+TGAA r2``, ``sr_r2`` -> ``+SR r2``, ``st_gmm_r1`` -> ``+UPST`` (``st_gmm_r2`` -> ``+UPST r2``), ``st_cbst_r1`` -> ``+ST (cbst)``,
-    a control by :data:`CONTROL_LABELS`; a name it does not know is its own label."""
+    ``+TGAA r2``, ``sr_r2`` -> ``+SR r2``, ``st_gmm_r1`` -> ``+UPST`` (``st_gmm_r2`` -> ``+UPST r2``),
+    ``st_cbst_r1`` -> ``+ST (cbst)``, a control by :data:`CONTROL_LABELS`; a name it does not know is its
+    own label."""
     if model in CONTROL_LABELS:
         return CONTROL_LABELS[model]
     if model in RUNG_LABELS and model not in ("tgaa", "st"):   # those two stand for a round, not a model
@@ -69,9 +80,9 @@ def stage_label(model: str) -> str:
     r = tgaa_round(model)
     if r is not None:
         return f"{RUNG_LABELS['tgaa']} r{r}"
-    match = _SR_ROUND.fullmatch(model)
-    if match:
-        return f"{RUNG_LABELS['sr']} r{match.group(1)}"
+    r = sr_round(model)
+    if r is not None and r > 1:
+        return f"{RUNG_LABELS['sr']} r{r}"
     match = _SELF_TRAINING.fullmatch(model)
     if match:
         method, k = match.group(1), int(match.group(2))

@@ -12,7 +12,7 @@ from uncerda_core.artifacts import UncerdaError
 from uncerda_core.config import check_data_roots, check_demo_roots, dumps, validate_config
 from uncerda_core.data.readers import split_has_labels
 from uncerda_core.pseudo.labels import METHODS as PSEUDO_METHODS
-from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, sr_model
+from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, SR_ROUND_PATTERN, sr_model, sr_round
 
 # The schema check names every offending key and fills the defaults in place.
 # Missing data roots, and demo roots outside the demo's own folder, fail here, before any job runs.
@@ -229,14 +229,13 @@ def previous_model(wildcards):
 
 
 # +SR's models: sr (round 1), sr_r2, sr_r3, ... (stages.sr_model).
-SR_MODEL_PATTERN = r"sr|sr_r([2-9]|[1-9]\d+)"
+SR_MODEL_PATTERN = f"sr|{SR_ROUND_PATTERN}"
 
 
 def previous_sr(wildcards):
     """The model an +SR round starts from: round 0 for ``sr``, else the round before."""
-    if wildcards.sr_model == "sr":
-        return R0
-    return sr_model(int(wildcards.sr_model.removeprefix("sr_r")) - 1)
+    r = sr_round(wildcards.sr_model)
+    return R0 if r == 1 else sr_model(r - 1)
 
 
 # --- uncertainty (uncertainty.smk) ---------------------------------------------------------------
