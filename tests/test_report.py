@@ -282,6 +282,17 @@ def test_ladder_figure(tmp_path):
     assert_png(figures.ladder_figure(other, tmp_path / "ladder2.png"))
     with pytest.raises(UncerdaError):
         figures.ladder_figure(LADDER.iloc[:0], tmp_path / "empty.png")
+    # With the control columns of the ablation's table.
+    controlled = LADDER.assign(vs_control=[np.nan, -0.03, 0.027, np.nan, np.nan, np.nan],
+                               beats_control=["", "no difference", "yes", "", "", ""])
+    assert_png(figures.ladder_figure(controlled, tmp_path / "ladder3.png"))
+
+
+def test_control_note():
+    assert figures.control_note(-3.0, "no difference") == "\nvs control -3.0"
+    assert figures.control_note(2.7, "yes") == "\nvs control +2.7*"
+    assert figures.control_note(-2.0, "below") == "\nvs control -2.0*"
+    assert figures.control_note(float("nan"), "") == ""
 
 
 def test_pseudo_methods_figure(tmp_path):

@@ -611,6 +611,15 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes", "*")
 
 
+def control_note(vs_control: float, verdict: Any) -> str:
+    """The line under a rung that has a control: its paired difference to the control in points, * when
+    larger than its spread (``beats_control`` yes or below); empty without a control."""
+    if not np.isfinite(vs_control):
+        return ""
+    mark = "*" if str(verdict).strip().lower() in ("yes", "below") else ""
+    return f"\nvs control {vs_control:+.1f}{mark}"
+
+
 def ladder_figure(ladder: pd.DataFrame, out: str | os.PathLike,
                   title: str = "Ablation ladder (Table 3): mIoU on target val over seeds") -> Path:
     """Bars of the mean mIoU per rung with the seed standard deviation, one dot per seed, and the
@@ -618,7 +627,8 @@ def ladder_figure(ladder: pd.DataFrame, out: str | os.PathLike,
     ``control``) hatched, set apart after the rungs.
 
     Columns: ``rung,n_seeds,miou_mean,miou_std,miou_seeds,delta,significant`` and optionally
-    ``kind`` (``rung`` or ``control``) and ``model``.
+    ``kind`` (``rung`` or ``control``), ``model`` and ``vs_control``/``beats_control`` (the change
+    against the rung's control, written under its label by :func:`control_note`).
     """
     if ladder.empty:
         raise UncerdaError("ladder figure: the ladder table has no rows")
@@ -638,12 +648,14 @@ def ladder_figure(ladder: pd.DataFrame, out: str | os.PathLike,
             return np.full(len(ladder), np.nan)
         return pd.to_numeric(ladder[name], errors="coerce").to_numpy(dtype=np.float64) * scale
 
-    std, delta = column("miou_std"), column("delta")
+    std, delta, vs_control = column("miou_std"), column("delta"), column("vs_control")
+    verdicts = ladder["beats_control"] if "beats_control" in ladder else [""] * len(ladder)
     labels = []
     for i in range(len(ladder)):
         label = "\n".join(textwrap.wrap(str(ladder["rung"].iloc[i]), 16))
         if "model" in ladder and str(ladder["model"].iloc[i]) not in ("", "nan"):
             label += f"\n({ladder['model'].iloc[i]})"
+        label += control_note(vs_control[i], verdicts[i])
         labels.append(label)
     n_rungs = int((~control).sum())
     colors = stage_colors(n_rungs) + ["#d9d9d9"] * int(control.sum())
@@ -678,8 +690,8 @@ def ladder_figure(ladder: pd.DataFrame, out: str | os.PathLike,
     ax.set_ylim(0, ymax * 1.18 + 1.0)
     ax.grid(axis="y", color="#e5e5e5", linewidth=0.6)
     ax.set_axisbelow(True)
-    note = ("bar = mean, whisker = std, dot = one seed, number = change from the rung before "
-            "(* = larger than its spread over seeds)")
+    note = ("bar = mean, whisker = std, dot = one seed, number = change from the rung before, "
+            "'vs control' = change against the rung's control (* = larger than its spread over seeds)")
     ax.set_title(title + "\n" + "\n".join(textwrap.wrap(note, int(fig.get_figwidth() * 12))), fontsize=9, pad=14)
     fig.tight_layout()
     return _save(fig, out)
