@@ -15,3 +15,11 @@ def real_samples() -> Path:
     if not REAL_SAMPLES.is_dir():
         pytest.skip(f"real samples not available at {REAL_SAMPLES}")
     return REAL_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The smoke preset run end to end once per session (``workflow_helpers.smoke_run``): its `all` builds
+    every stage of the main seed and every report figure; tests read it, or run dry or extra targets in it."""
+    from workflow_helpers import smoke_run
+    return smoke_run(tmp_path_factory)

@@ -17,7 +17,7 @@ from uncerda_core.cli import main
 from uncerda_core.data.labels import CLASS_NAMES, NUM_CLASSES
 from uncerda_core.report import figures, inputs
 from uncerda_core.stages import stage_label
-from workflow_helpers import smoke_args, smoke_run, snakemake
+from workflow_helpers import smoke_args, snakemake
 
 
 def assert_png(path) -> np.ndarray:
@@ -461,12 +461,6 @@ def test_examples_from_checkpoints(tmp_path):
 
 REPORT_PNGS = ["iou_per_class.png", "examples.png", "rank.png", "weights.png", "entropy_gmm.png",
                "pseudo_quality.png", "training_curves.png"]
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The session's smoke run (`all` includes every report figure of the main seed)."""
-    return smoke_run(tmp_path_factory)
 
 
 @pytest.mark.slow

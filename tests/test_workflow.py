@@ -17,17 +17,12 @@ from PIL import Image
 
 from uncerda_core.artifacts import file_sha256
 from uncerda_core.cli import main
-from workflow_helpers import (SMOKE, SMOKE_TIMEOUT, metrics_without_provenance, run_smoke, smoke_args, smoke_run,
-                              snakemake, temporary_files)
+from workflow_helpers import (SMOKE, SMOKE_TIMEOUT, metrics_without_provenance, run_smoke, smoke_args, snakemake,
+                              temporary_files)
 
 pytestmark = pytest.mark.slow
 
 RUNGS = ("source_only", "aa_it", "tgaa_r2", "st_gmm_r1")
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    return smoke_run(tmp_path_factory)
 
 
 def test_outputs_of_every_stage(smoke):

@@ -4,7 +4,7 @@
 --directory <workdir>``; demo data roots in the configs are relative, so they
 land in the working directory. ``smoke_run(tmp_path_factory)`` runs the smoke
 preset once per test session and hands every caller the same finished run
-(import it and wrap it in a fixture).
+(the ``smoke`` fixture of ``conftest.py``).
 """
 
 from __future__ import annotations
