@@ -31,6 +31,7 @@ from uncerda_core.artifacts import atomic_path  # noqa: E402
 from uncerda_core.data.labels import CLASS_NAMES, IGNORE, TRAIN_ID_COLORS, colorize  # noqa: E402
 from uncerda_core.errors import UncerdaError  # noqa: E402
 from uncerda_core.report.inputs import Example  # noqa: E402
+from uncerda_core.report.tables import REAL_VERDICTS  # noqa: E402
 from uncerda_core.uncertainty.equations import logistic_weight  # noqa: E402
 from uncerda_core.uncertainty.rank import sk_flags  # noqa: E402
 
@@ -616,7 +617,7 @@ def control_note(vs_control: float, verdict: Any) -> str:
     larger than its spread (``beats_control`` yes or below); empty without a control."""
     if not np.isfinite(vs_control):
         return ""
-    mark = "*" if str(verdict).strip().lower() in ("yes", "below") else ""
+    mark = "*" if str(verdict).strip().lower() in REAL_VERDICTS else ""
     return f"\nvs control {vs_control:+.1f}{mark}"
 
 

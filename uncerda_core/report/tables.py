@@ -75,6 +75,11 @@ def _spread(values: list[float]) -> float:
     return float(pd.Series(values).std(ddof=1)) if len(values) > 1 else float("nan")
 
 
+# The verdicts of a real change (:meth:`PairedChange.verdict`); the ladder figure marks these.
+VERDICT_UP, VERDICT_DOWN = "yes", "below"
+REAL_VERDICTS = (VERDICT_UP, VERDICT_DOWN)
+
+
 @dataclass(frozen=True)
 class PairedChange:
     """``a - b`` seed by seed over the seeds both have: the mean, the spread (standard deviation) of the
@@ -97,7 +102,7 @@ class PairedChange:
             return "one seed"
         if not self.real:
             return "no difference"
-        return "below" if direction and self.mean < 0 else "yes"
+        return VERDICT_DOWN if direction and self.mean < 0 else VERDICT_UP
 
 
 def paired_change(a: dict[int, float], b: dict[int, float]) -> PairedChange:
@@ -164,13 +169,17 @@ def _add_protocol(seen: list[str], metrics: dict) -> None:
         seen.append(protocol)
 
 
-def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]],
-                            reference: str = "gmm") -> pd.DataFrame:
+# Table 5's reference method: every other row says by how much it is ahead (``gmm_*_gain`` columns).
+PSEUDO_REFERENCE = "gmm"
+GAIN_KEYS = ("precision", "miou")
+
+
+def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]) -> pd.DataFrame:
     """Table 5: per pseudo-label method, precision and coverage of its labels and the mIoU after ST.
 
     ``items`` holds ``(method, seed, quality_json or '', st_metrics_json or '')``; a method
     without self-training (CBST at the GMM's coverage, compared on precision) has no mIoU. Every
-    other method's row also says by how much the ``reference`` method (the GMM) is ahead of it, seed
+    other method's row also says by how much the reference method (``PSEUDO_REFERENCE``, the GMM) is ahead of it, seed
     by seed: ``gmm_precision_gain`` and ``gmm_miou_gain`` with their spreads and whether each is real
     (:class:`PairedChange`: ``yes``, ``no difference``, or ``below`` when the GMM is behind).
     """
@@ -188,6 +197,7 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
             metrics = read_json(st_eval, "metrics file")
             entry["miou"][seed] = metrics["miou"]
             _add_protocol(protocols[method], metrics)
+    reference = PSEUDO_REFERENCE
     ref = per_method.get(reference)
     rows = []
     for method, e in per_method.items():
@@ -196,7 +206,7 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
                "miou_mean": mean(e["miou"]), "miou_std": _spread(list(e["miou"].values())),
                "n_seeds": max(len(e["miou"]), len(e["precision"]))}
         if ref is not None and method != reference:
-            for key in ("precision", "miou"):
+            for key in GAIN_KEYS:
                 change = paired_change(ref[key], e[key])
                 row.update({f"{reference}_{key}_gain": change.mean, f"{reference}_{key}_gain_std": change.spread,
                             f"{reference}_{key}_gain_real": change.verdict(direction=True)})
@@ -212,7 +222,7 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
 # summary's mIoU and per-class IoU, the ladder's and the pseudo-label comparison's means, spreads and changes.
 FRACTION_COLUMNS = frozenset({"miou", "miou13", *CLASS_NAMES, "miou_mean", "miou_std", "delta", "delta_std",
                               "vs_control", "vs_control_std", "precision_mean", "coverage_mean",
-                              "gmm_precision_gain", "gmm_precision_gain_std", "gmm_miou_gain", "gmm_miou_gain_std"})
+                              *(f"{PSEUDO_REFERENCE}_{key}_gain{suffix}" for key in GAIN_KEYS for suffix in ("", "_std"))})
 # Columns whose largest value is no "best" (spreads, counts, per-seed lists, differences to a control or to
 # another method).
 NOT_BEST = ("std", "spread", "seeds", "n_", "pixels", "count", "kind", "images", "control", "gain")
