@@ -179,9 +179,10 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
 
     ``items`` holds ``(method, seed, quality_json or '', st_metrics_json or '')``; a method
     without self-training (CBST at the GMM's coverage, compared on precision) has no mIoU. Every
-    other method's row also says by how much the reference method (``PSEUDO_REFERENCE``, the GMM) is ahead of it, seed
-    by seed: ``gmm_precision_gain`` and ``gmm_miou_gain`` with their spreads and whether each is real
-    (:class:`PairedChange`: ``yes``, ``no difference``, or ``below`` when the GMM is behind).
+    other method's row also says by how much the reference method (``PSEUDO_REFERENCE``, the GMM)
+    is ahead of it, seed by seed: ``gmm_precision_gain`` and ``gmm_miou_gain`` with their spreads
+    and whether each is real (:class:`PairedChange`: ``yes``, ``no difference``, or ``below`` when
+    the GMM is behind).
     """
     per_method: dict[str, dict[str, dict[int, float]]] = {}
     protocols: dict[str, list[str]] = {}
@@ -222,7 +223,8 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
 # summary's mIoU and per-class IoU, the ladder's and the pseudo-label comparison's means, spreads and changes.
 FRACTION_COLUMNS = frozenset({"miou", "miou13", *CLASS_NAMES, "miou_mean", "miou_std", "delta", "delta_std",
                               "vs_control", "vs_control_std", "precision_mean", "coverage_mean",
-                              *(f"{PSEUDO_REFERENCE}_{key}_gain{suffix}" for key in GAIN_KEYS for suffix in ("", "_std"))})
+                              *(f"{PSEUDO_REFERENCE}_{key}_gain{suffix}"
+                                for key in GAIN_KEYS for suffix in ("", "_std"))})
 # Columns whose largest value is no "best" (spreads, counts, per-seed lists, differences to a control or to
 # another method).
 NOT_BEST = ("std", "spread", "seeds", "n_", "pixels", "count", "kind", "images", "control", "gain")
