@@ -17,9 +17,10 @@ act on (docs/method.md#the-demo gives each choice and its reason):
 - texture, sensor noise and blur that no colour statistic undoes.
 
 What transfers is shape and context: every scene follows the same street
-geometry (sky on top, facades and trees at the horizon, a road in perspective at
-the bottom, sidewalks at its sides, poles carrying lights and signs, vehicles on
-the road, people on sidewalks, riders on motorcycles and bicycles), object sizes
+geometry, seen from the same camera in both domains (sky on top, facades and trees
+at the horizon, a road in perspective at the bottom, sidewalks at its sides, poles
+carrying lights and signs, vehicles on the road, people on sidewalks, riders on
+motorcycles and bicycles), object sizes
 follow the perspective, and a scene type (residential, arterial, cycle street,
 tram street) decides which of the rare classes can occur, so that most images
 contain none of them, as most street frames contain no train, bus or rider.
@@ -217,8 +218,9 @@ TARGET_STYLE = DomainStyle(
     skin=(206, 160, 130),
     photographic=True,
     hue_shift=25.0, sat_range=(0.55, 1.1), val_range=(0.7, 1.2),
-    horizon=(0.40, 0.52),
-    lane_width=(0.24, 0.34),
+    # One camera for both domains (docs/method.md#the-demo): the same horizon and lane ranges.
+    horizon=SOURCE_STYLE.horizon,
+    lane_width=SOURCE_STYLE.lane_width,
     object_scale=1.2,
     scene_shares=(0.40, 0.20, 0.30, 0.10),
     cars=2.0, parked_cars=2.0, persons=4.0, poles=4.0,
