@@ -160,6 +160,33 @@ def test_generator_fools_with_the_source_label_and_discriminator_learns_both(dat
     assert rec.calls == one_iteration * 2
 
 
+def test_lambda_adv_zero_control_skips_the_discriminators_and_trains_the_same_network(data, source_only_full,
+                                                                                       monkeypatch):
+    """The lambda_adv = 0 control builds no discriminator, yet ends with the weights, BatchNorm
+    averages and optimiser state of a run that computes the zero-weighted adversarial loss and
+    trains both discriminators beside it."""
+    settings = stage_settings(data["config"], "aa", adversarial_weight=0.0)
+    assert settings.adversarial and not settings.discriminated
+    assert stage_settings(data["config"], "aa").discriminated
+
+    def run(name: str) -> dict:
+        out = data["root"] / name / "checkpoint.pt"
+        run_training(data["config"], settings, out, seed=0, source_dataset="gta5", source_index=data["source"],
+                     target_index=data["target"], init=source_only_full, losses_csv=out.with_name("losses.csv"),
+                     progress=False)
+        return load_checkpoint(out)
+
+    skipped = run("noadv_skip")
+    with monkeypatch.context() as m:   # the discriminator path, taken as if lambda_adv were above 0
+        m.setattr(loop.StageSettings, "discriminated", property(lambda s: s.adversarial))
+        computed = run("noadv_computed")
+    assert skipped["discriminators"] == {} and set(computed["discriminators"]) == {"aux", "main"}
+    _assert_same_state(skipped["model"], computed["model"], "model")
+    _assert_same_state(skipped["optimizers"]["model"], computed["optimizers"]["model"], "optimizer")
+    assert [r["seg"] for r in skipped["losses"]] == [r["seg"] for r in computed["losses"]]
+    assert "adv_main" not in skipped["losses"][0] and "adv_main" in computed["losses"][0]
+
+
 def test_non_finite_loss_stops_with_stage_and_iteration_and_keeps_the_checkpoint(data, source_only_full,
                                                                                   monkeypatch):
     out = data["root"] / "nan" / "checkpoint.pt"

@@ -69,6 +69,16 @@ class StageSettings:
     target_bn_stats: bool   # re-estimate BatchNorm statistics on target train before writing weights
 
     @property
+    def discriminated(self) -> bool:
+        """Adversarial with a weight above 0: only then are discriminators built and trained.
+
+        The lambda_adv = 0 control still passes its target batches through the network (BatchNorm
+        sees them, as in the adversarial stage), but nothing would read a discriminator or the
+        zero gradient of its loss; its weights are those of a run that computes both.
+        """
+        return self.adversarial and (self.lambda_adv_main != 0.0 or self.lambda_adv_aux != 0.0)
+
+    @property
     def horizon(self) -> int:
         """Iterations over which the poly schedule decays to 0 (the stage's own by default)."""
         return self.iterations if self.poly_horizon is None else self.poly_horizon
@@ -297,7 +307,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     optimizers: dict[str, torch.optim.Optimizer] = {"model": optimizer}
     schedulers = {"model": torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)}
     discriminators: dict[str, torch.nn.Module] = {}
-    if settings.adversarial:
+    if settings.discriminated:
         num_classes = config["model"]["num_classes"]
         for head in ("aux", "main"):
             disc = FCDiscriminator(num_classes, ndf=settings.disc_ndf).to(device)
@@ -470,7 +480,12 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             parts["total"] = ["_source"]
 
         pred_t = None
-        if tgt is not None and (settings.adversarial or settings.self_training):
+        if tgt is not None and settings.adversarial and not settings.discriminated:
+            # lambda_adv = 0: the batch goes through the network in training mode (BatchNorm's running
+            # averages see it) and nothing else; its loss would be 0 and its gradient all zeros.
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                net(prepare(tgt_image))
+        elif tgt is not None and (settings.adversarial or settings.self_training):
             x_t = prepare(tgt_image)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 aux_t, main_t = net(x_t)
