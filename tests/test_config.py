@@ -345,3 +345,15 @@ def test_demo_never_replaces_a_users_data(tmp_path, capsys):
     assert main(["generate-demo", "--config", str(cfg)]) == 2
     assert f"source.root: '{mine}' is outside" in capsys.readouterr().err
     assert sorted(mine.iterdir()) == [sentinel] and not (tmp_path / "t").exists()
+
+
+def test_demo_oracle_trains_as_long_as_the_longest_chain_behind_upst():
+    """docs/method.md's rule for the demo's upper bound: the target oracle gets as many iterations as
+    source only + adaptation + every target-guided round + every self-training round, so a change of
+    one stage's budget without the oracle's fails here."""
+    config = load_config(REPO / "config.yaml")
+    chain = (config["source_only"]["iterations"] + config["adapt"]["iterations"]
+             + config["tgaa"]["max_rounds"] * config["tgaa"]["iterations"]
+             + config["selftrain"]["rounds"] * config["selftrain"]["iterations"])
+    assert chain == 600 + 200 + 2 * 200 + 200
+    assert config["ablation"]["oracle_iterations"] == chain
