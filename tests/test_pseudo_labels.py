@@ -73,16 +73,21 @@ def test_quality_against_ground_truth(tmp_path):
     gt = {name: a.copy() for name, a, _, _ in images}
     gt["img0"][0, 0] = 1        # a selected class-0 pixel that is wrong
     gt["img0"][7, 7] = 255      # an unselected class-1 pixel whose truth is ignored
+    gt["img0"][2, 1] = 255      # a selected class-0 pixel whose truth is ignored: neither right nor wrong
     generate_pseudo_labels(tmp_path / "m.h5", pseudo_settings(min_pixels=5), tmp_path / "p",
                            gt_lookup=lambda name: gt.get(name) if name == "img0" else None)
     q = pd.read_csv(tmp_path / "p" / "quality.csv")
-    # only img0 has ground truth: class 0 has 32 predicted, 16 selected, 15 correct, gt pixels 31
-    assert q["predicted_pixels"][0] == 32 and q["selected_pixels"][0] == 16 and q["correct_pixels"][0] == 15
-    assert q["precision"][0] == pytest.approx(15 / 16) and q["gt_coverage"][0] == pytest.approx(15 / 31)
+    # only img0 has ground truth: class 0 has 32 predicted, 16 selected (15 of them labelled), 14 correct,
+    # gt pixels 30 (32 minus the relabelled and the ignored pixel)
+    assert q["predicted_pixels"][0] == 32 and q["selected_pixels"][0] == 16 and q["correct_pixels"][0] == 14
+    assert q["labelled_selected_pixels"][0] == 15
+    assert q["precision"][0] == pytest.approx(14 / 15) and q["gt_coverage"][0] == pytest.approx(14 / 30)
+    assert q["coverage"][0] == pytest.approx(16 / 32)   # coverage counts every selected pixel
     assert q["gt_pixels"][1] == 32  # 31 own + the relabelled pixel
     overall = json.loads((tmp_path / "p" / "quality.json").read_text())
-    assert overall["precision"] == pytest.approx(31 / 32) and overall["coverage"] == pytest.approx(0.5)
-    assert overall["gt_coverage"] == pytest.approx(31 / 63) and overall["images_with_gt"] == 1
+    # 32 selected, 31 of them labelled, 30 correct
+    assert overall["precision"] == pytest.approx(30 / 31) and overall["coverage"] == pytest.approx(0.5)
+    assert overall["gt_coverage"] == pytest.approx(30 / 62) and overall["images_with_gt"] == 1
 
 
 def test_gt_shape_mismatch(tmp_path):

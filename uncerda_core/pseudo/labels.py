@@ -193,6 +193,7 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
         gt_pixels = np.zeros(c, dtype=np.int64)
         gt_predicted = np.zeros(c, dtype=np.int64)   # over the images that have ground truth
         gt_selected = np.zeros(c, dtype=np.int64)
+        labelled_selected = np.zeros(c, dtype=np.int64)   # selected pixels whose truth is a class
         gt_images = 0
         seen: set[str] = set()
         with atomic_dir(out_dir) as tmp:
@@ -223,6 +224,7 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
                     gt_predicted += image_predicted
                     gt_selected += image_selected
                     correct += np.bincount(argmax[sel & (gt == argmax)], minlength=c)
+                    labelled_selected += np.bincount(argmax[sel & (gt < c)], minlength=c)
                     valid = gt[gt < c]
                     gt_pixels += np.bincount(valid.ravel().astype(np.intp), minlength=c)
             if first is not None:
@@ -235,8 +237,8 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
             df = pd.DataFrame(rows).reindex(columns=CLASSES_COLUMNS)
             df.to_csv(tmp / "classes.csv", index=False, float_format="%.10g")
             if gt_lookup is not None:
-                quality, overall = _quality(maps.class_names, gt_predicted, gt_selected, correct, gt_pixels,
-                                            gt_images)
+                quality, overall = _quality(maps.class_names, gt_predicted, gt_selected, labelled_selected,
+                                            correct, gt_pixels, gt_images)
                 quality.to_csv(tmp / "quality.csv", index=False, float_format="%.10g")
                 write_json(tmp / "quality.json", overall)
             if record is None:
@@ -292,24 +294,28 @@ def _ratio(a: np.ndarray | int, b: np.ndarray | int) -> Any:
         return np.where(np.asarray(b) > 0, np.asarray(a, dtype=np.float64) / np.maximum(b, 1), np.nan)
 
 
-def _quality(class_names: list[str], predicted: np.ndarray, selected: np.ndarray, correct: np.ndarray,
-             gt_pixels: np.ndarray, gt_images: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _quality(class_names: list[str], predicted: np.ndarray, selected: np.ndarray, labelled: np.ndarray,
+             correct: np.ndarray, gt_pixels: np.ndarray, gt_images: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-class and overall precision and coverage of the pseudo labels, over the images with ground truth.
 
-    ``precision`` = correct selected / selected; ``coverage`` = selected / predicted;
-    ``gt_coverage`` = correct selected / ground-truth pixels of the class.
+    ``precision`` = correct selected / selected pixels whose ground truth is a class (``labelled``):
+    a pixel the ground truth leaves unlabelled (255: ego vehicle, out of the region of interest) is
+    neither right nor wrong, as in mIoU, so it does not count; ``coverage`` = selected / predicted,
+    every pixel (what the selection keeps, whatever the truth); ``gt_coverage`` = correct selected /
+    ground-truth pixels of the class.
     """
     per_class = pd.DataFrame({
         "class_id": np.arange(len(class_names)), "class": class_names,
-        "predicted_pixels": predicted, "selected_pixels": selected, "correct_pixels": correct,
-        "gt_pixels": gt_pixels, "precision": _ratio(correct, selected),
+        "predicted_pixels": predicted, "selected_pixels": selected, "labelled_selected_pixels": labelled,
+        "correct_pixels": correct, "gt_pixels": gt_pixels, "precision": _ratio(correct, labelled),
         "coverage": _ratio(selected, predicted), "gt_coverage": _ratio(correct, gt_pixels),
     })
     overall = {
         "images_with_gt": gt_images,
-        "selected_pixels": int(selected.sum()), "correct_pixels": int(correct.sum()),
+        "selected_pixels": int(selected.sum()), "labelled_selected_pixels": int(labelled.sum()),
+        "correct_pixels": int(correct.sum()),
         "predicted_pixels": int(predicted.sum()), "gt_pixels": int(gt_pixels.sum()),
-        "precision": float(_ratio(correct.sum(), selected.sum())),
+        "precision": float(_ratio(correct.sum(), labelled.sum())),
         "coverage": float(_ratio(selected.sum(), predicted.sum())),
         "gt_coverage": float(_ratio(correct.sum(), gt_pixels.sum())),
     }

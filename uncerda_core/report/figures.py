@@ -367,8 +367,8 @@ def gmm_figure(hist: np.ndarray, values: np.ndarray, classes: pd.DataFrame, out:
 def pseudo_quality_figure(classes: pd.DataFrame, out: str | os.PathLike, quality: pd.DataFrame | None = None,
                           overall: Mapping[str, Any] | None = None, label: str = "",
                           title: str = "Pseudo labels per class") -> Path:
-    """Bars per class: precision (correct / selected), coverage (selected / predicted) and recall
-    (correct / ground-truth pixels) of the pseudo labels, in %.
+    """Bars per class: precision (correct / selected pixels with a label), coverage (selected /
+    predicted) and recall (correct / ground-truth pixels) of the pseudo labels, in %.
 
     Without ground truth (``quality`` None) only the coverage from
     ``classes.csv`` is shown. Classes neither predicted nor in the ground
@@ -380,7 +380,7 @@ def pseudo_quality_figure(classes: pd.DataFrame, out: str | os.PathLike, quality
         keep = (q["predicted_pixels"] > 0) | (q["gt_pixels"] > 0)
         q = q[keep]
         names = list(q["class"])
-        series = {"precision (correct / selected)": q["precision"],
+        series = {"precision (correct / selected with a label)": q["precision"],
                   "coverage (selected / predicted)": q["coverage"],
                   "recall (correct / ground-truth pixels)": q["gt_coverage"]}
         colors = ["#1f77b4", "#ff7f0e", "#2ca02c"]
