@@ -224,9 +224,9 @@ def generate_pseudo_labels(maps_path: str | os.PathLike, settings: PseudoSetting
                     gt_predicted += image_predicted
                     gt_selected += image_selected
                     correct += np.bincount(argmax[sel & (gt == argmax)], minlength=c)
-                    labelled_selected += np.bincount(argmax[sel & (gt < c)], minlength=c)
-                    valid = gt[gt < c]
-                    gt_pixels += np.bincount(valid.ravel().astype(np.intp), minlength=c)
+                    labelled = gt < c   # pixels whose truth is a class (255 and other void ids are not)
+                    labelled_selected += np.bincount(argmax[sel & labelled], minlength=c)
+                    gt_pixels += np.bincount(gt[labelled].ravel().astype(np.intp), minlength=c)
             if first is not None:
                 check_class_totals(maps_path, settings.field, pixels, predicted, maps.class_names)
             for k, row in enumerate(rows):
