@@ -74,15 +74,19 @@ def test_ladder_compares_each_rung_with_the_rung_before_and_with_its_control(tmp
 
 
 def test_table5_says_how_far_the_gmm_is_ahead_of_each_method_seed_by_seed(tmp_path):
-    def quality(name, seed, precision, coverage):
+    def quality(name, seed, precision, coverage, class_mean=None):
         path = tmp_path / f"{name}_{seed}_quality.json"
-        path.write_text(json.dumps({"precision": precision, "coverage": coverage}))
+        summary = {"precision": precision, "coverage": coverage}
+        if class_mean is not None:   # files written before the class mean existed lack the key
+            summary["class_mean_precision"] = class_mean
+        path.write_text(json.dumps(summary))
         return str(path)
     items = []
     for seed, (gp, cp, ap, gm, cm) in enumerate([(0.86, 0.81, 0.85, 0.411, 0.399), (0.90, 0.84, 0.865, 0.398, 0.396)]):
-        items.append(("gmm", seed, quality("gmm", seed, gp, 0.37), _metrics(tmp_path, "gmm", seed, gm)))
+        items.append(("gmm", seed, quality("gmm", seed, gp, 0.37, (0.80, 0.84)[seed]),
+                      _metrics(tmp_path, "gmm", seed, gm)))
         items.append(("cbst", seed, quality("cbst", seed, cp, 0.50), _metrics(tmp_path, "cbst", seed, cm)))
-        items.append(("cbst at gmm's coverage", seed, quality("cbst_cov", seed, ap, 0.38), ""))
+        items.append(("cbst at gmm's coverage", seed, quality("cbst_cov", seed, ap, 0.38, (0.78, 0.79)[seed]), ""))
     table = pseudo_label_comparison(items).set_index("method")
     assert math.isnan(table.loc["gmm", "gmm_precision_gain"])
     # Precision at equal coverage: 0.01 and 0.035 -> mean 0.0225, spread 0.017678 -> real.
@@ -91,9 +95,17 @@ def test_table5_says_how_far_the_gmm_is_ahead_of_each_method_seed_by_seed(tmp_pa
     assert at_coverage["gmm_precision_gain_std"] == pytest.approx(0.0176777, rel=1e-5)
     assert at_coverage["gmm_precision_gain_real"] == "yes"
     assert at_coverage["gmm_miou_gain_real"] == "" and math.isnan(at_coverage["miou_mean"])
+    # Class-mean precision at equal coverage: 0.02 and 0.05 -> mean 0.035, spread 0.0212132 -> real.
+    assert at_coverage["class_mean_precision_mean"] == pytest.approx(0.785)
+    assert at_coverage["gmm_class_mean_precision_gain"] == pytest.approx(0.035)
+    assert at_coverage["gmm_class_mean_precision_gain_std"] == pytest.approx(0.0212132, rel=1e-5)
+    assert at_coverage["gmm_class_mean_precision_gain_real"] == "yes"
     # mIoU after the same self-training: 0.012 and 0.002 -> mean 0.007, spread 0.00707 -> within it.
     cbst = table.loc["cbst"]
     assert cbst["gmm_miou_gain"] == pytest.approx(0.007) and cbst["gmm_miou_gain_std"] == pytest.approx(0.0070711, rel=1e-4)
     assert cbst["gmm_miou_gain_real"] == "no difference"
     assert cbst["gmm_precision_gain"] == pytest.approx(0.055)
+    # CBST's files have no class mean (written before it existed): no gain, no verdict, nothing invented.
+    assert math.isnan(cbst["class_mean_precision_mean"]) and math.isnan(cbst["gmm_class_mean_precision_gain"])
+    assert cbst["gmm_class_mean_precision_gain_real"] == ""
     assert list(table.columns)[-1] == "protocol"

@@ -88,6 +88,9 @@ def test_quality_against_ground_truth(tmp_path):
     # 32 selected, 31 of them labelled, 30 correct
     assert overall["precision"] == pytest.approx(30 / 31) and overall["coverage"] == pytest.approx(0.5)
     assert overall["gt_coverage"] == pytest.approx(30 / 62) and overall["images_with_gt"] == 1
+    # class mean: class 0 at 14/15, class 1 at 16/16; class 2 is never predicted and stays out
+    assert overall["class_mean_precision"] == pytest.approx((14 / 15 + 1.0) / 2)
+    assert overall["classes_in_precision_mean"] == 2
 
 
 def test_gt_shape_mismatch(tmp_path):

@@ -303,11 +303,17 @@ def _quality(class_names: list[str], predicted: np.ndarray, selected: np.ndarray
     neither right nor wrong, as in mIoU, so it does not count; ``coverage`` = selected / predicted,
     every pixel (what the selection keeps, whatever the truth); ``gt_coverage`` = correct selected /
     ground-truth pixels of the class.
+
+    The summary's ``precision`` pools the pixels, so the large classes (road, building, sky) decide it;
+    ``class_mean_precision`` is the mean of the per-class precisions, each class counted once, as mIoU
+    counts them. A class with no labelled selected pixel has no precision and stays out of that mean
+    (``classes_in_precision_mean`` says how many entered): read it beside the per-class coverage.
     """
+    class_precision = _ratio(correct, labelled)
     per_class = pd.DataFrame({
         "class_id": np.arange(len(class_names)), "class": class_names,
         "predicted_pixels": predicted, "selected_pixels": selected, "labelled_selected_pixels": labelled,
-        "correct_pixels": correct, "gt_pixels": gt_pixels, "precision": _ratio(correct, labelled),
+        "correct_pixels": correct, "gt_pixels": gt_pixels, "precision": class_precision,
         "coverage": _ratio(selected, predicted), "gt_coverage": _ratio(correct, gt_pixels),
     })
     overall = {
@@ -316,6 +322,8 @@ def _quality(class_names: list[str], predicted: np.ndarray, selected: np.ndarray
         "correct_pixels": int(correct.sum()),
         "predicted_pixels": int(predicted.sum()), "gt_pixels": int(gt_pixels.sum()),
         "precision": float(_ratio(correct.sum(), labelled.sum())),
+        "class_mean_precision": float(np.nanmean(class_precision)) if labelled.any() else float("nan"),
+        "classes_in_precision_mean": int((labelled > 0).sum()),
         "coverage": float(_ratio(selected.sum(), predicted.sum())),
         "gt_coverage": float(_ratio(correct.sum(), gt_pixels.sum())),
     }
