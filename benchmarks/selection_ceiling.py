@@ -70,7 +70,7 @@ def prefix_curves(maps_path: Path, target_root: Path, field: str) -> list[tuple[
     """Per class, cumulative (labelled selected, correct) pixel counts over the float16 codes of
     ``field``, most certain first; pixels on one code stay together, as every method keeps them."""
     from uncerda_core.pseudo.labels import ground_truth_for_maps
-    from uncerda_core.uncertainty.codes import N_CODES
+    from uncerda_core.uncertainty.codes import N_CODES, class_code_histogram
     from uncerda_core.uncertainty.maps import open_maps
 
     lookup = ground_truth_for_maps(maps_path, target_root, "train")
@@ -82,15 +82,13 @@ def prefix_curves(maps_path: Path, target_root: Path, field: str) -> list[tuple[
             gt = lookup(name)
             if gt is None:
                 continue
-            argmax = arrays["argmax"].astype(np.int64)
-            code = np.asarray(arrays[field], np.float16).view(np.uint16).astype(np.int64)
-            code[code == 0x8000] = 0    # -0.0
-            if field == "maxprob":      # most certain = highest probability
-                code = (N_CODES - 1) - code
+            argmax, values = arrays["argmax"], arrays[field]
             has_class = gt < c
-            np.add.at(labelled, (argmax[has_class], code[has_class]), 1)
             right = has_class & (gt == argmax)
-            np.add.at(correct, (argmax[right], code[right]), 1)
+            labelled += class_code_histogram(argmax[has_class], values[has_class], c)
+            correct += class_code_histogram(argmax[right], values[right], c)
+    if field == "maxprob":      # most certain = highest probability: count from the top code down
+        labelled, correct = labelled[:, ::-1], correct[:, ::-1]
     return [(np.cumsum(labelled[k]), np.cumsum(correct[k])) for k in range(c)]
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from benchmark_helpers import load_benchmark
 
 from uncerda_core.config import load_config
 
@@ -15,10 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("train_step", REPO / "benchmarks" / "train_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_step")
 
 
 def test_train_step_benchmark_small_on_cpu(tmp_path, capsys):

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
+from benchmark_helpers import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("selection_ceiling", REPO / "benchmarks" / "selection_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("selection_ceiling")
 
 
 def test_hull_drops_the_points_below_a_chord():

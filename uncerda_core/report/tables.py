@@ -174,6 +174,8 @@ PSEUDO_REFERENCE = "gmm"
 # Precision pooled over pixels and its class mean (each class once: the view of the small classes, where
 # a per-class selection should differ most), then the mIoU after self-training.
 GAIN_KEYS = ("precision", "class_mean_precision", "miou")
+# What Table 5 reads from each method's ``quality.json``; each gets a ``<key>_mean`` column.
+QUALITY_KEYS = ("precision", "class_mean_precision", "coverage")
 
 
 def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]) -> pd.DataFrame:
@@ -183,18 +185,17 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
     without self-training (CBST at the GMM's coverage, compared on precision) has no mIoU. Every
     other method's row also says by how much the reference method (``PSEUDO_REFERENCE``, the GMM)
     is ahead of it, seed by seed: ``gmm_precision_gain``, ``gmm_class_mean_precision_gain`` and
-    ``gmm_miou_gain`` with their spreads and whether each is real (:class:`PairedChange`: ``yes``, ``no difference``, or ``below`` when
-    the GMM is behind).
+    ``gmm_miou_gain`` with their spreads and whether each is real (:class:`PairedChange`: ``yes``,
+    ``no difference``, or ``below`` when the GMM is behind).
     """
     per_method: dict[str, dict[str, dict[int, float]]] = {}
     protocols: dict[str, list[str]] = {}
     for method, seed, quality, st_eval in items:
-        entry = per_method.setdefault(method, {"precision": {}, "class_mean_precision": {}, "coverage": {},
-                                               "miou": {}})
+        entry = per_method.setdefault(method, {key: {} for key in (*QUALITY_KEYS, "miou")})
         protocols.setdefault(method, [])
         if quality and Path(quality).is_file():
             q = read_json(quality, "pseudo-label quality summary")
-            for key in ("precision", "class_mean_precision", "coverage"):
+            for key in QUALITY_KEYS:
                 value = q.get(key)
                 entry[key][seed] = float("nan") if value is None else float(value)
         if st_eval:
@@ -206,8 +207,7 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
     rows = []
     for method, e in per_method.items():
         mean = lambda v: float(pd.Series(list(v.values()), dtype=float).mean()) if v else float("nan")  # noqa: E731
-        row = {"method": method, "precision_mean": mean(e["precision"]),
-               "class_mean_precision_mean": mean(e["class_mean_precision"]), "coverage_mean": mean(e["coverage"]),
+        row = {"method": method, **{f"{key}_mean": mean(e[key]) for key in QUALITY_KEYS},
                "miou_mean": mean(e["miou"]), "miou_std": _spread(list(e["miou"].values())),
                "n_seeds": max(len(e["miou"]), len(e["precision"]))}
         if ref is not None and method != reference:
@@ -226,8 +226,7 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
 # Columns holding fractions, shown as percentages with one decimal in the markdown and HTML tables: the
 # summary's mIoU and per-class IoU, the ladder's and the pseudo-label comparison's means, spreads and changes.
 FRACTION_COLUMNS = frozenset({"miou", "miou13", *CLASS_NAMES, "miou_mean", "miou_std", "delta", "delta_std",
-                              "vs_control", "vs_control_std", "precision_mean", "class_mean_precision_mean",
-                              "coverage_mean",
+                              "vs_control", "vs_control_std", *(f"{key}_mean" for key in QUALITY_KEYS),
                               *(f"{PSEUDO_REFERENCE}_{key}_gain{suffix}"
                                 for key in GAIN_KEYS for suffix in ("", "_std"))})
 # Columns whose largest value is no "best" (spreads, counts, per-seed lists, differences to a control or to
