@@ -305,7 +305,7 @@ def test_focus_weights_are_eq4_numerators_over_sk(tmp_path):
     rows[CLASS_NAMES[5]] = [25, 1]          # not in S_k
     stats = tmp_path / "class_stats.csv"
     pd.DataFrame(rows).to_csv(stats, index=False)
-    focus = loop._focus_weights(stats, ["a", "b"], sk=[0, 3], balance=0.5)
+    focus = loop.crop_focus_weights(stats, ["a", "b"], sk=[0, 3], balance=0.5)
     expected = np.zeros((2, len(CLASS_NAMES)))
     expected[0, 0], expected[0, 3] = 2.0, 4.0     # image a: sqrt(4), sqrt(16)
     expected[1, 0] = 3.0                          # image b: sqrt(9); class 3 absent

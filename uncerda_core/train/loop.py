@@ -158,7 +158,8 @@ def _cacheable(table: pd.DataFrame, settings: ImageSettings) -> bool:
     return width * height * 4 * len(table) < 1.5e9
 
 
-def _load_weights_table(path: str | Path, names: list[str]) -> np.ndarray:
+def read_sampling_weights(path: str | Path, names: list[str]) -> np.ndarray:
+    """Each source image's draw probability from a weights CSV (Eq. 5's output), in ``names``' order."""
     table = pd.read_csv(path, dtype={"name": str})
     if "probability" not in table or "name" not in table:
         raise UncerdaError(f"{path}: sampling weights need 'name' and 'probability' columns")
@@ -170,7 +171,7 @@ def _load_weights_table(path: str | Path, names: list[str]) -> np.ndarray:
     return np.array([by_name[n] for n in names], dtype=np.float64)
 
 
-def _focus_weights(stats_path: str | Path, names: list[str], sk: list[int], balance: float) -> np.ndarray:
+def crop_focus_weights(stats_path: str | Path, names: list[str], sk: list[int], balance: float) -> np.ndarray:
     """Per image, the weight of each class for crop-level sampling: Eq. 4's w_c(x) over S_k."""
     stats = read_class_stats(stats_path)
     stats_names, stats_counts = stats["name"].tolist(), stats[list(CLASS_NAMES)].to_numpy(dtype=np.int64)
@@ -325,7 +326,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                                                 train=True, flip=train_cfg["flip"])
     source_set = SegmentationDataset(source_dataset, source_table, source_settings, label_source="index",
                                      cache=train_cfg["num_workers"] == 0 and _cacheable(source_table, source_settings))
-    probabilities = _load_weights_table(weights, list(source_table["name"])) if weights else None
+    probabilities = read_sampling_weights(weights, list(source_table["name"])) if weights else None
     focus = None
     if settings.sampling == "crop" and weights:
         if class_stats is None:
@@ -333,7 +334,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         sk = list(range(config["model"]["num_classes"])) if sk is None else sk  # +SR: every class
         if source_settings.crop is None:
             raise UncerdaError("tgaa.sampling: crop needs source.crop to be set (crops are centred on S_k pixels)")
-        focus = _focus_weights(class_stats, list(source_table["name"]), sk, config["tgaa"]["balance"])
+        focus = crop_focus_weights(class_stats, list(source_table["name"]), sk, config["tgaa"]["balance"])
     shard = dict(rank=dist_info.rank, world_size=dist_info.world_size)
     source_stream = BatchStream(len(source_set), train_cfg["batch_size"], seed, SOURCE_STREAM, probabilities, focus,
                                 **shard)
