@@ -310,3 +310,29 @@ def test_focus_weights_are_eq4_numerators_over_sk(tmp_path):
     expected[0, 0], expected[0, 3] = 2.0, 4.0     # image a: sqrt(4), sqrt(16)
     expected[1, 0] = 3.0                          # image b: sqrt(9); class 3 absent
     np.testing.assert_allclose(focus, expected)
+
+
+def test_unequal_discriminator_grids_are_warned_about(data, source_only_full, capsys):
+    """Source resized to 128x64 against 64x32 target images: the discriminator's outputs are 2x4 and 1x2
+    cells, and the log says so once, naming the fix; equal sizes (the other adversarial tests) say nothing."""
+    config = copy.deepcopy(data["config"])
+    config["source"]["resize"] = [128, 64]
+    config["adapt"]["iterations"] = 2
+    config["adapt"]["image_translation"] = False
+    _train(data, "aa", data["root"] / "grids" / "checkpoint.pt", config=config, target_index=data["target"],
+           init=source_only_full)
+    err = capsys.readouterr().err
+    assert err.count("warning: the discriminator sees") == 1
+    assert "source inputs of 64x128 pixels (2x4 output cells) and target inputs of 32x64 (1x2 cells)" in err
+    assert "source.crop" in err
+    config["source"]["resize"] = None
+    _train(data, "aa", data["root"] / "grids_equal" / "checkpoint.pt", config=config, target_index=data["target"],
+           init=source_only_full)
+    assert "warning: the discriminator" not in capsys.readouterr().err
+
+
+def test_warn_unequal_grids_only_when_the_grids_differ(capsys):
+    assert not loop.warn_unequal_grids("aa", (512, 1024), (512, 1024), (16, 32), (16, 32))
+    assert capsys.readouterr().err == ""
+    assert loop.warn_unequal_grids("aa", (48, 96), (64, 128), (1, 3), (2, 4))
+    assert "[aa] warning" in capsys.readouterr().err
