@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uncerda_core.data.class_stats import read_class_stats
 from uncerda_core.data.datasets import BatchStream, ImageSettings, SegmentationDataset
 from uncerda_core.data.index import read_index
 from uncerda_core.data.labels import CLASS_NAMES, IGNORE, NUM_CLASSES
@@ -87,6 +86,9 @@ def main() -> None:
     names = list(table["name"])
     sk = read_sk(args.rank)
     weights = read_sampling_weights(args.weights, names)
+    # Eq. 4's numerators over S_k, per image: positive exactly where the image holds the class, so they
+    # also say which images hold an S_k class (and the class statistics are read and matched once).
+    sk_focus = crop_focus_weights(args.class_stats, names, sk, args.balance)
     crop = tuple(args.crop) if args.crop else None
     resize = tuple(args.resize) if args.resize else None
     regimes = [Regime("uniform, whole images", None, None, None),
@@ -97,15 +99,13 @@ def main() -> None:
     if crop is not None:
         regimes += [Regime("uniform, random crops", None, None, crop),
                     Regime("weights, random crops", weights, None, crop),
-                    Regime("weights, crops on S_k", weights,
-                           crop_focus_weights(args.class_stats, names, sk, args.balance), crop)]
+                    Regime("weights, crops on S_k", weights, sk_focus, crop)]
         if control is not None:
             every_class = list(range(NUM_CLASSES))
             regimes.append(Regime("+SR control, crops on any class", control,
                                   crop_focus_weights(args.class_stats, names, every_class, args.balance), crop))
 
-    stats = read_class_stats(args.class_stats).set_index("name").loc[names, list(CLASS_NAMES)].to_numpy()
-    holding = float((stats[:, sk] > 0).any(axis=1).mean())
+    holding = float((sk_focus > 0).any(axis=1).mean())
     print(f"S_k ({len(sk)}): {', '.join(CLASS_NAMES[c] for c in sk)}; {100 * holding:.0f} % of the source images "
           f"hold an S_k class; {args.iterations} iterations of {args.batch_size} source items, seed {args.seed}")
     header = ["regime", "S_k share %", "x uniform"] + [CLASS_NAMES[c] for c in sk]
