@@ -8,7 +8,9 @@ import math
 
 import pytest
 
-from uncerda_core.report.tables import ablation_ladder, paired_change, pseudo_label_comparison
+from uncerda_core.data.labels import CLASS_NAMES
+from uncerda_core.report.tables import (OTHER_GROUP, SK_GROUP, ablation_ladder, group_iou, paired_change,
+                                        pseudo_label_comparison, sk_class_comparison)
 from uncerda_core.stages import CONTROL_LABELS, RUNG_CONTROLS, RUNG_LABELS
 
 
@@ -109,3 +111,58 @@ def test_table5_says_how_far_the_gmm_is_ahead_of_each_method_seed_by_seed(tmp_pa
     assert math.isnan(cbst["class_mean_precision_mean"]) and math.isnan(cbst["gmm_class_mean_precision_gain"])
     assert cbst["gmm_class_mean_precision_gain_real"] == ""
     assert list(table.columns)[-1] == "protocol"
+
+
+def test_group_iou_leaves_out_classes_without_a_value():
+    per_class = {"road": 0.9, "wall": 0.2, "fence": None, "pole": 0.1}
+    assert group_iou(per_class, ["wall", "fence", "pole"]) == pytest.approx(0.15)   # (0.2 + 0.1) / 2
+    assert math.isnan(group_iou(per_class, ["fence"])) and math.isnan(group_iou(per_class, []))
+
+
+def test_sk_classes_table_splits_the_change_against_the_control_by_class_group(tmp_path):
+    """Seed 0's S_k is {wall, fence}, seed 1's {wall, rider}; every class the table does not name has IoU 0.5."""
+    def rank(seed, sk):
+        path = tmp_path / f"rank_{seed}.csv"
+        rows = ["class_id,class,in_sk"] + [f"{i},{name},{name in sk}" for i, name in enumerate(CLASS_NAMES)]
+        path.write_text("\n".join(rows) + "\n")
+        return str(path)
+
+    def metrics(name, seed, changed):
+        path = tmp_path / f"{name}_{seed}.json"
+        path.write_text(json.dumps({"per_class_iou": {c: changed.get(c, 0.5) for c in CLASS_NAMES}}))
+        return str(path)
+
+    start, tgaa, sr = "+IT", "+TGAA", "+SR for as many rounds as +TGAA"
+    items = [
+        (0, rank(0, {"wall", "fence"}), {start: metrics("it", 0, {"wall": 0.1, "fence": 0.1}),
+                                         tgaa: metrics("tgaa", 0, {"wall": 0.3, "fence": 0.2, "road": 0.68}),
+                                         sr: metrics("sr", 0, {"wall": 0.2, "fence": 0.2, "road": 0.5})}),
+        (1, rank(1, {"wall", "rider"}), {start: metrics("it", 1, {"wall": 0.1, "rider": 0.0}),
+                                         tgaa: metrics("tgaa", 1, {"wall": 0.2, "rider": 0.2, "road": 0.5}),
+                                         sr: metrics("sr", 1, {"wall": 0.1, "rider": 0.1, "road": 0.32})}),
+    ]
+    table = sk_class_comparison(items, tgaa, sr)
+    assert list(table["classes"]) == [SK_GROUP] * 3 + [OTHER_GROUP] * 3
+    assert list(table["model"]) == [start, tgaa, sr] * 2
+    rows = table.set_index(["classes", "model"])
+    # S_k: +TGAA 0.25 and 0.2, +SR 0.2 and 0.1 -> differences 0.05 and 0.1: mean 0.075, spread 0.035355.
+    sk = rows.loc[(SK_GROUP, tgaa)]
+    assert sk["miou_seeds"] == "0.2500;0.2000" and sk["miou_mean"] == pytest.approx(0.225)
+    assert sk["vs_control"] == pytest.approx(0.075) and sk["vs_control_std"] == pytest.approx(0.0353553, rel=1e-5)
+    assert sk["beats_control"] == "yes"
+    assert rows.loc[(SK_GROUP, start), "miou_mean"] == pytest.approx(0.075)   # (0.1 and 0.05)
+    # The other 17 classes: road alone differs, by +0.18 in both seeds -> +0.18 / 17 each, spread 0.
+    other = rows.loc[(OTHER_GROUP, tgaa)]
+    assert other["vs_control"] == pytest.approx(0.18 / 17) and other["vs_control_std"] == pytest.approx(0.0, abs=1e-12)
+    assert other["beats_control"] == "yes"
+    # Only +TGAA's rows compare with the control; the first row names each seed's S_k.
+    assert math.isnan(rows.loc[(SK_GROUP, sr), "vs_control"]) and rows.loc[(OTHER_GROUP, start), "beats_control"] == ""
+    assert table.loc[0, "classes_by_seed"] == "0: wall fence; 1: wall rider"
+    assert (table["classes_by_seed"].iloc[1:] == "").all()
+    # Only the classes mIoU is reported over: without fence, seed 0's S_k is wall alone (0.3 against 0.2).
+    without_fence = tuple(i for i, name in enumerate(CLASS_NAMES) if name != "fence")
+    narrow = sk_class_comparison(items, tgaa, sr, without_fence).set_index(["classes", "model"])
+    assert narrow.loc[(SK_GROUP, tgaa), "miou_seeds"] == "0.3000;0.2000"
+    # ... and 17 other classes in seed 0 (18 less wall), 16 in seed 1.
+    assert narrow.loc[(OTHER_GROUP, tgaa), "vs_control"] == pytest.approx((0.18 / 17 + 0.18 / 16) / 2)
+    assert sk_class_comparison([], tgaa, sr).empty

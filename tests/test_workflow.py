@@ -177,7 +177,8 @@ def test_a_seed_added_to_the_ablation_is_scheduled(tmp_path):
     proc = snakemake(tmp_path, *smoke_args(tmp_path, "ablation={seeds: [3]}"), "-n", "--", "ablation")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    for rule in ("rule train_source_only:", "checkpoint decide_round:", "rule summary:", "rule ablation_tables:"):
+    for rule in ("rule train_source_only:", "checkpoint decide_round:", "rule summary:", "rule ablation_tables:",
+                 "rule ablation_sk_classes:"):
         assert rule in out, rule
     assert "wildcards: seed=3" in out
 
@@ -195,6 +196,29 @@ def test_ablation_matches_tgaa_with_as_many_sr_rounds(smoke):
     assert argv[argv.index("--init") + 1] == str(smoke.seed_dir / "models" / "sr" / "checkpoint.pt")
     assert argv[argv.index("--weights") + 1] == str(smoke.seed_dir / "weights" / "sr.csv")
     assert "sr_r3" not in out
+
+
+def test_sk_classes_table_compares_tgaa_with_its_control_on_the_classes_of_round_1s_sk(smoke, tmp_path):
+    """Run for real in a copy of the smoke run (its +SR rounds must not change what other tests plan there)."""
+    import shutil
+    work = tmp_path / "smoke"
+    shutil.copytree(smoke.workdir, work, symlinks=True)
+    proc = snakemake(work, *smoke_args(work, "ablation={seeds: [0]}"), "--", "ablation_sk_classes", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seed_dir = work / "results" / "smoke" / "seed0"
+    table = pd.read_csv(work / "results" / "smoke" / "ablation" / "sk_classes.csv", keep_default_na=False)
+    rank = pd.read_csv(seed_dir / "rank" / "aa_it.csv")
+    sk = list(rank.loc[rank["in_sk"], "class"])
+    assert table.loc[0, "classes_by_seed"] == "0: " + " ".join(sk)
+    # Two target-guided rounds in the smoke run: the control is +SR after two rounds.
+    for label, model in (("+IT", "aa_it"), ("+TGAA", "tgaa_r2"), ("+SR for as many rounds as +TGAA", "sr_r2")):
+        per_class = json.loads((seed_dir / "eval" / f"{model}.json").read_text())["per_class_iou"]
+        for group, classes in (("S_k of round 1", sk), ("other classes", [c for c in per_class if c not in sk])):
+            values = [per_class[c] for c in classes if per_class[c] is not None]
+            row = table[(table["classes"] == group) & (table["model"] == label)]
+            assert float(row["miou_mean"].iloc[0]) == pytest.approx(sum(values) / len(values)), (group, label)
+    assert set(table.loc[table["model"] == "+TGAA", "beats_control"]) == {"one seed"}
+    assert (work / "results" / "smoke" / "ablation" / "sk_classes.csv.provenance.json").is_file()
 
 
 def test_predict_target_writes_the_submission_that_scores_like_the_evaluation(smoke, tmp_path):

@@ -76,6 +76,36 @@ def cmd_ablation_tables(p=None, args=None):
         print(markdown, end="\n\n")
 
 
+@command("ablation-sk-classes", "+TGAA against its matched +SR control on round 1's S_k and on the other classes")
+def cmd_ablation_sk_classes(p=None, args=None):
+    if args is None:
+        p.add_argument("--seed-models", action="append", default=[], required=True,
+                       metavar="SEED|RANK_CSV|START_JSON|TGAA_JSON|CONTROL_JSON",
+                       help="one seed: the ranking whose S_k guided round 1, and the metrics of the rounds' starting "
+                            "model, the final target-guided model and +SR run for as many rounds")
+        from uncerda_core.data.readers import SOURCE_DATASETS
+        p.add_argument("--source-dataset", required=True, choices=SOURCE_DATASETS,
+                       help="the classes mIoU is reported over")
+        p.add_argument("--out-dir", required=True, help="writes sk_classes.{csv,md}")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.data.labels import eval_class_ids
+    from uncerda_core.report.inputs import model_name
+    from uncerda_core.report.tables import sk_class_comparison, write_table
+    from uncerda_core.stages import CONTROL_LABELS, RUNG_LABELS, stage_label
+    reference, control = RUNG_LABELS["tgaa"], CONTROL_LABELS["sr_matched"]
+    items = []
+    for entry in args.seed_models:
+        fields = entry.split("|")
+        if len(fields) != 5:
+            raise UncerdaError(f"--seed-models: expected SEED|RANK_CSV|START_JSON|TGAA_JSON|CONTROL_JSON, got {entry!r}")
+        seed, rank, start, tgaa, sr = fields
+        items.append((int(seed), rank, {stage_label(model_name(start)): start, reference: tgaa, control: sr}))
+    table = sk_class_comparison(items, reference, control, eval_class_ids(args.source_dataset)["miou"])
+    record = artifacts.provenance("ablation-sk-classes", extra={"seed_models": args.seed_models})
+    print(write_table(table, args.out_dir, "sk_classes", record))
+
+
 # --- report figures ------------------------------------------------------------------------------
 
 @command("figure-iou", "per-class IoU per stage on target val as grouped bars (the paper's Fig. 6)")

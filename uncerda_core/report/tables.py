@@ -12,6 +12,7 @@ import pandas as pd
 from uncerda_core.artifacts import atomic_path, read_json, write_sidecar, write_text
 from uncerda_core.data.labels import CLASS_NAMES, eval_class_ids
 from uncerda_core.evaluate.evaluate import format_table, protocol_of
+from uncerda_core.report.inputs import read_sk_classes
 from uncerda_core.stages import CONTROL_LABELS, RUNG_CONTROLS, RUNG_LABELS
 
 
@@ -223,6 +224,71 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
     return table[[c for c in table.columns if c != "protocol"] + ["protocol"]]  # the reference's row has no gains
 
 
+# The two class groups of :func:`sk_class_comparison`: the classes of the S_k that guided the first
+# target-guided round (the uncertain classes the rounds are meant to rectify), and every other class.
+SK_GROUP, OTHER_GROUP = "S_k of round 1", "other classes"
+
+
+def group_iou(per_class_iou: dict[str, float | None], classes: list[str]) -> float:
+    """Mean IoU over ``classes``, leaving out a class without a value (absent from the evaluated split);
+    NaN when none has one."""
+    values = [per_class_iou[c] for c in classes if per_class_iou.get(c) is not None]
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def sk_class_comparison(items: list[tuple[int, str | Path, dict[str, str | Path]]], reference: str, control: str,
+                        class_ids: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Where a target-guided chain's change against its control lies: on the classes it was guided by,
+    or on the others.
+
+    ``items`` holds ``(seed, rank_csv, {label: metrics_json})``: the ranking whose S_k guided the first
+    target-guided round, and the models to compare, in the order of the rows (the rounds' starting model,
+    ``reference`` = the final target-guided model, ``control`` = +SR run for as many rounds). For each
+    class group (:data:`SK_GROUP`, that seed's S_k; :data:`OTHER_GROUP`, the rest of ``class_ids``, all
+    19 classes by default) a row per model holds the group's mean IoU over seeds (``miou_mean``, its
+    spread and each seed's value); the ``reference`` row also holds its paired change against
+    ``control`` (:class:`PairedChange`: ``vs_control``, ``vs_control_std``, ``beats_control``). The first
+    row names each seed's S_k (``classes_by_seed``).
+    """
+    names = [CLASS_NAMES[c] for c in (class_ids if class_ids is not None else range(len(CLASS_NAMES)))]
+    values: dict[tuple[str, str], dict[int, float]] = {}
+    sk_by_seed: dict[int, list[str]] = {}
+    for seed, rank_csv, models in items:
+        sk = [c for c in read_sk_classes(rank_csv) if c in names]
+        sk_by_seed[seed] = sk
+        groups = {SK_GROUP: sk, OTHER_GROUP: [c for c in names if c not in sk]}
+        for label, path in models.items():
+            per_class = read_json(path, "metrics file")["per_class_iou"]
+            for group, classes in groups.items():
+                values.setdefault((group, label), {})[seed] = group_iou(per_class, classes)
+    if not values:
+        return pd.DataFrame()
+    rows = []
+    for group in (SK_GROUP, OTHER_GROUP):
+        rows += _group_rows(group, {label: v for (g, label), v in values.items() if g == group}, reference, control)
+    rows[0]["classes_by_seed"] = "; ".join(f"{s}: {' '.join(sk)}" for s, sk in sorted(sk_by_seed.items()))
+    return pd.DataFrame(rows)
+
+
+def _group_rows(group: str, per_label: dict[str, dict[int, float]], reference: str, control: str) -> list[dict]:
+    """:func:`sk_class_comparison`'s rows of one class group, one per model."""
+    rows = []
+    for label, per_seed in per_label.items():
+        seeds = sorted(per_seed)
+        row = {"classes": group, "model": label, "n_seeds": len(seeds),
+               "miou_mean": float(pd.Series([per_seed[s] for s in seeds], dtype=float).mean()),
+               "miou_std": _spread([per_seed[s] for s in seeds]),
+               "miou_seeds": ";".join(f"{per_seed[s]:.4f}" for s in seeds),
+               "vs_control": float("nan"), "vs_control_std": float("nan"), "beats_control": "",
+               "classes_by_seed": ""}
+        if label == reference and control in per_label:
+            change = paired_change(per_seed, per_label[control])
+            row.update(vs_control=change.mean, vs_control_std=change.spread,
+                       beats_control=change.verdict(direction=True))
+        rows.append(row)
+    return rows
+
+
 # Columns holding fractions, shown as percentages with one decimal in the markdown and HTML tables: the
 # summary's mIoU and per-class IoU, the ladder's and the pseudo-label comparison's means, spreads and changes.
 FRACTION_COLUMNS = frozenset({"miou", "miou13", *CLASS_NAMES, "miou_mean", "miou_std", "delta", "delta_std",
@@ -317,13 +383,17 @@ def write_ablation_tables(evals: list[tuple[str, str, int, str | Path]],
     """Table 3's ladder (:func:`ablation_ladder`) and Table 5's comparison (:func:`pseudo_label_comparison`)
     written to ``out_dir``: ``ladder.{csv,md}`` and ``pseudo_methods.{csv,md}``, each CSV with the provenance
     ``record`` beside it. Returns each table's markdown by name."""
+    return {name: write_table(df, out_dir, name, record)
+            for name, df in (("ladder", ablation_ladder(evals)), ("pseudo_methods", pseudo_label_comparison(pseudo)))}
+
+
+def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, record: dict) -> str:
+    """``df`` as ``<name>.csv`` with the provenance ``record`` beside it and as ``<name>.md`` (fractions as
+    percentages) in ``out_dir``; returns the markdown."""
     out = Path(out_dir)
-    written = {}
-    for name, df in (("ladder", ablation_ladder(evals)), ("pseudo_methods", pseudo_label_comparison(pseudo))):
-        with atomic_path(out / f"{name}.csv") as tmp:
-            df.to_csv(tmp, index=False)
-        write_sidecar(out / f"{name}.csv", record)
-        markdown = frame_to_markdown(df, FRACTION_COLUMNS)
-        write_text(out / f"{name}.md", markdown + "\n")
-        written[name] = markdown
-    return written
+    with atomic_path(out / f"{name}.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    write_sidecar(out / f"{name}.csv", record)
+    markdown = frame_to_markdown(df, FRACTION_COLUMNS)
+    write_text(out / f"{name}.md", markdown + "\n")
+    return markdown

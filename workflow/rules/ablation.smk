@@ -25,10 +25,33 @@ rule ablation_tables:
         " > {log:q} 2>&1"
 
 
+rule ablation_sk_classes:
+    """+TGAA against its matched +SR control, on the classes of the S_k that guided round 1 and on the others:
+    whether the target-guided rounds lift the classes they were guided by."""
+    input:
+        lambda w: sorted({path for _, *paths in ablation_sk_models(w) for path in paths}),
+    output:
+        table=report(SK_CLASS_TABLE, caption="../report/sk_classes.rst", category="Ablation"),
+        md=SK_CLASS_TABLE.replace(".csv", ".md"),
+    params:
+        cmd=uncerda("ablation-sk-classes"),
+        seeds=lambda w: " ".join(f"--seed-models {shlex.quote('|'.join(map(str, item)))}"
+                                 for item in ablation_sk_models(w)),
+        source=config["source"]["dataset"],
+        out_dir=lambda w, output: os.path.dirname(output.table),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/ablation_sk_classes.log",
+    shell:
+        "{params.cmd} {params.seeds} --source-dataset {params.source} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
 rule ablation:
     """snakemake ablation: the whole ladder, controls and pseudo-label comparison for every seed."""
     input:
         rules.ablation_tables.output,
+        rules.ablation_sk_classes.output,
         lambda w: ABLATION_FIGURES,
         # Each seed's summary as a plain input: a seed added to ablation.seeds after the tables were
         # built would otherwise go unnoticed (the tables' inputs wait on that seed's round checkpoint,

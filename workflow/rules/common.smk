@@ -282,6 +282,8 @@ ABLATION_TABLES = {
     "methods": f"{EXP}/ablation/pseudo_methods.csv",
     "methods_md": f"{EXP}/ablation/pseudo_methods.md",
 }
+# +TGAA against its matched +SR control on round 1's S_k and on the other classes (rule ablation_sk_classes).
+SK_CLASS_TABLE = f"{EXP}/ablation/sk_classes.csv"
 
 
 def _eval(seed, model):
@@ -315,6 +317,17 @@ def ablation_pseudo(wildcards):
         if GT_FLAGS and {"gmm", "cbst"} <= set(ABL_METHODS):  # precision only: no self-training from it
             items.append(("cbst at gmm's coverage", seed,
                           f"{seed_dir(seed)}/pseudo/{final}/{CBST_AT_GMM}/quality.json", ""))
+    return items
+
+
+def ablation_sk_models(wildcards):
+    """(seed, ranking whose S_k guided round 1, the round start's, +TGAA's and its matched +SR control's
+    metrics) for every seed of the ablation."""
+    items = []
+    for seed in ABL_SEEDS:
+        final_round = final_round_of(seed)
+        items.append((seed, f"{seed_dir(seed)}/rank/{R0}.csv", _eval(seed, R0), _eval(seed, f"tgaa_r{final_round}"),
+                      _eval(seed, sr_model(final_round))))
     return items
 
 
