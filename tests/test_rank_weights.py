@@ -13,7 +13,7 @@ from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.uncertainty.maps import MapsWriter
 from uncerda_core.uncertainty.rank import rank_classes, read_sk, write_rank
-from uncerda_core.uncertainty.weights import compute_sampling_weights, write_weights
+from uncerda_core.uncertainty.weights import compute_sampling_weights, draw_summary, write_weights
 
 
 def _maps(path):
@@ -76,6 +76,38 @@ def test_sampling_weights_from_stats(tmp_path):
     back = pd.read_csv(tmp_path / "w.csv")
     np.testing.assert_allclose(back["probability"], df["probability"], rtol=1e-11)
     assert (tmp_path / "w.csv.provenance.json").exists()
+
+
+def test_draw_summary_measures_how_far_the_draws_are_from_uniform_by_hand():
+    table = pd.DataFrame({"p_i": [0.4, 0.0, 0.2], "probability": [0.5, 0.25, 0.25]})
+    summary = draw_summary(table)
+    # 0.5 * (|0.5 - 1/3| + 2 |0.25 - 1/3|) = 0.5 * (1/6 + 1/6) = 1/6 of the draws moved.
+    assert summary.moved_share == pytest.approx(1 / 6) and summary.max_over_min == pytest.approx(2.0)
+    assert summary.images == 3 and summary.without_sk == 1 and not summary.nearly_uniform
+    assert "16.7 % of the draws" in summary.describe() and "almost as uniform" not in summary.describe()
+    flat = draw_summary(pd.DataFrame({"p_i": [1.0, 2.0, 3.0], "probability": [1.0, 1.0, 1.0]}))
+    assert flat.moved_share == pytest.approx(0.0) and flat.nearly_uniform and "almost as uniform" in flat.describe()
+    # Every draw on one image: 1 - 1/M moved, no smallest probability to divide by.
+    one = draw_summary(pd.DataFrame({"p_i": [1.0, 0.0, 0.0], "probability": [1.0, 0.0, 0.0]}))
+    assert one.moved_share == pytest.approx(2 / 3) and one.max_over_min == float("inf")
+    with pytest.raises(UncerdaError, match="draw summary"):
+        draw_summary(pd.DataFrame({"p_i": [0.0], "probability": [0.0]}))
+
+
+def test_weights_command_says_how_far_its_draws_are_from_uniform(tmp_path, capsys):
+    from uncerda_core.cli import main
+    _stats(tmp_path / "s.csv")
+    (tmp_path / "rank.csv").write_text("class_id,class,mean_entropy,pixels,rank,in_sk\n0,road,0.5,10,1,True\n")
+    assert main(["weights", "--class-stats", str(tmp_path / "s.csv"), "--rank", str(tmp_path / "rank.csv"),
+                 "--balance", "0", "--alpha", "80", "--mu", "0.02", "--out", str(tmp_path / "w.csv")]) == 0
+    # S_k = {road}: only image 00001 holds it, weights 1.1, 0.268, 0.268 -> one image drawn 4.1x as often.
+    expected = draw_summary(pd.read_csv(tmp_path / "w.csv"))
+    assert expected.without_sk == 2 and expected.max_over_min == pytest.approx(1.1 / (0.1 + 1 / (1 + math.exp(1.6))))
+    assert not expected.nearly_uniform
+    out = capsys.readouterr().out
+    assert "3 images, 2 without an S_k pixel" in out and f"{100 * expected.moved_share:.1f} % of the draws" in out
+    draws = json.loads((tmp_path / "w.csv.provenance.json").read_text())["draws"]
+    assert draws["moved_share"] == pytest.approx(expected.moved_share) and draws["without_sk"] == 2
 
 
 def test_sampling_weights_bad_stats(tmp_path):

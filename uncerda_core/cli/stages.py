@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from uncerda_core.cli.registry import add_config_options, command, config_from_args, has_config
@@ -338,12 +339,15 @@ def cmd_weights(p=None, args=None):
         return
     from uncerda_core import artifacts
     from uncerda_core.uncertainty.rank import read_sk
-    from uncerda_core.uncertainty.weights import compute_sampling_weights, write_weights
+    from uncerda_core.uncertainty.weights import compute_sampling_weights, draw_summary, write_weights
     sk = None if args.all_classes else read_sk(args.rank)
     table = compute_sampling_weights(args.class_stats, sk, args.balance, args.alpha, args.mu)
+    summary = draw_summary(table)
     record = artifacts.provenance("weights", inputs={"class_stats": args.class_stats, "rank": args.rank},
-                                  extra={"sk": sk, "balance": args.balance, "alpha": args.alpha, "mu": args.mu})
+                                  extra={"sk": sk, "balance": args.balance, "alpha": args.alpha, "mu": args.mu,
+                                         "draws": asdict(summary)})
     write_weights(table, args.out, record)
+    print(f"[weights] {args.out}: {summary.describe()}")
 
 
 @command("decide-round", "whether another target-guided round is needed (S_k changed, rounds left)")

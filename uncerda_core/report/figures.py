@@ -34,6 +34,7 @@ from uncerda_core.report.inputs import Example  # noqa: E402
 from uncerda_core.report.tables import REAL_VERDICTS  # noqa: E402
 from uncerda_core.uncertainty.equations import logistic_weight  # noqa: E402
 from uncerda_core.uncertainty.rank import sk_flags  # noqa: E402
+from uncerda_core.uncertainty.weights import draw_summary  # noqa: E402
 
 DPI = 110
 FIRST_COLOR = "#9e9e9e"   # the baseline stage (source only)
@@ -241,7 +242,8 @@ def weights_figure(weights: Mapping[str, pd.DataFrame], out: str | os.PathLike,
         share = np.sort(rel)[::-1][:top].sum() / rel.sum()
         below = float(np.mean(rel < 0.5))
         text = (f"{label}: the top {top} images ({100 * top / n:.0f}%) get {100 * share:.0f}% of the draws;\n"
-                f"    {100 * below:.0f}% of images are drawn less than half as often as uniform")
+                f"    {100 * below:.0f}% of images are drawn less than half as often as uniform;\n"
+                f"    {100 * draw_summary(weights[label]).moved_share:.1f}% of the draws go elsewhere than uniform")
         if sk and sk.get(label):
             text += f"\n    S_k = {', '.join(sk[label])}"
         right.hist(rel, bins=bins, histtype="stepfilled", alpha=0.35, color=color,
