@@ -166,3 +166,11 @@ def test_sk_classes_table_splits_the_change_against_the_control_by_class_group(t
     # ... and 17 other classes in seed 0 (18 less wall), 16 in seed 1.
     assert narrow.loc[(OTHER_GROUP, tgaa), "vs_control"] == pytest.approx((0.18 / 17 + 0.18 / 16) / 2)
     assert sk_class_comparison([], tgaa, sr).empty
+
+
+@pytest.mark.parametrize("entry", ["0|rank.csv|a.json|b.json", "zero|rank.csv|a.json|b.json|c.json"])
+def test_sk_classes_command_names_a_malformed_seed_entry(tmp_path, capsys, entry):
+    from uncerda_core.cli import main
+    assert main(["ablation-sk-classes", "--seed-models", entry, "--source-dataset", "gta5",
+                 "--out-dir", str(tmp_path / "out")]) == 2
+    assert "integer SEED" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -97,8 +97,9 @@ def cmd_ablation_sk_classes(p=None, args=None):
     items = []
     for entry in args.seed_models:
         fields = entry.split("|")
-        if len(fields) != 5:
-            raise UncerdaError(f"--seed-models: expected SEED|RANK_CSV|START_JSON|TGAA_JSON|CONTROL_JSON, got {entry!r}")
+        if len(fields) != 5 or not fields[0].isdigit():
+            raise UncerdaError(f"--seed-models: expected SEED|RANK_CSV|START_JSON|TGAA_JSON|CONTROL_JSON with an "
+                               f"integer SEED, got {entry!r}")
         seed, rank, start, tgaa, sr = fields
         items.append((int(seed), rank, {stage_label(model_name(start)): start, reference: tgaa, control: sr}))
     table = sk_class_comparison(items, reference, control, eval_class_ids(args.source_dataset)["miou"])
