@@ -115,6 +115,23 @@ def paired_change(a: dict[int, float], b: dict[int, float]) -> PairedChange:
     return PairedChange(float(pd.Series(diffs).mean()), _spread(diffs), len(diffs))
 
 
+def seed_columns(per_seed: dict[int, float]) -> dict:
+    """A metric over seeds as table columns: ``n_seeds``, ``miou_mean``, its spread ``miou_std`` and each
+    seed's value in seed order (``miou_seeds``)."""
+    values = [per_seed[s] for s in sorted(per_seed)]
+    return {"n_seeds": len(values), "miou_mean": float(pd.Series(values, dtype=float).mean()),
+            "miou_std": _spread(values), "miou_seeds": ";".join(f"{v:.4f}" for v in values)}
+
+
+def control_columns(change: PairedChange | None = None) -> dict:
+    """A row's paired change against its control (``vs_control``, ``vs_control_std``, ``beats_control``);
+    without one, empty cells."""
+    if change is None:
+        return {"vs_control": float("nan"), "vs_control_std": float("nan"), "beats_control": ""}
+    return {"vs_control": change.mean, "vs_control_std": change.spread,
+            "beats_control": change.verdict(direction=True)}
+
+
 def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str = "miou",
                     rung_controls: dict[str, str] | None = None) -> pd.DataFrame:
     """Table 3's ladder over seeds: mean, spread, the paired change from the previous rung and from the
@@ -142,20 +159,15 @@ def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str =
         _add_protocol(protocols.setdefault(label, []), metrics)
     rows, previous = [], None
     for label, per_seed in by_label.items():
-        values = [per_seed[s] for s in sorted(per_seed)]
-        row = {"rung": label, "kind": kinds[label], "n_seeds": len(values),
-               "miou_mean": float(pd.Series(values).mean()), "miou_std": _spread(values),
-               "miou_seeds": ";".join(f"{v:.4f}" for v in values),
+        row = {"rung": label, "kind": kinds[label], **seed_columns(per_seed),
                "delta": float("nan"), "delta_std": float("nan"), "significant": "",
-               "control": "", "vs_control": float("nan"), "vs_control_std": float("nan"), "beats_control": ""}
+               "control": "", **control_columns()}
         if kinds[label] == "rung" and previous is not None:
             change = paired_change(per_seed, previous)
             row.update(delta=change.mean, delta_std=change.spread, significant=change.verdict())
         control = rung_controls.get(label) if kinds[label] == "rung" else None
         if control in by_label:
-            change = paired_change(per_seed, by_label[control])
-            row.update(control=control, vs_control=change.mean, vs_control_std=change.spread,
-                       beats_control=change.verdict(direction=True))
+            row.update(control=control, **control_columns(paired_change(per_seed, by_label[control])))
         if kinds[label] == "rung":
             previous = per_seed
         row["protocol"] = "; ".join(protocols[label])
@@ -251,7 +263,10 @@ def sk_class_comparison(items: list[tuple[int, str | Path, dict[str, str | Path]
     row names each seed's S_k (``classes_by_seed``).
     """
     names = [CLASS_NAMES[c] for c in (class_ids if class_ids is not None else range(len(CLASS_NAMES)))]
-    values: dict[tuple[str, str], dict[int, float]] = {}
+    if not items:
+        return pd.DataFrame()
+    # group -> model label -> seed -> the group's mean IoU
+    values: dict[str, dict[str, dict[int, float]]] = {SK_GROUP: {}, OTHER_GROUP: {}}
     sk_by_seed: dict[int, list[str]] = {}
     for seed, rank_csv, models in items:
         sk = [c for c in read_sk_classes(rank_csv) if c in names]
@@ -260,33 +275,17 @@ def sk_class_comparison(items: list[tuple[int, str | Path, dict[str, str | Path]
         for label, path in models.items():
             per_class = read_json(path, "metrics file")["per_class_iou"]
             for group, classes in groups.items():
-                values.setdefault((group, label), {})[seed] = group_iou(per_class, classes)
-    if not values:
-        return pd.DataFrame()
+                values[group].setdefault(label, {})[seed] = group_iou(per_class, classes)
     rows = []
-    for group in (SK_GROUP, OTHER_GROUP):
-        rows += _group_rows(group, {label: v for (g, label), v in values.items() if g == group}, reference, control)
+    for group, per_label in values.items():
+        for label, per_seed in per_label.items():
+            change = None
+            if label == reference and control in per_label:
+                change = paired_change(per_seed, per_label[control])
+            rows.append({"classes": group, "model": label, **seed_columns(per_seed), **control_columns(change),
+                         "classes_by_seed": ""})
     rows[0]["classes_by_seed"] = "; ".join(f"{s}: {' '.join(sk)}" for s, sk in sorted(sk_by_seed.items()))
     return pd.DataFrame(rows)
-
-
-def _group_rows(group: str, per_label: dict[str, dict[int, float]], reference: str, control: str) -> list[dict]:
-    """:func:`sk_class_comparison`'s rows of one class group, one per model."""
-    rows = []
-    for label, per_seed in per_label.items():
-        seeds = sorted(per_seed)
-        row = {"classes": group, "model": label, "n_seeds": len(seeds),
-               "miou_mean": float(pd.Series([per_seed[s] for s in seeds], dtype=float).mean()),
-               "miou_std": _spread([per_seed[s] for s in seeds]),
-               "miou_seeds": ";".join(f"{per_seed[s]:.4f}" for s in seeds),
-               "vs_control": float("nan"), "vs_control_std": float("nan"), "beats_control": "",
-               "classes_by_seed": ""}
-        if label == reference and control in per_label:
-            change = paired_change(per_seed, per_label[control])
-            row.update(vs_control=change.mean, vs_control_std=change.spread,
-                       beats_control=change.verdict(direction=True))
-        rows.append(row)
-    return rows
 
 
 # Columns holding fractions, shown as percentages with one decimal in the markdown and HTML tables: the
