@@ -211,6 +211,45 @@ def test_command_line_values_reach_every_kind_of_schema_node():
     assert validate_config({"experiment": "yes", "model": {"init": "/w/1.pth"}})["experiment"] == "yes"
 
 
+# --------------------------------------------------------------------------- the experiment's folder
+
+@pytest.mark.parametrize("name", ["..", ".", "...", "a/../..", "../x", "my run", "~"])
+def test_an_experiment_name_that_leaves_its_folder_is_refused_by_name(name):
+    """Issue 32: '..' planned results/../config.yaml, the project's own config.yaml."""
+    with pytest.raises(UncerdaError) as info:
+        validate_config({"experiment": name, "results_dir": "out", "train": {"lr": "fast"}})
+    msg = str(info.value)
+    dots = set(name) == {"."}
+    expected = (f"experiment: {name!r} is made only of dots; the experiment names the folder of this run's "
+                "results, out/<experiment>/, and of its logs, logs/<experiment>/, but '.' is out/ itself"
+                if dots else f"experiment: {name!r} is not one folder name: results go to out/<experiment>/")
+    assert expected in msg
+    assert "e.g. experiment: demo2 in the config file or --config experiment=demo2" in msg
+    # Said once, in place of the schema's pattern error; the config's other errors are still listed.
+    assert msg.count(f"experiment: {name!r}") == 1 and "does not match" not in msg
+    assert "'train.lr': 'fast' is not of type 'number'" in msg
+
+
+@pytest.mark.parametrize("name", ["demo", "a..", ".hidden", "run-2.b_3", "2024"])
+def test_ordinary_experiment_names_are_accepted(name, tmp_path):
+    assert validate_config({"experiment": name})["experiment"] == name
+    assert load_config(_yaml(tmp_path / "c.yaml", {"experiment": name}))["experiment"] == name
+
+
+def test_a_dry_run_with_experiment_dot_dot_stops_before_any_job(tmp_path):
+    work = tmp_path / "run"
+    proc = snakemake(work, "-n", "--cores", "2", "--configfile", str(PRESETS / "smoke.yaml"), "--config",
+                     f"results_dir={work / 'results'}", "experiment=..", timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"experiment: '..' is made only of dots; the experiment names the folder of this run's results, " \
+           f"{work / 'results'}/<experiment>/" in out
+    assert "--config experiment=demo2" in out
+    assert "rule resolved_config:" not in out and "Traceback" not in out
+    # Nothing planned, nothing written: no results folder, no config.yaml where results/../ points.
+    assert sorted(p.name for p in work.iterdir() if p.name != ".snakemake") == []
+
+
 RESNET = {"arch": "deeplabv2_resnet101", "init": "/weights/DeepLab_resnet_pretrained_imagenet.pth"}
 
 

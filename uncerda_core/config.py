@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -160,22 +161,59 @@ def _refuse_replaced_keys(config: dict, source: str) -> None:
             "or bn_mode: train for freeze_bn: false (bn_mode: train_frozen_affine is the reference code's BatchNorm)")
 
 
+# One folder name: what the schema's pattern for ``experiment`` allows, apart from its "not dots alone".
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def experiment_problem(name: object, results_dir: object = None) -> str | None:
+    """Why ``name`` cannot be the ``experiment`` setting, or None when it can (or is not a string:
+    the schema names a wrong type).
+
+    Results go to ``<results_dir>/<experiment>/`` and logs to ``logs/<experiment>/``, so the name
+    must be one folder of its own inside them: letters, digits, ``_``, ``.`` and ``-`` (no ``/``,
+    so no way out through ``a/../..``), and not dots alone: ``.`` is results_dir itself and ``..``
+    the folder above it (``snakemake --config experiment=..`` would write the run's ``config.yaml``
+    over the project's own and every result into the project's root); ``...`` is refused with them.
+    With both rules the folder is always a direct child of results_dir, whatever results_dir is.
+    """
+    if not isinstance(name, str):
+        return None
+    results_dir = results_dir if isinstance(results_dir, str) else schema()["properties"]["results_dir"]["default"]
+    fix = ("Name the experiment with letters, digits, '_', '-' and '.', at least one of them not a dot, "
+           "e.g. experiment: demo2 in the config file or --config experiment=demo2")
+    if name and set(name) == {"."}:
+        return (f"experiment: {name!r} is made only of dots; the experiment names the folder of this run's "
+                f"results, {results_dir}/<experiment>/, and of its logs, logs/<experiment>/, but '.' is "
+                f"{results_dir}/ itself and '..' the folder above it: this run's config.yaml and every result "
+                f"would land there ('...' is refused with them). {fix}")
+    if not _FOLDER_NAME.fullmatch(name):
+        return (f"experiment: {name!r} is not one folder name: results go to {results_dir}/<experiment>/ "
+                f"and logs to logs/<experiment>/, and a '/' or another character outside letters, digits, "
+                f"'_', '-' and '.' could take them elsewhere. {fix}")
+    return None
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place against the schema and fill its defaults.
 
-    Then check what the schema cannot: the model section against its architecture
-    (:func:`check_model`), ``tgaa.k`` against the number of classes, and that
+    The ``experiment`` name gets a message of its own (:func:`experiment_problem`) in place of the
+    schema's bare pattern error. Then check what the schema cannot: the model section against its
+    architecture (:func:`check_model`), ``tgaa.k`` against the number of classes, and that
     ``adapt.init: model_init`` has a ``model.init``. Raises :class:`UncerdaError`
     naming every offending key.
     """
     if not isinstance(config, dict):
         raise UncerdaError(f"{source}: the config must be a mapping, got {type(config).__name__}")
     _refuse_replaced_keys(config, source)
+    # Before the command line's strings are typed: experiment=~ would read as null, not as a bad name.
+    experiment = experiment_problem(config.get("experiment"), config.get("results_dir"))
     config.update(_coerce_strings(config, schema(), schema()))
     given_model = copy.deepcopy(config.get("model") or {})
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = "\n  ".join(_describe(e) for e in errors)
+    if experiment:   # its own message replaces the schema's errors about the key
+        errors = [e for e in errors if list(e.absolute_path)[:1] != ["experiment"]]
+    if errors or experiment:
+        lines = "\n  ".join(([experiment] if experiment else []) + [_describe(e) for e in errors])
         raise UncerdaError(f"{source}: invalid configuration (schema workflow/schemas/config.schema.yaml):\n  {lines}")
     problems = check_model(config, given_model)
     if config["tgaa"]["k"] > config["model"]["num_classes"]:
