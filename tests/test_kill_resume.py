@@ -1,10 +1,12 @@
 """Nothing lost: a training process killed with SIGKILL resumes where its last checkpoint
 left it and ends with the weights of an uninterrupted run; the same through Snakemake.
+Ctrl-C stops a trainer with one line that names where its rerun resumes, and exit status 130.
 Atomic writers never leave a file that looks finished."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -17,10 +19,12 @@ import torch
 import yaml
 
 from uncerda_core import artifacts
+from uncerda_core.cli import main
 from uncerda_core.data.demo import generate_demo
 from uncerda_core.data.index import build_index, write_index
 from uncerda_core.runtime import load_checkpoint
 from uncerda_core.train.checkpoint import resume_path
+from uncerda_core.train.guards import TrainingProgress, interrupts_deferred
 from workflow_helpers import SMOKE, kill_group, snakemake, snakemake_command, temporary_files, wait_for
 
 # Enough iterations that the rest of the run takes seconds after the first periodic
@@ -82,13 +86,30 @@ def _command(root: Path, out_dir: Path) -> list[str]:
             "--losses", str(out_dir / "losses.csv")]
 
 
-@pytest.mark.slow
-def test_sigkill_then_the_same_command_resumes_to_the_same_weights(train_setup, tmp_path):
-    root = train_setup
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    proc = subprocess.run(_command(root, reference), capture_output=True, text=True, timeout=900)
+@pytest.fixture(scope="module")
+def reference_run(train_setup, tmp_path_factory) -> Path:
+    """The folder of the source-only stage of ``train_setup`` run once, uninterrupted: the weights and
+    losses every interrupted and resumed run must end with."""
+    reference = tmp_path_factory.mktemp("reference")
+    proc = subprocess.run(_command(train_setup, reference), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return reference
 
+
+def _assert_same_as_reference(reference: Path, out_dir: Path) -> None:
+    """The checkpoint and losses in ``out_dir`` are those of the uninterrupted run, bit for bit."""
+    a = load_checkpoint(reference / "checkpoint.pt")
+    b = load_checkpoint(out_dir / "checkpoint.pt")
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+    assert a["iteration"] == b["iteration"] == ITERATIONS
+    assert (reference / "losses.csv").read_bytes() == (out_dir / "losses.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_sigkill_then_the_same_command_resumes_to_the_same_weights(train_setup, reference_run, tmp_path):
+    root = train_setup
+    killed = tmp_path / "killed"
     out = killed / "checkpoint.pt"
     resume = resume_path(out)
     with open(tmp_path / "killed.log", "w") as log:
@@ -114,12 +135,66 @@ def test_sigkill_then_the_same_command_resumes_to_the_same_weights(train_setup, 
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from {resume} at iteration {k}" in again.stderr
     assert not resume.exists() and set(temporary_files(killed)) <= stale
-    a = load_checkpoint(reference / "checkpoint.pt")
-    b = load_checkpoint(out)
-    assert a["model"].keys() == b["model"].keys()
-    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
-    assert a["iteration"] == b["iteration"] == ITERATIONS
-    assert (reference / "losses.csv").read_bytes() == (killed / "losses.csv").read_bytes()
+    _assert_same_as_reference(reference_run, killed)
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+def test_ctrl_c_stops_a_trainer_with_one_line_naming_where_the_rerun_resumes(train_setup, reference_run, tmp_path):
+    """Issue 32: Ctrl-C used to end a trainer's log with a KeyboardInterrupt traceback."""
+    root, out_dir = train_setup, tmp_path / "interrupted"
+    out, log = out_dir / "checkpoint.pt", tmp_path / "interrupted.log"
+    resume = resume_path(out)
+    with open(log, "w") as fh:
+        process = subprocess.Popen(_command(root, out_dir), stdout=fh, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            assert wait_for(resume, process, timeout=600), log.read_text()[-3000:]
+            os.killpg(process.pid, signal.SIGINT)   # a terminal's Ctrl-C: the whole foreground process group
+            status = process.wait(timeout=120)
+        finally:
+            kill_group(process)
+    text = log.read_text()
+    assert status == 130, text[-3000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text and text.endswith("\n")
+    last = text.splitlines()[-1]
+    stopped = re.fullmatch(rf"uncerda train-source: stage source_only: interrupted after (\d+) of {ITERATIONS} "
+                           rf"iterations; the rerun resumes at iteration (\d+) from {re.escape(str(resume))}", last)
+    assert stopped, last
+    reached, resumes_at = int(stopped[1]), int(stopped[2])
+    # The iteration it names is the resume file's; nothing else is left, the lock went with the clean exit.
+    assert load_checkpoint(resume)["iteration"] == resumes_at
+    assert resumes_at % CHECKPOINT_EVERY == 0 and 0 < resumes_at <= reached < ITERATIONS
+    assert sorted(p.name for p in out_dir.iterdir()) == [resume.name]
+
+    again = subprocess.run(_command(root, out_dir), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {resume} at iteration {resumes_at}" in again.stderr
+    assert not resume.exists()
+    _assert_same_as_reference(reference_run, out_dir)
+
+
+def test_a_ctrl_c_during_a_checkpoint_write_takes_effect_after_it(tmp_path):
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)   # the handler runs between bytecodes: here, had it not been deferred
+            done.append("written")
+    assert done == ["written"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    progress = TrainingProgress("aa", 200, tmp_path / "c.pt.resume.pt", done=7)
+    assert str(progress.interrupted()) == ("stage aa: interrupted after 7 of 200 iterations; the rerun starts from "
+                                           "the beginning (no resume checkpoint was written yet)")
+
+
+def test_other_commands_stop_on_ctrl_c_with_one_line_and_status_130(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("uncerda_core.config.write_resolved_config", interrupted)
+    assert main(["write-config", "--config", str(SMOKE), "--out", str(tmp_path / "c.yaml")]) == 130
+    assert capsys.readouterr().err == "uncerda write-config: interrupted\n"
+    assert not (tmp_path / "c.yaml").exists()
 
 
 # --------------------------------------------------------------------------- orphans and a second trainer

@@ -15,7 +15,7 @@ import sys
 from uncerda_core.cli import stages  # noqa: F401  isort: skip
 from uncerda_core.cli import report  # noqa: F401  isort: skip
 from uncerda_core.cli.registry import COMMANDS
-from uncerda_core.errors import UncerdaError
+from uncerda_core.errors import Interrupted, UncerdaError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The exit status of a command stopped by Ctrl-C: 128 + SIGINT, what shells report for it.
+INTERRUPTED_STATUS = 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command: 0 when it succeeds, 2 on an :class:`UncerdaError` (its message on stderr).
+
+    Ctrl-C prints one line instead of a traceback, ``uncerda <command>: interrupted`` or what the
+    stage says about it (a trainer: the iteration it reached and the one its rerun resumes at,
+    :class:`~uncerda_core.errors.Interrupted`), and returns 130.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     args.own_process = argv is None   # the `uncerda` command itself, not a call from Python
@@ -37,5 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except UncerdaError as exc:
         print(f"uncerda {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"uncerda {args.command}: {exc if isinstance(exc, Interrupted) else 'interrupted'}",
+              file=sys.stderr, flush=True)
+        return INTERRUPTED_STATUS
     return 0
 

@@ -6,6 +6,8 @@
 - :func:`stop_with_parent`: a training command stops when the process that started it is gone (a
   ``kill -9`` of Snakemake, of torchrun or of a SLURM job step), instead of training on as an orphan
   that rewrites the checkpoint after a rerun has used it.
+- :class:`TrainingProgress` and :func:`interrupts_deferred`: Ctrl-C stops a trainer with one line that
+  names the iteration it reached and the one its rerun resumes at.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from uncerda_core import artifacts
-from uncerda_core.errors import UncerdaError
+from uncerda_core.errors import Interrupted, UncerdaError
 
 # What makes a DeepLab run diverge in practice, most likely first; the learning rate is rarely the cause
 # when the published settings are used.
@@ -268,3 +271,56 @@ def check_parent() -> None:
     pid = _gone() if _WATCH else None
     if pid is not None:
         raise UncerdaError(_orphaned(pid))
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+@dataclass
+class TrainingProgress:
+    """Where a training run is, kept by the loop for the message of a Ctrl-C (:meth:`interrupted`).
+
+    ``done``: iterations finished; ``resumable``: the iteration the resume file on disk holds for
+    these settings (None: none, so a rerun starts over); ``written``: the stage's final checkpoint
+    once it is written (and the resume file removed).
+    """
+
+    stage: str
+    total: int
+    resume: Path
+    done: int = 0
+    resumable: int | None = None
+    written: Path | None = None
+
+    def interrupted(self) -> Interrupted:
+        """The one line a trainer stopped by Ctrl-C ends with, as the exception that carries it."""
+        if self.written is not None:
+            return Interrupted(f"stage {self.stage}: interrupted after its last iteration ({self.total}), "
+                               f"with {self.written} written")
+        if self.resumable is None:
+            rerun = "the rerun starts from the beginning (no resume checkpoint was written yet)"
+        else:
+            rerun = f"the rerun resumes at iteration {self.resumable} from {self.resume}"
+        return Interrupted(f"stage {self.stage}: interrupted after {self.done} of {self.total} iterations; {rerun}")
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """A Ctrl-C (SIGINT) during the block takes effect when the block ends, as ``KeyboardInterrupt``.
+
+    Around a checkpoint write and the note of which iteration it holds, so that what a Ctrl-C
+    prints always matches the resume file on disk (the write itself is atomic either way). Only in
+    the main thread and while Python's own handler is installed: a SIGINT that is ignored (a
+    background job of a shell) stays ignored, and another handler is left alone.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt

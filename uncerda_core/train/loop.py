@@ -381,6 +381,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         digest_payload["keep_snapshots_every"] = keep_every
     digest = settings_digest(digest_payload)
     start, rows = 0, []
+    resumed: int | None = None   # the iteration of a resume file this run continues from
     resume = resume_path(out)
     if resume.exists():
         state = load_checkpoint(resume)
@@ -396,6 +397,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 sched.load_state_dict(state["schedulers"][name])
             set_rng_state(state["rng"])
             start, rows = int(state["iteration"]), list(state["losses"])
+            resumed = start
             print(f"[{settings.stage}] resuming from {resume} at iteration {start}", file=sys.stderr)
     if main_process:
         _tidy_snapshots(out, start)
@@ -472,134 +474,145 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     bad_values: torch.Tensor | None = None
     divergence = guards.DivergenceGuard(config["model"]["num_classes"])
     t0 = time.time()
-    for it in range(start, settings.iterations):
-        model.train()
-        src = next(source_batches) if source_batches is not None else None
-        tgt = next(target_batches) if target_batches is not None else None
-        for opt in optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        for disc in discriminators.values():
-            disc.requires_grad_(False)
-        lr_now = optimizer.param_groups[0]["lr"]
-        logged: dict[str, torch.Tensor] = {}   # this iteration's losses, on the device
-        parts: dict[str, list[str]] = {}       # row entries that are sums of logged values, e.g. total
-        tgt_image = to_device(tgt["image"]) if tgt is not None else None
+    # Ctrl-C: one line that says where the run stopped and where its rerun resumes, exit 130 (the CLI);
+    # every file it leaves is whole (atomic writes), the resume file as the last checkpoint wrote it.
+    progress = guards.TrainingProgress(settings.stage, settings.iterations, resume, done=start, resumable=resumed)
+    try:
+        for it in range(start, settings.iterations):
+            model.train()
+            src = next(source_batches) if source_batches is not None else None
+            tgt = next(target_batches) if target_batches is not None else None
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            for disc in discriminators.values():
+                disc.requires_grad_(False)
+            lr_now = optimizer.param_groups[0]["lr"]
+            logged: dict[str, torch.Tensor] = {}   # this iteration's losses, on the device
+            parts: dict[str, list[str]] = {}       # row entries that are sums of logged values, e.g. total
+            tgt_image = to_device(tgt["image"]) if tgt is not None else None
 
-        if src is not None:
-            x_s = to_device(src["image"])
-            if settings.image_translation and settings.translated_root is None:   # FDA, in the loop
-                x_t_raw = resize_bilinear(tgt_image, x_s.shape[-2:])
-                x_s = fda_translate(x_s, x_t_raw, settings.fda_beta, dtype=fda_dtype(device)).clamp(0, 255)
-            x_s = prepare(x_s)
-            y_s = to_device(src["label"])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                aux_s, main_s = net(x_s)
-                seg_main = losses.segmentation_loss(main_s.float(), y_s, stride=stride)
-                seg_aux = losses.segmentation_loss(aux_s.float(), y_s, stride=stride)
-                loss_src = settings.source_weight * (seg_main + train_cfg["lambda_seg_aux"] * seg_aux)
-            loss_src.backward()
-            logged.update(seg=seg_main, seg_aux=seg_aux, _source=loss_src)
-            parts["total"] = ["_source"]
+            if src is not None:
+                x_s = to_device(src["image"])
+                if settings.image_translation and settings.translated_root is None:   # FDA, in the loop
+                    x_t_raw = resize_bilinear(tgt_image, x_s.shape[-2:])
+                    x_s = fda_translate(x_s, x_t_raw, settings.fda_beta, dtype=fda_dtype(device)).clamp(0, 255)
+                x_s = prepare(x_s)
+                y_s = to_device(src["label"])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    aux_s, main_s = net(x_s)
+                    seg_main = losses.segmentation_loss(main_s.float(), y_s, stride=stride)
+                    seg_aux = losses.segmentation_loss(aux_s.float(), y_s, stride=stride)
+                    loss_src = settings.source_weight * (seg_main + train_cfg["lambda_seg_aux"] * seg_aux)
+                loss_src.backward()
+                logged.update(seg=seg_main, seg_aux=seg_aux, _source=loss_src)
+                parts["total"] = ["_source"]
 
-        pred_t = None
-        if tgt is not None and settings.adversarial and not settings.discriminated:
-            # lambda_adv = 0: the batch goes through the network in training mode (BatchNorm's running
-            # averages see it) and nothing else; its loss would be 0 and its gradient all zeros.
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                net(prepare(tgt_image))
-        elif tgt is not None and (settings.adversarial or settings.self_training):
-            x_t = prepare(tgt_image)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                aux_t, main_t = net(x_t)
-                aux_t, main_t = aux_t.float(), main_t.float()
-                loss_t = aux_t.sum() * 0.0
-                if settings.adversarial:
-                    size = x_t.shape[-2:]
-                    pred_t = {"aux": losses.upsample(aux_t, size, stride), "main": losses.upsample(main_t, size, stride)}
-                    adv = {h: losses.adversarial_loss(discriminators[h](discriminator_input(pred_t[h], settings.disc_input)),
-                                                      losses.SOURCE_LABEL) for h in ("aux", "main")}
-                    loss_t = loss_t + settings.lambda_adv_main * adv["main"] + settings.lambda_adv_aux * adv["aux"]
-                    logged.update(adv_main=adv["main"], adv_aux=adv["aux"])
-                if settings.self_training:
-                    y_t = to_device(tgt["label"])
-                    st = self_training_loss(settings, main_t, aux_t, y_t, num_classes, train_cfg["lambda_seg_aux"],
-                                            stride=stride)
-                    loss_t = loss_t + st
-                    logged.update(st=st)
-            loss_t.backward()
-            logged["_target"] = loss_t
-            parts["total"] = parts.get("total", []) + ["_target"]
+            pred_t = None
+            if tgt is not None and settings.adversarial and not settings.discriminated:
+                # lambda_adv = 0: the batch goes through the network in training mode (BatchNorm's running
+                # averages see it) and nothing else; its loss would be 0 and its gradient all zeros.
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    net(prepare(tgt_image))
+            elif tgt is not None and (settings.adversarial or settings.self_training):
+                x_t = prepare(tgt_image)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    aux_t, main_t = net(x_t)
+                    aux_t, main_t = aux_t.float(), main_t.float()
+                    loss_t = aux_t.sum() * 0.0
+                    if settings.adversarial:
+                        size = x_t.shape[-2:]
+                        pred_t = {"aux": losses.upsample(aux_t, size, stride), "main": losses.upsample(main_t, size, stride)}
+                        adv = {h: losses.adversarial_loss(discriminators[h](discriminator_input(pred_t[h], settings.disc_input)),
+                                                          losses.SOURCE_LABEL) for h in ("aux", "main")}
+                        loss_t = loss_t + settings.lambda_adv_main * adv["main"] + settings.lambda_adv_aux * adv["aux"]
+                        logged.update(adv_main=adv["main"], adv_aux=adv["aux"])
+                    if settings.self_training:
+                        y_t = to_device(tgt["label"])
+                        st = self_training_loss(settings, main_t, aux_t, y_t, num_classes, train_cfg["lambda_seg_aux"],
+                                                stride=stride)
+                        loss_t = loss_t + st
+                        logged.update(st=st)
+                loss_t.backward()
+                logged["_target"] = loss_t
+                parts["total"] = parts.get("total", []) + ["_target"]
 
-        if discriminators:
-            size = x_s.shape[-2:]
-            pred_s = {"aux": losses.upsample(aux_s.detach().float(), size, stride),
-                      "main": losses.upsample(main_s.detach().float(), size, stride)}
-            for head, disc in disc_nets.items():
-                discriminators[head].requires_grad_(True)
-                # One backward per forward, so DDP reduces each pass (and the two may differ in size).
-                out_src = disc(discriminator_input(pred_s[head], settings.disc_input))
-                d_src = losses.adversarial_loss(out_src, losses.SOURCE_LABEL) / 2
-                d_src.backward()
-                out_tgt = disc(discriminator_input(pred_t[head].detach(), settings.disc_input))
-                d_tgt = losses.adversarial_loss(out_tgt, losses.TARGET_LABEL) / 2
-                d_tgt.backward()
-                if it == start and head == "main" and main_process:
-                    warn_unequal_grids(settings.stage, tuple(size), tuple(pred_t[head].shape[-2:]),
-                                       tuple(out_src.shape[-2:]), tuple(out_tgt.shape[-2:]))
-                logged.update({f"_d_{head}_src": d_src, f"_d_{head}_tgt": d_tgt})
-                parts[f"d_{head}"] = [f"_d_{head}_src", f"_d_{head}_tgt"]
+            if discriminators:
+                size = x_s.shape[-2:]
+                pred_s = {"aux": losses.upsample(aux_s.detach().float(), size, stride),
+                          "main": losses.upsample(main_s.detach().float(), size, stride)}
+                for head, disc in disc_nets.items():
+                    discriminators[head].requires_grad_(True)
+                    # One backward per forward, so DDP reduces each pass (and the two may differ in size).
+                    out_src = disc(discriminator_input(pred_s[head], settings.disc_input))
+                    d_src = losses.adversarial_loss(out_src, losses.SOURCE_LABEL) / 2
+                    d_src.backward()
+                    out_tgt = disc(discriminator_input(pred_t[head].detach(), settings.disc_input))
+                    d_tgt = losses.adversarial_loss(out_tgt, losses.TARGET_LABEL) / 2
+                    d_tgt.backward()
+                    if it == start and head == "main" and main_process:
+                        warn_unequal_grids(settings.stage, tuple(size), tuple(pred_t[head].shape[-2:]),
+                                           tuple(out_src.shape[-2:]), tuple(out_tgt.shape[-2:]))
+                    logged.update({f"_d_{head}_src": d_src, f"_d_{head}_tgt": d_tgt})
+                    parts[f"d_{head}"] = [f"_d_{head}_src", f"_d_{head}_tgt"]
 
-        values = torch.stack([v.detach().float() for v in logged.values()])
-        newly_bad = (first_bad == 0) & ~torch.isfinite(values).all()
-        first_bad = torch.where(newly_bad, torch.full_like(first_bad, it + 1), first_bad)
-        bad_values = values if bad_values is None else torch.where(newly_bad, values, bad_values)
+            values = torch.stack([v.detach().float() for v in logged.values()])
+            newly_bad = (first_bad == 0) & ~torch.isfinite(values).all()
+            first_bad = torch.where(newly_bad, torch.full_like(first_bad, it + 1), first_bad)
+            bad_values = values if bad_values is None else torch.where(newly_bad, values, bad_values)
 
-        for opt in optimizers.values():
-            opt.step()
-        for sched in schedulers.values():
-            sched.step()
+            for opt in optimizers.values():
+                opt.step()
+            for sched in schedulers.values():
+                sched.step()
 
-        done = it + 1
-        log_now = done % log_every == 0 or done == settings.iterations
-        checkpoint_now = done % train_cfg["checkpoint_every"] == 0 and done < settings.iterations
-        if log_now or checkpoint_now:
-            bad_at = int(first_bad)
-            if not distributed.all_true(dist_info, bad_at == 0, device):
-                detail = "in another process"
-                if bad_at:
-                    bad = loss_row(list(logged), parts, bad_values, bad_at, lr_now)
-                    detail = (f"at iteration {bad_at} ("
-                              + ", ".join(f"{k}={v}" for k, v in bad.items() if not math.isfinite(v)) + ")")
-                raise NonFiniteLoss(f"stage {settings.stage}: non-finite loss {detail}; "
-                                    f"the last good checkpoint is kept at {resume}. {guards.DIVERGENCE_HINT}")
-        if log_now:
-            row = loss_row(list(logged), parts, values, done, lr_now)
-            rows.append(row)
-            if not distributed.all_true(dist_info, divergence.observe(row), device):
-                raise divergence.error(settings.stage, done, row, resume)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
-        bar.update(1)
-        if done < settings.iterations:   # the last is kept after the loop, with the final weights
-            keep_snapshot(done)   # before the resume state: a kill between the two rewrites it on resume
-        if checkpoint_now:
-            if main_process:
-                save_checkpoint(resume, snapshot(done))  # the losses so far travel inside it
-            distributed.barrier(dist_info)
-            if stop_after is not None and done >= stop_after:
-                bar.close()
-                return {"stopped_at": done}
-    bar.close()
-    elapsed = time.time() - t0
-    record["train_seconds"] = round(elapsed, 1)
-    write_losses()
-    if main_process:
-        if bn_images is not None:
-            with_target_statistics(model, settings.iterations)
-        keep_snapshot(settings.iterations)
-        save_checkpoint(out, snapshot(settings.iterations))
-        resume.unlink(missing_ok=True)
-        print(f"[{settings.stage}] {settings.iterations - start} iterations in {elapsed:.0f} s -> {out}",
-              file=sys.stderr)
-    distributed.barrier(dist_info)
-    distributed.cleanup(dist_info)
-    return {"iterations": settings.iterations, "seconds": elapsed}
+            done = progress.done = it + 1
+            log_now = done % log_every == 0 or done == settings.iterations
+            checkpoint_now = done % train_cfg["checkpoint_every"] == 0 and done < settings.iterations
+            if log_now or checkpoint_now:
+                bad_at = int(first_bad)
+                if not distributed.all_true(dist_info, bad_at == 0, device):
+                    detail = "in another process"
+                    if bad_at:
+                        bad = loss_row(list(logged), parts, bad_values, bad_at, lr_now)
+                        detail = (f"at iteration {bad_at} ("
+                                  + ", ".join(f"{k}={v}" for k, v in bad.items() if not math.isfinite(v)) + ")")
+                    raise NonFiniteLoss(f"stage {settings.stage}: non-finite loss {detail}; "
+                                        f"the last good checkpoint is kept at {resume}. {guards.DIVERGENCE_HINT}")
+            if log_now:
+                row = loss_row(list(logged), parts, values, done, lr_now)
+                rows.append(row)
+                if not distributed.all_true(dist_info, divergence.observe(row), device):
+                    raise divergence.error(settings.stage, done, row, resume)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("iteration", "lr")}, refresh=False)
+            bar.update(1)
+            if done < settings.iterations:   # the last is kept after the loop, with the final weights
+                keep_snapshot(done)   # before the resume state: a kill between the two rewrites it on resume
+            if checkpoint_now:
+                with guards.interrupts_deferred():   # what a Ctrl-C prints names the file's iteration
+                    if main_process:
+                        save_checkpoint(resume, snapshot(done))  # the losses so far travel inside it
+                    progress.resumable = done
+                distributed.barrier(dist_info)
+                if stop_after is not None and done >= stop_after:
+                    bar.close()
+                    return {"stopped_at": done}
+        bar.close()
+        elapsed = time.time() - t0
+        record["train_seconds"] = round(elapsed, 1)
+        write_losses()
+        if main_process:
+            if bn_images is not None:
+                with_target_statistics(model, settings.iterations)
+            keep_snapshot(settings.iterations)
+            with guards.interrupts_deferred():
+                save_checkpoint(out, snapshot(settings.iterations))
+                resume.unlink(missing_ok=True)
+                progress.resumable, progress.written = None, out
+            print(f"[{settings.stage}] {settings.iterations - start} iterations in {elapsed:.0f} s -> {out}",
+                  file=sys.stderr)
+        distributed.barrier(dist_info)
+        distributed.cleanup(dist_info)
+        return {"iterations": settings.iterations, "seconds": elapsed}
+    except KeyboardInterrupt:
+        bar.close()
+        raise progress.interrupted() from None
