@@ -5,7 +5,8 @@ from pixels, and an image holding a rider is still mostly road and building. Thi
 source batches of one adaptation round exactly as the training loop draws them (the same
 ``BatchStream`` items and the dataset's own crop code, labels only) under several sampling regimes,
 and reports the share of labelled pixels that belong to S_k, in total and per S_k class, and its ratio
-to uniform draws of whole images:
+to uniform draws of whole images, beside the ratio expected from the class statistics for whole images
+(``uncertainty.weights.drawn_pixel_share``, what ``uncerda weights`` reports):
 
 - ``uniform, whole images``: no weights, no crop (source only, round 0 of adaptation)
 - ``weights, whole images``: the paper's image-level rule on the demo (no crop)
@@ -35,6 +36,7 @@ from uncerda_core.data.index import read_index
 from uncerda_core.data.labels import CLASS_NAMES, IGNORE, NUM_CLASSES
 from uncerda_core.train.loop import SOURCE_STREAM, crop_focus_weights, read_sampling_weights
 from uncerda_core.uncertainty.rank import read_sk
+from uncerda_core.uncertainty.weights import drawn_pixel_share, read_class_counts
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,23 @@ def main() -> None:
             regimes.append(Regime("+SR control, crops on any class", control,
                                   crop_focus_weights(args.class_stats, names, every_class, args.balance), crop))
 
+    # The expected S_k share of whole images drawn with each regime's probabilities, from the class statistics
+    # (what `uncerda weights` reports), beside the replayed counts.
+    stats_names, stats_counts = read_class_counts(args.class_stats)
+    row_of = {name: i for i, name in enumerate(stats_names)}
+    counts_in_index_order = stats_counts[[row_of[name] for name in names]]
+    uniform_share = sk_share(drawn_pixel_share(np.full(len(names), 1.0 / len(names)), counts_in_index_order), sk)
+
+    def expected(regime: Regime) -> str:
+        if regime.crop is not None:
+            return "-"
+        probabilities = np.full(len(names), 1.0 / len(names)) if regime.probabilities is None else regime.probabilities
+        return f"{sk_share(drawn_pixel_share(probabilities, counts_in_index_order), sk) / uniform_share:.2f}"
+
     holding = float((sk_focus > 0).any(axis=1).mean())
     print(f"S_k ({len(sk)}): {', '.join(CLASS_NAMES[c] for c in sk)}; {100 * holding:.0f} % of the source images "
           f"hold an S_k class; {args.iterations} iterations of {args.batch_size} source items, seed {args.seed}")
-    header = ["regime", "S_k share %", "x uniform"] + [CLASS_NAMES[c] for c in sk]
+    header = ["regime", "S_k share %", "x uniform", "expected x uniform"] + [CLASS_NAMES[c] for c in sk]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     baseline = None
     cache: dict[tuple, SegmentationDataset] = {}
@@ -122,7 +137,8 @@ def main() -> None:
         share = sk_share(counts, sk)
         baseline = share if baseline is None else baseline
         per_class = [f"{100 * counts[c] / counts.sum():.2f}" for c in sk]
-        print(f"| {regime.name} | {100 * share:.2f} | {share / baseline:.2f} | " + " | ".join(per_class) + " |")
+        print(f"| {regime.name} | {100 * share:.2f} | {share / baseline:.2f} | {expected(regime)} | "
+              + " | ".join(per_class) + " |")
 
 
 if __name__ == "__main__":

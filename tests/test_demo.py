@@ -194,7 +194,7 @@ def test_bad_arguments_raise_with_the_fix(tmp_path, kwargs, match):
 def stats_sets(tmp_path_factory) -> dict:
     """300 images per domain at the demo's size (about 15 s): enough for +-5 % presence."""
     tmp = tmp_path_factory.mktemp("demo_stats")
-    return _generate(tmp, seed=5, n=(300, 300, 1), size=(128, 64))
+    return {**_generate(tmp, seed=5, n=(300, 300, 1), size=(128, 64)), "source_root": tmp / "src"}
 
 
 def test_class_statistics_meet_the_documented_design_targets(stats_sets):
@@ -313,3 +313,43 @@ def test_default_size_is_fast(tmp_path):
     # 40 of the default 1,200 images: under 30 s for all of them on one core
     # (about 10 ms an image measured)
     assert time.process_time() - start < 40 * 30 / 1200
+
+
+# The S_k of a target-guided round on the demo (docs/results.md): small classes present in most source images.
+DEMO_SK = ("rider", "person", "motorcycle", "fence", "wall", "pole", "sign")
+
+
+def test_resampling_on_the_demo_moves_the_drawn_class_mix(stats_sets, tmp_path):
+    """Through `uncerda weights` on the demo's class statistics (docs/method.md, "The class-draw reading"):
+    balance 0 draws uniformly; over every class the six rarest classes' drawn pixel share rises with the
+    balance to at least x1.5 at balance 1; a target-guided S_k's share rises at least x1.3."""
+    import json
+
+    from uncerda_core.cli import main
+    stats = tmp_path / "class_stats.csv"
+    assert main(["index", "--dataset", "gta5", "--root", str(stats_sets["source_root"]), "--split", "all",
+                 "--out", str(tmp_path / "index.csv"), "--workers", "1"]) == 0
+    assert main(["class-stats", "--index", str(tmp_path / "index.csv"), "--dataset", "gta5", "--out", str(stats),
+                 "--workers", "1"]) == 0
+    rank = tmp_path / "rank.csv"
+    rank.write_text("class_id,class,mean_entropy,pixels,rank,in_sk\n" + "".join(
+        f"{L.CLASS_NAMES.index(name)},{name},0.5,1,{i + 1},True\n" for i, name in enumerate(DEMO_SK)))
+
+    def draws(balance: float, *signal: str) -> dict:
+        out = tmp_path / f"w_{balance}_{len(signal)}.csv"
+        assert main(["weights", "--class-stats", str(stats), *(signal or ["--all-classes"]), "--balance", str(balance),
+                     "--alpha", "80", "--mu", "0.02", "--reading", "class_draw", "--out", str(out)]) == 0
+        return json.loads(Path(f"{out}.provenance.json").read_text())["draws"]
+
+    rising = [draws(b)["rarest_multiplier"] for b in (0.0, 0.5, 0.9, 1.0)]
+    uniform = draws(0.0)
+    assert uniform["moved_share"] < 0.01 and rising[0] == pytest.approx(1.0, abs=0.01)
+    assert rising == sorted(rising) and rising[-1] >= 1.5, rising
+    assert sorted(draws(1.0)["rarest"]) == sorted(["bus", "train", "motorcycle", "truck", "bicycle", "rider"])
+    guided = draws(0.9, "--rank", str(rank))
+    assert guided["sk"] == list(DEMO_SK) and guided["sk_multiplier"] >= 1.3, guided["sk_multiplier"]
+    # The paper's printed Eq. 4 with Eq. 5 on p_i / max p_i (the old default) barely moves either.
+    old = tmp_path / "old.csv"
+    assert main(["weights", "--class-stats", str(stats), "--rank", str(rank), "--balance", "0.9", "--alpha", "80",
+                 "--mu", "0.02", "--reading", "weighted_mean", "--out", str(old)]) == 0
+    assert json.loads(Path(f"{old}.provenance.json").read_text())["draws"]["sk_multiplier"] < 1.1

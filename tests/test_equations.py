@@ -156,9 +156,67 @@ def test_smoothing_all_zero_gives_equal_weights():
 
 def test_sampling_weights_composition():
     x = np.array([[10, 0, 30], [0, 50, 0], [0, 5, 8]])
-    out = eq.sampling_weights(x, [0, 2], balance=0.0, alpha=80, mu=0.02)
+    out = eq.sampling_weights(x, [0, 2], balance=0.0, alpha=80, mu=0.02, reading="weighted_mean")
     # balance 0: p_c = 1/103 for every class, so p_i = 1/103 where an S_k class is present
     np.testing.assert_allclose(out["p_i"], [1 / 103, 0.0, 1 / 103])
     np.testing.assert_allclose(out["p_norm"], [1.0, 0.0, 1.0])
     assert out["probability"].sum() == pytest.approx(1.0)
     assert out["weight"][1] == pytest.approx(0.1 + 1 / (1 + math.exp(1.6)))
+
+
+# --- Eqs. 3-5, class-draw reading (the default) ---------------------------------------------
+
+def test_class_draw_prob_by_hand():
+    n = np.array([10.0, 0.0, 5.0, 85.0])
+    np.testing.assert_allclose(eq.class_draw_prob(n, 0.0), [0.1, 0.0, 0.05, 0.85])        # by pixels
+    np.testing.assert_allclose(eq.class_draw_prob(n, 1.0), [1 / 3, 0.0, 1 / 3, 1 / 3])    # every class alike
+    roots = np.sqrt([10.0, 5.0, 85.0])
+    np.testing.assert_allclose(eq.class_draw_prob(n, 0.5), np.insert(roots / roots.sum(), 1, 0.0))
+    # Eq. 3's per-pixel p_c is q_c spread over the class's pixels.
+    np.testing.assert_allclose(eq.class_sampling_prob(n, 0.5) * n, eq.class_draw_prob(n, 0.5))
+    with pytest.raises(UncerdaError, match="balance"):
+        eq.class_draw_prob(n, 1.5)
+
+
+def test_image_reach_prob_by_hand():
+    # 3 images x 3 classes; N = [4, 4, 2].
+    x = np.array([[2.0, 0.0, 1.0], [0.0, 4.0, 1.0], [2.0, 0.0, 0.0]])
+    q = np.full(3, 1 / 3)
+    # Image 1: class 0 drawn (1/3) then one of its 4 pixels, 2 of them there; class 2: 1 of its 2 pixels.
+    np.testing.assert_allclose(eq.image_reach_prob(x, q, [0, 1, 2]), [(2 / 4 + 1 / 2) / 3, (4 / 4 + 1 / 2) / 3,
+                                                                     (2 / 4) / 3])
+    assert eq.image_reach_prob(x, q, [0, 1, 2]).sum() == pytest.approx(1.0)   # a distribution over images
+    np.testing.assert_allclose(eq.image_reach_prob(x, q, [1]), [0.0, 1 / 3, 0.0])   # S_k = {1}: only image 2
+    with pytest.raises(UncerdaError, match="class ids"):
+        eq.image_reach_prob(x, q, [3])
+
+
+def test_gated_weight_by_hand():
+    low = 0.1 + 1 / (1 + math.exp(1.6))                       # Eq. 5 at 0: 0.268
+    w = eq.gated_weight(np.array([0.0, 0.02, 1.0]), alpha=80, mu=0.02)
+    np.testing.assert_allclose(w, [0.02 * low, 0.04 * 0.6, 1.02 * (0.1 + 1 / (1 + math.exp(-80 * 0.98)))])
+    # An image no S_k class reaches stays drawable, 0.27 mu against about 1.12 at the top.
+    assert w[0] > 0 and w[2] / w[0] == pytest.approx(1.02 * 1.1 / (0.02 * low), rel=1e-6)
+    np.testing.assert_allclose(eq.reading_weight(np.array([0.5]), 80, 0.02, "weighted_mean"),
+                               eq.logistic_weight(np.array([0.5]), 80, 0.02))
+    with pytest.raises(UncerdaError, match="reading"):
+        eq.reading_weight(np.array([0.5]), 80, 0.02, "printed")
+
+
+def test_class_draw_balance_zero_draws_uniformly_and_one_towards_the_rare_class():
+    # Every image holds 100 labelled pixels; class 2 is rare (two images, 5 pixels each).
+    x = np.array([[60, 40, 0], [50, 45, 5], [55, 40, 5], [70, 30, 0]], dtype=float)
+    flat = eq.sampling_weights(x, [0, 1, 2], balance=0.0, alpha=80, mu=0.02)
+    np.testing.assert_allclose(flat["probability"], np.full(4, 0.25))   # every pixel alike: uniform
+    balanced = eq.sampling_weights(x, [0, 1, 2], balance=1.0, alpha=80, mu=0.02)
+    # q = 1/3 each; p_i = (x0/235 + x1/155 + x2/10) / 3: the two images with the rare class lead.
+    p_i = (x[:, 0] / 235 + x[:, 1] / 155 + x[:, 2] / 10) / 3
+    np.testing.assert_allclose(balanced["p_i"], p_i)
+    np.testing.assert_allclose(balanced["p_norm"], p_i / p_i.max())
+    drawn = balanced["probability"]
+    assert drawn[1] > drawn[0] and drawn[2] > drawn[3]
+    # They sit on Eq. 5's flat top: the draw weight is their reach (p_norm + mu) times 1.1.
+    top = 0.1 + 1 / (1 + np.exp(-80 * (p_i / p_i.max() - 0.02)))
+    np.testing.assert_allclose(balanced["weight"], (p_i / p_i.max() + 0.02) * top)
+    with pytest.raises(UncerdaError, match="reading"):
+        eq.sampling_weights(x, [0], 0.5, 80, 0.02, reading="flat")

@@ -13,7 +13,8 @@ from uncerda_core.artifacts import UncerdaError
 from uncerda_core.data.labels import CLASS_NAMES
 from uncerda_core.uncertainty.maps import MapsWriter
 from uncerda_core.uncertainty.rank import rank_classes, read_sk, write_rank
-from uncerda_core.uncertainty.weights import compute_sampling_weights, draw_summary, write_weights
+from uncerda_core.uncertainty.weights import (compute_sampling_weights, draw_summary, drawn_pixel_share,
+                                              rarest_classes, write_weights)
 
 
 def _maps(path):
@@ -64,14 +65,19 @@ def _stats(path):
 
 def test_sampling_weights_from_stats(tmp_path):
     _stats(tmp_path / "s.csv")
-    df = compute_sampling_weights(tmp_path / "s.csv", [0, 3], balance=0.0, alpha=80, mu=0.02)
+    df = compute_sampling_weights(tmp_path / "s.csv", [0, 3], balance=0.0, alpha=80, mu=0.02,
+                                  reading="weighted_mean")
     assert df.columns.tolist() == ["name", "p_i", "p_norm", "weight", "probability"]
     assert df["name"].tolist() == ["00001", "00002", "00003"]      # names stay strings
     np.testing.assert_allclose(df["p_i"], [1 / 103, 0.0, 1 / 103])
     assert df["weight"][1] == pytest.approx(0.1 + 1 / (1 + math.exp(1.6)))
     assert df["probability"].sum() == pytest.approx(1.0)
-    allc = compute_sampling_weights(tmp_path / "s.csv", None, balance=0.0, alpha=80, mu=0.02)
+    allc = compute_sampling_weights(tmp_path / "s.csv", None, balance=0.0, alpha=80, mu=0.02,
+                                    reading="weighted_mean")
     np.testing.assert_allclose(allc["p_i"], [1 / 103] * 3)        # +SR at balance 0: all alike
+    # The class-draw reading (the default): p_i is the image's share of the 103 pixels at balance 0.
+    reach = compute_sampling_weights(tmp_path / "s.csv", None, balance=0.0, alpha=80, mu=0.02)
+    np.testing.assert_allclose(reach["p_i"], [40 / 103, 50 / 103, 13 / 103])
     write_weights(df, tmp_path / "w.csv", {"stage": "weights"})
     back = pd.read_csv(tmp_path / "w.csv")
     np.testing.assert_allclose(back["probability"], df["probability"], rtol=1e-11)
@@ -99,7 +105,8 @@ def test_weights_command_says_how_far_its_draws_are_from_uniform(tmp_path, capsy
     _stats(tmp_path / "s.csv")
     (tmp_path / "rank.csv").write_text("class_id,class,mean_entropy,pixels,rank,in_sk\n0,road,0.5,10,1,True\n")
     assert main(["weights", "--class-stats", str(tmp_path / "s.csv"), "--rank", str(tmp_path / "rank.csv"),
-                 "--balance", "0", "--alpha", "80", "--mu", "0.02", "--out", str(tmp_path / "w.csv")]) == 0
+                 "--balance", "0", "--alpha", "80", "--mu", "0.02", "--reading", "weighted_mean",
+                 "--out", str(tmp_path / "w.csv")]) == 0
     # S_k = {road}: only image 00001 holds it, weights 1.1, 0.268, 0.268 -> one image drawn 4.1x as often.
     expected = draw_summary(pd.read_csv(tmp_path / "w.csv"))
     assert expected.without_sk == 2 and expected.max_over_min == pytest.approx(1.1 / (0.1 + 1 / (1 + math.exp(1.6))))
@@ -108,6 +115,50 @@ def test_weights_command_says_how_far_its_draws_are_from_uniform(tmp_path, capsy
     assert "3 images, 2 without an S_k pixel" in out and f"{100 * expected.moved_share:.1f} % of the draws" in out
     draws = json.loads((tmp_path / "w.csv.provenance.json").read_text())["draws"]
     assert draws["moved_share"] == pytest.approx(expected.moved_share) and draws["without_sk"] == 2
+
+
+def test_draw_summary_class_mix_by_hand():
+    # Two images: [1, 3] and [3, 1] pixels of classes 0 and 1 (19 columns, the rest empty).
+    counts = np.zeros((2, len(CLASS_NAMES)), dtype=np.int64)
+    counts[:, :2] = [[1, 3], [3, 1]]
+    table = pd.DataFrame({"p_i": [0.6, 0.2], "probability": [0.75, 0.25]})
+    # Drawn: 0.75 [1, 3] + 0.25 [3, 1] = [1.5, 2.5] -> shares [0.375, 0.625] against uniform [0.5, 0.5].
+    np.testing.assert_allclose(drawn_pixel_share(np.array([0.75, 0.25]), counts)[:2], [0.375, 0.625])
+    summary = draw_summary(table, counts, sk=[1])
+    assert summary.class_multipliers == {"road": pytest.approx(0.75), "sidewalk": pytest.approx(1.25)}
+    assert summary.sk == ["sidewalk"] and summary.sk_multiplier == pytest.approx(1.25)
+    # The rarest present classes (both in two images, 4 pixels each; ties by id): together x1.00.
+    assert summary.rarest == ["road", "sidewalk"] and summary.rarest_multiplier == pytest.approx(1.0)
+    assert "x1.25 the share of S_k (sidewalk)" in summary.describe()
+    control = draw_summary(table, counts)   # +SR: every class, no S_k multiplier
+    assert control.sk == [] and control.sk_multiplier is None
+    assert rarest_classes(np.array([[0, 5, 1, 0], [2, 5, 0, 0], [2, 5, 0, 0]]), n=2) == [2, 0]
+    with pytest.raises(UncerdaError, match="do not match"):
+        draw_summary(table, counts[:1])
+
+
+def test_weights_command_reports_the_class_mix_of_its_draws(tmp_path, capsys):
+    from uncerda_core.cli import main
+    _stats(tmp_path / "s.csv")
+    (tmp_path / "rank.csv").write_text("class_id,class,mean_entropy,pixels,rank,in_sk\n3,wall,0.5,38,1,True\n")
+    assert main(["weights", "--class-stats", str(tmp_path / "s.csv"), "--rank", str(tmp_path / "rank.csv"),
+                 "--balance", "0.9", "--alpha", "80", "--mu", "0.02", "--reading", "class_draw",
+                 "--out", str(tmp_path / "w.csv")]) == 0
+    record = json.loads((tmp_path / "w.csv.provenance.json").read_text())
+    assert record["reading"] == "class_draw" and record["draws"]["sk"] == ["wall"]
+    # S_k = {wall}: images 1 and 3 hold 30 and 8 of its 38 pixels; image 2 none.
+    weights = pd.read_csv(tmp_path / "w.csv")
+    np.testing.assert_allclose(weights["p_norm"], [1.0, 0.0, 8 / 30])
+    counts = np.zeros((3, len(CLASS_NAMES)))
+    counts[:, [0, 3, 10]] = [[10, 30, 0], [0, 0, 50], [0, 8, 5]]
+    p = weights["probability"].to_numpy()
+    expected = (p @ counts[:, 3] / (p @ counts).sum()) / (38 / 103)   # uniform: 38 of the 103 pixels
+    assert record["draws"]["sk_multiplier"] == pytest.approx(expected) and expected > 1
+    assert f"x{expected:.2f} the share of S_k (wall)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):   # the reading is the config's tgaa.reading: no default here
+        main(["weights", "--class-stats", str(tmp_path / "s.csv"), "--all-classes", "--balance", "0.9",
+              "--alpha", "80", "--mu", "0.02", "--out", str(tmp_path / "x.csv")])
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_sampling_weights_bad_stats(tmp_path):

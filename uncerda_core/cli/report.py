@@ -154,8 +154,15 @@ def cmd_figure_weights(p=None, args=None):
         return
     from uncerda_core.report import figures, inputs
     paths = _labelled(args.weights, "weights", name=lambda path: inputs.weights_label(inputs.model_name(path)))
-    tables, sk = inputs.read_weight_tables(paths)
-    figures.weights_figure(tables, args.out, alpha=args.alpha, mu=args.mu, sk=sk)
+    tables, sk, records = inputs.read_weight_tables(paths)
+    readings = {r["reading"] for r in records.values() if "reading" in r}
+    if len(readings) > 1:
+        raise UncerdaError(f"figure-weights: the tables were made with different readings "
+                           f"({', '.join(sorted(readings))}); "
+                           "draw each reading's rounds in a figure of its own")
+    figures.weights_figure(tables, args.out, alpha=args.alpha, mu=args.mu, sk=sk,
+                           reading=readings.pop() if readings else "weighted_mean",
+                           draws={label: r["draws"] for label, r in records.items() if "draws" in r})
     _record("figure-weights", args.out, paths, extra={"alpha": args.alpha, "mu": args.mu})
 
 

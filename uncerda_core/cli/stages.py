@@ -16,6 +16,7 @@ from pathlib import Path
 
 from uncerda_core.cli.registry import add_config_options, command, config_from_args, has_config
 from uncerda_core.errors import UncerdaError
+from uncerda_core.uncertainty.equations import SAMPLING_READINGS
 
 
 def _seed(args, config: dict) -> int:
@@ -335,17 +336,20 @@ def cmd_weights(p=None, args=None):
         p.add_argument("--balance", type=float, required=True)
         p.add_argument("--alpha", type=float, required=True)
         p.add_argument("--mu", type=float, required=True)
+        # tgaa.reading (docs/method.md, "Source sampling"); the default lives in the schema.
+        p.add_argument("--reading", choices=SAMPLING_READINGS, required=True)
         p.add_argument("--out", required=True)
         return
     from uncerda_core import artifacts
     from uncerda_core.uncertainty.rank import read_sk
-    from uncerda_core.uncertainty.weights import compute_sampling_weights, draw_summary, write_weights
+    from uncerda_core.uncertainty.weights import (compute_sampling_weights, draw_summary, read_class_counts,
+                                                  write_weights)
     sk = None if args.all_classes else read_sk(args.rank)
-    table = compute_sampling_weights(args.class_stats, sk, args.balance, args.alpha, args.mu)
-    summary = draw_summary(table)
+    table = compute_sampling_weights(args.class_stats, sk, args.balance, args.alpha, args.mu, args.reading)
+    summary = draw_summary(table, read_class_counts(args.class_stats)[1], sk)
     record = artifacts.provenance("weights", inputs={"class_stats": args.class_stats, "rank": args.rank},
                                   extra={"sk": sk, "balance": args.balance, "alpha": args.alpha, "mu": args.mu,
-                                         "draws": asdict(summary)})
+                                         "reading": args.reading, "draws": asdict(summary)})
     write_weights(table, args.out, record)
     print(f"[weights] {args.out}: {summary.describe()}")
 

@@ -32,7 +32,7 @@ from uncerda_core.data.labels import CLASS_NAMES, IGNORE, TRAIN_ID_COLORS, color
 from uncerda_core.errors import UncerdaError  # noqa: E402
 from uncerda_core.report.inputs import Example  # noqa: E402
 from uncerda_core.report.tables import REAL_VERDICTS  # noqa: E402
-from uncerda_core.uncertainty.equations import logistic_weight  # noqa: E402
+from uncerda_core.uncertainty.equations import logistic_weight, reading_weight  # noqa: E402
 from uncerda_core.uncertainty.rank import sk_flags  # noqa: E402
 from uncerda_core.uncertainty.weights import draw_summary  # noqa: E402
 
@@ -198,18 +198,21 @@ def rank_figure(rankings: Mapping[str, pd.DataFrame], out: str | os.PathLike,
 
 # --- source sampling weights per round (Eqs. 3-5) ----------------------------------------------------
 
-eq5 = logistic_weight    # the curve drawn is the function the sampling weights come from
+eq5 = logistic_weight    # Eq. 5's curve as printed (the weighted_mean reading's weight)
 
 
 def weights_figure(weights: Mapping[str, pd.DataFrame], out: str | os.PathLike,
                    alpha: float | None = None, mu: float | None = None,
-                   sk: Mapping[str, Sequence[str]] | None = None,
+                   sk: Mapping[str, Sequence[str]] | None = None, reading: str = "class_draw",
+                   draws: Mapping[str, Mapping[str, Any]] | None = None,
                    title: str = "Source sampling weights per target-guided round") -> Path:
-    """Left: Eq. 5 (weight against the normalised image probability p_i), every image a dot.
+    """Left: Eq. 5 under ``reading`` (weight against the normalised image probability p_i), every image a dot.
     Right: the distribution of each image's sampling probability relative to uniform sampling.
 
     ``weights`` maps a round label to its table (``name,p_i,p_norm,weight,probability``);
-    ``sk`` the S_k class names that drove each round (legend).
+    ``sk`` the S_k class names that drove each round (legend); ``draws`` each round's draw summary
+    (``uncertainty.weights.DrawSummary`` as a dict): the legend says how its draws move the pixel share of
+    S_k and of the rarest classes against uniform draws.
     """
     if not weights:
         raise UncerdaError("weights figure: no weight tables given")
@@ -218,8 +221,8 @@ def weights_figure(weights: Mapping[str, pd.DataFrame], out: str | os.PathLike,
     fig, (left, right) = plt.subplots(2, 1, figsize=(9.5, 9.0))
     if alpha is not None and mu is not None:
         grid = np.linspace(0, 1, 400)
-        left.plot(grid, eq5(grid, alpha, mu), color="#333333", linewidth=1.2,
-                  label=f"Eq. 5 (alpha={alpha:g}, mu={mu:g})")
+        left.plot(grid, reading_weight(grid, alpha, mu, reading), color="#333333", linewidth=1.2,
+                  label=f"Eq. 5, {reading} reading (alpha={alpha:g}, mu={mu:g})")
     rel_all = []
     for color, label in zip(colors, rounds):
         df = weights[label]
@@ -228,7 +231,7 @@ def weights_figure(weights: Mapping[str, pd.DataFrame], out: str | os.PathLike,
     left.set_xlabel("p_i / max p_i (Eqs. 3-4, normalised)")
     left.set_ylabel("weight (Eq. 5)")
     left.set_xlim(-0.02, 1.02)
-    left.set_ylim(0.0, 1.2)
+    left.set_ylim(0.0, max(1.2, 1.05 * max(float(weights[label]["weight"].max()) for label in rounds)))
     left.grid(color="#eeeeee")
     left.legend(fontsize=8, frameon=False, loc="lower right")
     left.set_title("Eq. 5 smoothing of each source image's probability (one dot per image)", fontsize=10)
@@ -244,6 +247,12 @@ def weights_figure(weights: Mapping[str, pd.DataFrame], out: str | os.PathLike,
         text = (f"{label}: the top {top} images ({100 * top / n:.0f}%) get {100 * share:.0f}% of the draws;\n"
                 f"    {100 * below:.0f}% of images are drawn less than half as often as uniform;\n"
                 f"    {100 * draw_summary(weights[label]).moved_share:.1f}% of the draws go elsewhere than uniform")
+        summary = (draws or {}).get(label, {})
+        if summary.get("sk_multiplier") is not None:
+            text += f"\n    S_k pixels drawn x{summary['sk_multiplier']:.2f} of uniform draws"
+        if summary.get("rarest_multiplier") is not None:
+            text += (f"\n    the {len(summary.get('rarest', []))} rarest classes' pixels "
+                     f"x{summary['rarest_multiplier']:.2f}")
         if sk and sk.get(label):
             text += f"\n    S_k = {', '.join(sk[label])}"
         right.hist(rel, bins=bins, histtype="stepfilled", alpha=0.35, color=color,

@@ -111,19 +111,22 @@ def read_round_notes(decisions: Sequence[str | os.PathLike], labels: Sequence[st
 
 
 def read_weight_tables(paths: Mapping[str, str | os.PathLike]
-                       ) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
-    """Each round's sampling weights (``weights.csv``) by label, and the names of the S_k classes that drove
-    it, read from the table's provenance record (a round without one has no entry)."""
-    tables, sk = {}, {}
+                       ) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]], dict[str, dict]]:
+    """Each round's sampling weights (``weights.csv``) by label; the names of the S_k classes that drove
+    it; and its provenance record's ``reading`` and ``draws`` (how far its draws move the class mix,
+    ``uncertainty.weights.DrawSummary``). A round without a provenance record has no entry in the last two."""
+    tables, sk, records = {}, {}, {}
     for label, path in paths.items():
         tables[label] = require_columns(read_csv(path, "weights table"), WEIGHT_COLUMNS, path)
         try:   # the S_k that drove the round, from the table's provenance record
-            ids = read_provenance(path).get("sk")
+            record = read_provenance(path)
         except UncerdaError:
-            ids = None
+            continue
+        ids = record.get("sk")
         if ids:
             sk[label] = [CLASS_NAMES[i] if 0 <= int(i) < len(CLASS_NAMES) else str(i) for i in ids]
-    return tables, sk
+        records[label] = {key: record[key] for key in ("reading", "draws") if key in record}
+    return tables, sk, records
 
 
 def load_gmm_inputs(maps_path: str | os.PathLike, pseudo_dir: str | os.PathLike

@@ -90,6 +90,23 @@ def balanced_power(pixel_counts: np.ndarray, balance: float) -> np.ndarray:
     return np.where(present, np.where(present, n, 1.0) ** (1.0 - balance), 0.0)
 
 
+def class_draw_prob(class_pixels: np.ndarray, balance: float) -> np.ndarray:
+    """Eq. 3 as the chance of drawing each class: ``q_c = N_c^(1-balance) / sum_c' N_c'^(1-balance)``.
+
+    ``q_c = p_c N_c`` (:func:`class_sampling_prob` spreads it over the class's pixels). balance 0 draws
+    classes in proportion to their pixels, 1 draws every present class equally often; ``q_c = 0`` for
+    a class without pixels.
+    """
+    if not 0.0 <= balance <= 1.0:
+        raise UncerdaError(f"class_draw_prob: balance must be in [0, 1], got {balance}")
+    n = np.asarray(class_pixels, dtype=np.float64)
+    if np.any(n < 0):
+        raise UncerdaError("class_draw_prob: negative pixel counts")
+    powered = balanced_power(n, balance)
+    total = powered.sum()
+    return powered / total if total > 0 else np.zeros_like(n)
+
+
 def class_sampling_prob(class_pixels: np.ndarray, balance: float) -> np.ndarray:
     """Eq. 3: per-pixel sampling probability of each class over the source set.
 
@@ -102,17 +119,10 @@ def class_sampling_prob(class_pixels: np.ndarray, balance: float) -> np.ndarray:
     ``p_c = 1 / sum N``), 1 = full class balance (every present class equally
     likely, ``p_c N_c = 1 / #classes``).
     """
-    if not 0.0 <= balance <= 1.0:
-        raise UncerdaError(f"class_sampling_prob: balance must be in [0, 1], got {balance}")
+    q = class_draw_prob(class_pixels, balance)
     n = np.asarray(class_pixels, dtype=np.float64)
-    if np.any(n < 0):
-        raise UncerdaError("class_sampling_prob: negative pixel counts")
     present = n > 0
-    powered = balanced_power(n, balance)
-    total = powered.sum()
-    if total == 0:
-        return np.zeros_like(n)
-    return np.where(present, powered / total / np.where(present, n, 1.0), 0.0)
+    return np.where(present, q / np.where(present, n, 1.0), 0.0)
 
 
 def image_sampling_prob(image_class_pixels: np.ndarray, p_c: np.ndarray, classes: Sequence[int],
@@ -153,7 +163,8 @@ def logistic_weight(p_norm: np.ndarray, alpha: float, mu: float) -> np.ndarray:
 def smooth_probability(p_i: np.ndarray, alpha: float, mu: float) -> np.ndarray:
     """Eq. 5: ``p_hat = 0.1 + 1 / (1 + exp(-alpha (p - mu)))`` with ``p = p_i / max p_i``.
 
-    The normalisation is ours (docs/method.md#normalising-before-eq-5): alpha = 80 and mu = 0.02
+    The weighted-mean reading (docs/method.md, "The weighted-mean reading"); the normalisation is ours:
+    alpha = 80 and mu = 0.02
     only make sense for p in [0, 1] with most mass near 0, whereas the raw
     Eq. 4 values are of order 1 / (source pixels). With it, images with no
     S_k class weigh about 0.27 and the richest about 1.1. If every p_i is 0,
@@ -162,20 +173,74 @@ def smooth_probability(p_i: np.ndarray, alpha: float, mu: float) -> np.ndarray:
     return logistic_weight(normalize_by_max(p_i), alpha, mu)
 
 
+def image_reach_prob(image_class_pixels: np.ndarray, q: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Eq. 4, class-draw reading: the chance that one draw lands on each source image.
+
+    ``p_i(x) = sum_{c in S_k} q_c N_c(x) / N_c``: a class c of S_k is drawn with Eq. 3's ``q_c``, then
+    one of its source pixels uniformly (per pixel ``p_c = q_c / N_c``, Eq. 3's own form); the image is
+    reached once for each of its S_k classes ("repeatedly sampled by each category it contains").
+    Summed over the images it gives ``sum_{c in S_k} q_c`` (1 when S_k is every class present).
+    ``image_class_pixels`` is (M, C); an image with no S_k pixel gets 0.
+    """
+    x = np.asarray(image_class_pixels, dtype=np.float64)
+    idx = np.asarray(list(classes), dtype=np.intp)
+    if x.ndim != 2 or len(idx) == 0 or idx.min() < 0 or idx.max() >= x.shape[1]:
+        raise UncerdaError(f"image_reach_prob: need an (M, C) count array and class ids in [0, C); "
+                           f"got shape {x.shape} and classes {list(classes)}")
+    totals = x[:, idx].sum(axis=0)
+    share = np.where(totals > 0, x[:, idx] / np.where(totals > 0, totals, 1.0), 0.0)   # N_c(x) / N_c
+    return share @ np.asarray(q, dtype=np.float64)[idx]
+
+
+def gated_weight(p_norm: np.ndarray, alpha: float, mu: float) -> np.ndarray:
+    """Eq. 5, class-draw reading: ``(p_norm + mu) * (0.1 + 1 / (1 + exp(-alpha (p_norm - mu))))``.
+
+    The draw weight keeps the reach ``p_norm = p_i / max p_i`` and Eq. 5's curve acts where it rises:
+    an image reached less than a few ``mu`` of the most reached one is damped (to 0.27 of its reach at
+    the bottom, for alpha 80, mu 0.02), above that the curve is flat (1.1) and the reach passes
+    through; ``+ mu`` keeps an image that no S_k class reaches drawable (weight ``0.27 mu``), the
+    paper's reason for smoothing ("sometimes goes towards zero"). docs/method.md, "The class-draw reading".
+    """
+    z = np.asarray(p_norm, dtype=np.float64)
+    return (z + mu) * logistic_weight(z, alpha, mu)
+
+
+SAMPLING_READINGS = ("class_draw", "weighted_mean")
+
+
+def reading_weight(p_norm: np.ndarray, alpha: float, mu: float, reading: str) -> np.ndarray:
+    """Eq. 5 under ``reading``: the draw weight of an image from ``p_norm = p_i / max p_i``.
+
+    ``class_draw``: :func:`gated_weight`; ``weighted_mean``: :func:`logistic_weight`.
+    """
+    if reading not in SAMPLING_READINGS:
+        raise UncerdaError(f"sampling weights: reading must be one of {', '.join(SAMPLING_READINGS)}, got {reading!r}")
+    return gated_weight(p_norm, alpha, mu) if reading == "class_draw" else logistic_weight(p_norm, alpha, mu)
+
+
 def sampling_weights(image_class_pixels: np.ndarray, classes: Sequence[int], balance: float,
-                     alpha: float, mu: float) -> dict[str, np.ndarray]:
+                     alpha: float, mu: float, reading: str = "class_draw") -> dict[str, np.ndarray]:
     """Eqs. 3-5 composed: per source image ``p_i``, ``p_norm``, ``weight`` and ``probability``.
 
-    N_c of Eq. 3 is the column sum of ``image_class_pixels`` (M, C).
-    ``probability = weight / sum(weight)`` is what images are drawn with
-    (with replacement).
+    ``reading`` (docs/method.md#source-sampling-eqs-3-5):
+
+    - ``class_draw``: ``p_i`` the chance that a class draw (Eq. 3) and then one of its pixels reaches
+      the image (:func:`image_reach_prob`), weight :func:`gated_weight`;
+    - ``weighted_mean``: Eq. 4 as printed, a weighted mean of Eq. 3's per-pixel probabilities over the
+      image's S_k classes (:func:`image_sampling_prob`), weight Eq. 5 on ``p_i / max p_i``
+      (:func:`smooth_probability`). Nearly flat wherever most images hold some S_k class.
+
+    N_c of Eq. 3 is the column sum of ``image_class_pixels`` (M, C); ``p_norm = p_i / max p_i``.
+    ``probability = weight / sum(weight)`` is what images are drawn with (with replacement).
     """
     x = np.asarray(image_class_pixels, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise UncerdaError(f"sampling_weights: need a non-empty (M, C) count array, got shape {x.shape}")
-    p_c = class_sampling_prob(x.sum(axis=0), balance)
-    p_i = image_sampling_prob(x, p_c, classes, balance)
+    if reading == "class_draw":
+        p_i = image_reach_prob(x, class_draw_prob(x.sum(axis=0), balance), classes)
+    else:
+        p_i = image_sampling_prob(x, class_sampling_prob(x.sum(axis=0), balance), classes, balance)
     p_norm = normalize_by_max(p_i)
-    weight = smooth_probability(p_i, alpha, mu)   # Eq. 5 on p_norm
+    weight = reading_weight(p_norm, alpha, mu, reading)
     return {"p_i": p_i, "p_norm": p_norm, "weight": weight,
             "probability": weight / weight.sum()}

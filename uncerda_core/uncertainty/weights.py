@@ -1,9 +1,10 @@
-"""Per-source-image sampling weights from S_k (Eqs. 3-5)."""
+"""Per-source-image sampling weights from S_k (Eqs. 3-5), and what their draws do to the class mix."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,18 +19,23 @@ from uncerda_core.uncertainty.equations import sampling_weights
 WEIGHT_COLUMNS = ["name", "p_i", "p_norm", "weight", "probability"]
 
 
+def read_class_counts(class_stats_csv: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """The source image names and their (M, C) class pixel counts from the class statistics table."""
+    stats = read_class_stats(class_stats_csv)
+    return stats["name"].tolist(), stats[list(CLASS_NAMES)].to_numpy(dtype=np.int64)
+
+
 def compute_sampling_weights(class_stats_csv: str | os.PathLike, sk: list[int] | None, balance: float,
-                             alpha: float, mu: float) -> pd.DataFrame:
-    """One row per source image: ``name,p_i,p_norm,weight,probability`` (Eqs. 3-5).
+                             alpha: float, mu: float, reading: str = "class_draw") -> pd.DataFrame:
+    """One row per source image: ``name,p_i,p_norm,weight,probability`` (Eqs. 3-5 under ``reading``).
 
     ``sk=None`` uses every class (the +SR ablation: resampling with no target signal).
     """
-    stats = read_class_stats(class_stats_csv)
-    names, counts = stats["name"].tolist(), stats[list(CLASS_NAMES)].to_numpy(dtype=np.int64)
+    names, counts = read_class_counts(class_stats_csv)
     classes = list(range(counts.shape[1])) if sk is None else list(sk)
     if not classes or min(classes) < 0 or max(classes) >= counts.shape[1]:
         raise UncerdaError(f"sampling weights: S_k {sk} must list class ids in [0, {counts.shape[1]})")
-    out = sampling_weights(counts, classes, balance, alpha, mu)
+    out = sampling_weights(counts, classes, balance, alpha, mu, reading)
     return pd.DataFrame({"name": names, **out})[WEIGHT_COLUMNS]
 
 
@@ -41,18 +47,46 @@ def write_weights(df: pd.DataFrame, path: str | os.PathLike, record: dict[str, A
 
 
 # Below this share of moved draws a round's source draws are nearly uniform: the weights send fewer than
-# 1 in 20 draws to another image than uniform sampling would. On the demo +SR moves under 0.1 % and the first
-# target-guided round 1.3 % (README, "Where the difference lies").
+# 1 in 20 draws to another image than uniform sampling would.
 NEARLY_UNIFORM_MOVED_SHARE = 0.05
+# The classes held by the fewest source images: how far the draws go towards class balance is read on them
+# (on the demo: bus, train, motorcycle, truck, bicycle, rider).
+RAREST_CLASSES = 6
+
+
+def drawn_pixel_share(probability: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The expected class mix of the pixels drawn: each class's share of the labelled pixels of images
+    drawn with ``probability`` (M,) from the (M, C) pixel ``counts``. Uniform probabilities give the source
+    set's own class mix. NaN for every class when no drawn image holds a labelled pixel."""
+    p = np.asarray(probability, dtype=np.float64)
+    pixels = p @ np.asarray(counts, dtype=np.float64)
+    total = pixels.sum()
+    return pixels / total if total > 0 else np.full(pixels.shape, np.nan)
+
+
+def rarest_classes(counts: np.ndarray, n: int = RAREST_CLASSES) -> list[int]:
+    """The ``n`` classes present in the fewest images of ``counts`` (M, C), ties by fewer pixels; classes
+    absent from every image are left out (no sampler can draw them)."""
+    x = np.asarray(counts)
+    images, pixels = (x > 0).sum(axis=0), x.sum(axis=0)
+    present = [c for c in range(x.shape[1]) if images[c] > 0]
+    return sorted(present, key=lambda c: (images[c], pixels[c], c))[:n]
 
 
 @dataclass(frozen=True)
 class DrawSummary:
     """How far a weights table's draws are from uniform sampling over the same images."""
     images: int
-    without_sk: int        # images with p_i = 0 (no S_k pixel): Eq. 5's floor weight
+    without_sk: int        # images with p_i = 0 (no S_k pixel)
     max_over_min: float    # the largest draw probability over the smallest
     moved_share: float     # total variation distance to uniform draws: the share of draws sent elsewhere
+    # The expected pixel share of each class in the drawn images over its share under uniform draws
+    # (class name -> multiplier; with the class statistics only).
+    class_multipliers: dict[str, float] = field(default_factory=dict)
+    sk: list[str] = field(default_factory=list)
+    sk_multiplier: float | None = None           # S_k's pixel share, drawn / uniform
+    rarest: list[str] = field(default_factory=list)
+    rarest_multiplier: float | None = None       # the rarest classes' pixel share, drawn / uniform
 
     @property
     def nearly_uniform(self) -> bool:
@@ -62,25 +96,57 @@ class DrawSummary:
         text = (f"{self.images} images, {self.without_sk} without an S_k pixel; draw probabilities "
                 f"max/min {self.max_over_min:.3g}; {100 * self.moved_share:.1f} % of the draws go to other "
                 "images than uniform sampling would send them to")
+        if self.sk_multiplier is not None:
+            text += (f"; the drawn pixels hold x{self.sk_multiplier:.2f} the share of S_k ({', '.join(self.sk)}) "
+                     f"that uniform draws hold")
+        if self.rarest_multiplier is not None:
+            text += (f", x{self.rarest_multiplier:.2f} that of the {len(self.rarest)} rarest classes "
+                     f"({', '.join(self.rarest)})")
         if self.nearly_uniform:
-            text += (f" (under {100 * NEARLY_UNIFORM_MOVED_SHARE:.0f} %: this round draws almost as uniform sampling "
-                     "does, so it can change little beyond one more round of training; Eq. 5 gives nearly every "
-                     "image the same weight when most images hold an S_k class)")
+            text += (f" (under {100 * NEARLY_UNIFORM_MOVED_SHARE:.0f} % moved: this round draws almost as uniform "
+                     "sampling does, so it can change little beyond one more round of training)")
         return text
 
 
-def draw_summary(table: pd.DataFrame) -> DrawSummary:
+def _share_multiplier(drawn: np.ndarray, uniform: np.ndarray, classes: Sequence[int]) -> float | None:
+    base = float(uniform[list(classes)].sum()) if classes else 0.0
+    return float(drawn[list(classes)].sum()) / base if base > 0 else None
+
+
+def draw_summary(table: pd.DataFrame, counts: np.ndarray | None = None,
+                 sk: Sequence[int] | None = None) -> DrawSummary:
     """:class:`DrawSummary` of a weights table (``p_i`` and ``probability`` columns).
 
     ``moved_share`` is the total variation distance between the draw probabilities p and uniform draws,
     ``0.5 * sum_i |p_i - 1/M|``: the share of draws that the weights send to another image than uniform
     sampling would. 0 for uniform weights; ``1 - 1/M`` when one image gets every draw.
+
+    With the (M, C) class pixel ``counts`` of the same images (in the table's order) it also gives the
+    expected class mix of the drawn pixels against uniform draws (:func:`drawn_pixel_share`): per class,
+    over the S_k classes ``sk`` (None for the +SR control's every class: no S_k multiplier) and over the
+    :func:`rarest_classes`.
     """
     p = table["probability"].to_numpy(dtype=np.float64)
     if p.size == 0 or not np.all(p >= 0) or p.sum() <= 0:
         raise UncerdaError("draw summary: need one non-negative probability per image, not all zero")
     p = p / p.sum()
     smallest = p.min()
-    return DrawSummary(images=int(p.size), without_sk=int((table["p_i"].to_numpy() == 0).sum()),
-                       max_over_min=float(p.max() / smallest) if smallest > 0 else float("inf"),
-                       moved_share=float(0.5 * np.abs(p - 1.0 / p.size).sum()))
+    summary = dict(images=int(p.size), without_sk=int((table["p_i"].to_numpy() == 0).sum()),
+                   max_over_min=float(p.max() / smallest) if smallest > 0 else float("inf"),
+                   moved_share=float(0.5 * np.abs(p - 1.0 / p.size).sum()))
+    if counts is None:
+        return DrawSummary(**summary)
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[0] != p.size:
+        raise UncerdaError(f"draw summary: class counts of shape {counts.shape} do not match {p.size} images")
+    names = list(CLASS_NAMES) if counts.shape[1] == len(CLASS_NAMES) else [str(c) for c in range(counts.shape[1])]
+    drawn, uniform = drawn_pixel_share(p, counts), drawn_pixel_share(np.full(p.size, 1.0 / p.size), counts)
+    rarest = rarest_classes(counts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(uniform > 0, drawn / np.where(uniform > 0, uniform, 1.0), np.nan)
+    # Every class together always holds the whole mix: the +SR control (sk None) has no S_k multiplier.
+    return DrawSummary(**summary,
+                       class_multipliers={names[c]: float(ratio[c]) for c in range(len(names)) if uniform[c] > 0},
+                       sk=[] if sk is None else [names[c] for c in sk],
+                       sk_multiplier=None if sk is None else _share_multiplier(drawn, uniform, list(sk)),
+                       rarest=[names[c] for c in rarest], rarest_multiplier=_share_multiplier(drawn, uniform, rarest))

@@ -241,6 +241,7 @@ def previous_sr(wildcards):
 # --- uncertainty (uncertainty.smk) ---------------------------------------------------------------
 WEIGHT_FLAGS = (
     f"--balance {config['tgaa']['balance']} --alpha {config['tgaa']['alpha']} --mu {config['tgaa']['mu']}"
+    f" --reading {config['tgaa']['reading']}"
 )
 
 
