@@ -12,7 +12,7 @@ vertices the envelope is a bound (a mix of two vertices), at them it is reached.
 It then prints, for each pseudo-label folder given (its ``quality.csv``), the folder's pooled
 precision and the envelope's precision at the folder's number of labelled selected pixels, for both
 rankings. On the demo it showed that no per-class cut could lead CBST at equal coverage by 5 points
-(README, "Table 5 on the demo").
+(docs/results.md, "Table 5 on the demo").
 
     python benchmarks/selection_ceiling.py MAPS.h5 TARGET_ROOT PSEUDO_DIR [PSEUDO_DIR ...]
 

@@ -5,7 +5,7 @@ the void codes the scenes are drawn in, with the table that writes them as
 Cityscapes label ids; the scene types that decide where the rare classes occur;
 the nearest depth and thinnest pole the network can still resolve; and
 :data:`DESIGN_TARGETS`, the class statistics the generator is built to produce
-(the README's design table, checked by tests/test_demo.py).
+(the design table of docs/results.md, "How the demo is built, and why", checked by tests/test_demo.py).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ LABEL_ID_LUT = _label_id_lut()
 SCENE_TYPES = ("residential", "arterial", "cycle", "tram")
 
 
-# The class statistics the generator is designed to produce, in both domains (the README's
+# The class statistics the generator is designed to produce, in both domains (docs/results.md's
 # design table; tests/test_demo.py checks a generated set against them): per class, the share
 # of labelled pixels and the share of images that contain the class, as (low, high) bands.
 # The shape mirrors street data: a few stuff classes cover most pixels and occur everywhere,
