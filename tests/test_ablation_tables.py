@@ -9,6 +9,7 @@ import math
 import pytest
 
 from uncerda_core.data.labels import CLASS_NAMES
+from uncerda_core.errors import UncerdaError
 from uncerda_core.report.tables import (OTHER_GROUP, SK_GROUP, ablation_ladder, group_iou, paired_change,
                                         pseudo_label_comparison, sk_class_comparison)
 from uncerda_core.stages import CONTROL_LABELS, RUNG_CONTROLS, RUNG_LABELS
@@ -174,3 +175,30 @@ def test_sk_classes_command_names_a_malformed_seed_entry(tmp_path, capsys, entry
     assert main(["ablation-sk-classes", "--seed-models", entry, "--source-dataset", "gta5",
                  "--out-dir", str(tmp_path / "out")]) == 2
     assert "integer SEED" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_table4_compares_each_sampling_round_with_no_balance_by_hand(tmp_path):
+    from uncerda_core.artifacts import write_sidecar
+    from uncerda_core.report.tables import PAPER_TABLE4, sampling_comparison
+    rows = []
+    values = {("No-Balance", ""): (0.40, 0.42), ("Focal Loss", ""): (0.41, 0.42), ("Soft-Balance", "0.9"): (0.43, 0.46)}
+    multipliers = {("No-Balance", ""): 1.0, ("Focal Loss", ""): 1.0, ("Soft-Balance", "0.9"): 1.56}
+    for (method, lam), per_seed in values.items():
+        for seed, miou in enumerate(per_seed):
+            metrics = tmp_path / f"{method}{lam}_{seed}.json"
+            metrics.write_text(json.dumps({"miou": miou}))
+            weights = tmp_path / f"w_{method}{lam}_{seed}.csv"
+            weights.write_text("name,p_i,p_norm,weight,probability\n")
+            write_sidecar(weights, {"draws": {"rarest_multiplier": multipliers[(method, lam)]}})
+            rows.append((method, lam, seed, metrics, weights))
+    table = sampling_comparison(rows).set_index("method")
+    assert table.loc["No-Balance", "beats_control"] == "" and math.isnan(table.loc["No-Balance", "vs_control"])
+    # Focal: +0.01 and 0.00 -> mean 0.005, spread 0.0071: no difference. Soft 0.9: +0.03, +0.04 -> yes.
+    assert table.loc["Focal Loss", "vs_control"] == pytest.approx(0.005)
+    assert table.loc["Focal Loss", "beats_control"] == "no difference"
+    assert table.loc["Soft-Balance", "vs_control"] == pytest.approx(0.035)
+    assert table.loc["Soft-Balance", "beats_control"] == "yes" and table.loc["Soft-Balance", "rarest_draws"] == 1.56
+    assert table.loc["Soft-Balance", "paper_miou"] == PAPER_TABLE4[("Soft-Balance", "0.9")] == 0.461
+    assert table.loc["Soft-Balance", "paper_vs_no_balance"] == pytest.approx(0.461 - 0.429)
+    with pytest.raises(UncerdaError, match="No-Balance"):
+        sampling_comparison([r for r in rows if r[0] != "No-Balance"])

@@ -200,3 +200,15 @@ def test_config_values_have_no_command_line_default(tmp_path, capsys, monkeypatc
     assert exc.value.code == 2
     assert f"the following arguments are required: {flag}" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_weights_command_uniform_draws_every_image_alike(tmp_path):
+    from uncerda_core.cli import main
+    _stats(tmp_path / "s.csv")
+    assert main(["weights", "--class-stats", str(tmp_path / "s.csv"), "--uniform", "--balance", "0", "--alpha", "80",
+                 "--mu", "0.02", "--reading", "class_draw", "--out", str(tmp_path / "u.csv")]) == 0
+    table = pd.read_csv(tmp_path / "u.csv")
+    np.testing.assert_allclose(table["probability"], [1 / 3] * 3)
+    record = json.loads((tmp_path / "u.csv.provenance.json").read_text())
+    assert record["reading"] == "uniform" and record["draws"]["moved_share"] == pytest.approx(0.0)
+    assert record["draws"]["rarest_multiplier"] == pytest.approx(1.0) and record["draws"]["sk_multiplier"] is None

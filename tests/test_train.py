@@ -336,3 +336,15 @@ def test_warn_unequal_grids_only_when_the_grids_differ(capsys):
     assert capsys.readouterr().err == ""
     assert loop.warn_unequal_grids("aa", (48, 96), (64, 128), (1, 3), (2, 4))
     assert "[aa] warning" in capsys.readouterr().err
+
+
+def test_the_focal_loss_reaches_only_the_adaptation_stage_that_asks_for_it():
+    from uncerda_core.config import load_config
+    config = load_config(Path(__file__).resolve().parent.parent / "config.yaml", check_paths=False)
+    assert config["adapt"]["source_loss"] == "cross_entropy" and config["adapt"]["focal_gamma"] == 2.0
+    assert stage_settings(config, "tgaa").source_focal_gamma == 0.0
+    assert stage_settings(config, "tgaa", source_loss="focal").source_focal_gamma == 2.0
+    assert stage_settings(config, "st", source_loss="focal").source_focal_gamma == 0.0   # not an adaptation stage
+    focal = {**config, "adapt": {**config["adapt"], "source_loss": "focal", "focal_gamma": 1.5}}
+    assert stage_settings(focal, "aa").source_focal_gamma == 1.5
+    assert stage_settings(focal, "aa", source_loss="cross_entropy").source_focal_gamma == 0.0

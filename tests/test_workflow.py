@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -169,6 +170,29 @@ def test_a_seed_added_to_the_ablation_is_scheduled(tmp_path):
                  "rule ablation_sk_classes:"):
         assert rule in out, rule
     assert "wildcards: seed=3" in out
+
+
+def test_table4_plans_one_round_per_strategy_from_round_0(tmp_path):
+    """snakemake table4: No-Balance and Focal Loss draw uniformly, Soft-Balance every class at each lambda; only
+    the focal round trains with the focal loss; all start from round 0 (+IT)."""
+    proc = snakemake(tmp_path, *smoke_args(tmp_path, "ablation={seeds: [0]}", "table4={balances: [0.5, 1.0]}",
+                                           "-n", "-p"), "--", "table4", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    commands = [line for line in out.splitlines() if " adapt " in line and "/models/t4_" in line]
+    by_model = {re.search(r"/models/(t4_[^/]+)/checkpoint.pt", line).group(1):
+                shlex.split(line[line.index(sys.executable):]) for line in commands}
+    assert sorted(by_model) == ["t4_b0.5", "t4_b1", "t4_focal", "t4_uniform"]
+    for model, argv in by_model.items():
+        assert argv[argv.index("--init") + 1].endswith("/seed0/models/aa_it/checkpoint.pt"), model
+        assert argv[argv.index("--source-loss") + 1] == ("focal" if model == "t4_focal" else "cross_entropy"), model
+        weights = "uniform" if model in ("t4_uniform", "t4_focal") else model[3:]
+        assert argv[argv.index("--weights") + 1].endswith(f"/seed0/weights/t4_{weights}.csv"), model
+    weights_commands = [line for line in out.splitlines() if " weights " in line and "/weights/t4_" in line]
+    assert any("--uniform" in line and "t4_uniform.csv" in line for line in weights_commands)
+    assert any("--all-classes --balance 0.5" in line and "t4_b0.5.csv" in line for line in weights_commands)
+    table = next(line for line in out.splitlines() if " table4 --row " in line)
+    assert "--row 'Class-Balance||0|" in table and "--row 'Soft-Balance|0.5|0|" in table
 
 
 def test_ablation_matches_tgaa_with_as_many_sr_rounds(smoke):

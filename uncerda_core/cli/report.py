@@ -76,6 +76,31 @@ def cmd_ablation_tables(p=None, args=None):
         print(markdown, end="\n\n")
 
 
+@command("table4", "Table 4: sampling strategies, one round each from the same round-0 model, over seeds")
+def cmd_table4(p=None, args=None):
+    if args is None:
+        p.add_argument("--row", action="append", default=[], required=True,
+                       metavar="METHOD|LAMBDA|SEED|METRICS_JSON|WEIGHTS_CSV",
+                       help="one round: its Table 4 method and lambda ('' when it has none), the seed, its "
+                            "evaluation and the weights it drew with (their provenance says how far the draws "
+                            "move the rarest classes); one METHOD must be No-Balance")
+        p.add_argument("--out-dir", required=True, help="writes table4.{csv,md}")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.report.tables import sampling_comparison, write_table
+    items = []
+    for entry in args.row:
+        fields = entry.split("|")
+        if len(fields) != 5 or not fields[2].isdigit():
+            raise UncerdaError(f"table4: --row {entry!r}: expected METHOD|LAMBDA|SEED|METRICS_JSON|WEIGHTS_CSV "
+                               "with an integer seed")
+        method, lam, seed, metrics, weights = fields
+        items.append((method, lam, int(seed), metrics, weights))
+    table = sampling_comparison(items)
+    record = artifacts.provenance("table4", extra={"rows": args.row})
+    print(write_table(table, args.out_dir, "table4", record))
+
+
 @command("ablation-sk-classes", "+TGAA against its matched +SR control on round 1's S_k and on the other classes")
 def cmd_ablation_sk_classes(p=None, args=None):
     if args is None:

@@ -151,11 +151,12 @@ def _add_train_io(p: argparse.ArgumentParser, target: bool = True, init: bool = 
                         "(the candidates of `uncerda select`)")
 
 
-def _train(args, stage: str, image_translation: bool | None = None, adversarial_weight: float = 1.0, **extra):
+def _train(args, stage: str, image_translation: bool | None = None, adversarial_weight: float = 1.0,
+           source_loss: str | None = None, **extra):
     from uncerda_core.train.loop import run_training, stage_settings
     config = config_from_args(args)
     settings = stage_settings(config, stage, image_translation=image_translation,
-                              adversarial_weight=adversarial_weight)
+                              adversarial_weight=adversarial_weight, source_loss=source_loss)
     source_dataset = config["target"]["dataset"] if stage == "oracle" else config["source"]["dataset"]
     init = getattr(args, "init", None) or config["model"]["init"]
     # a training job stops when whatever started it is gone (not when called from Python, e.g. by the tests)
@@ -195,6 +196,9 @@ def cmd_adapt(p=None, args=None):
                             "(default: adapt.image_translation)")
         p.add_argument("--adversarial-weight", type=float, default=1.0,
                        help="scale of the adversarial losses (0: the no-adversarial control)")
+        p.add_argument("--source-loss", choices=["config", "cross_entropy", "focal"], default="config",
+                       help="loss on the source pixels (default: adapt.source_loss; focal: Table 4's focal-loss round, "
+                            "gamma adapt.focal_gamma)")
         return
     it = {"config": None, "on": True, "off": False}[args.image_translation]
     sk = None
@@ -202,7 +206,9 @@ def cmd_adapt(p=None, args=None):
         from uncerda_core.uncertainty.rank import read_sk
         sk = read_sk(args.rank)
     _train(args, "tgaa" if args.weights else "aa", image_translation=it,
-           adversarial_weight=args.adversarial_weight, weights=args.weights, class_stats=args.class_stats, sk=sk)
+           adversarial_weight=args.adversarial_weight,
+           source_loss=None if args.source_loss == "config" else args.source_loss,
+           weights=args.weights, class_stats=args.class_stats, sk=sk)
 
 
 @command("self-train", "self-training on pseudo-labelled target images (with source images unless selftrain.target_only)")
@@ -332,6 +338,8 @@ def cmd_weights(p=None, args=None):
         group = p.add_mutually_exclusive_group(required=True)
         group.add_argument("--rank", help="ranking CSV whose S_k drives the weights")
         group.add_argument("--all-classes", action="store_true", help="+SR: S_k = all classes, no target signal")
+        group.add_argument("--uniform", action="store_true",
+                           help="every image alike (Table 4's no-balance round); balance, alpha and mu unused")
         # The config's tgaa.balance, tgaa.alpha and tgaa.mu: their defaults live in the schema only.
         p.add_argument("--balance", type=float, required=True)
         p.add_argument("--alpha", type=float, required=True)
@@ -343,13 +351,17 @@ def cmd_weights(p=None, args=None):
     from uncerda_core import artifacts
     from uncerda_core.uncertainty.rank import read_sk
     from uncerda_core.uncertainty.weights import (compute_sampling_weights, draw_summary, read_class_counts,
-                                                  write_weights)
-    sk = None if args.all_classes else read_sk(args.rank)
-    table = compute_sampling_weights(args.class_stats, sk, args.balance, args.alpha, args.mu, args.reading)
+                                                  uniform_weights, write_weights)
+    sk = None if args.all_classes or args.uniform else read_sk(args.rank)
+    if args.uniform:
+        table = uniform_weights(args.class_stats)
+    else:
+        table = compute_sampling_weights(args.class_stats, sk, args.balance, args.alpha, args.mu, args.reading)
     summary = draw_summary(table, read_class_counts(args.class_stats)[1], sk)
     record = artifacts.provenance("weights", inputs={"class_stats": args.class_stats, "rank": args.rank},
                                   extra={"sk": sk, "balance": args.balance, "alpha": args.alpha, "mu": args.mu,
-                                         "reading": args.reading, "draws": asdict(summary)})
+                                         "reading": "uniform" if args.uniform else args.reading,
+                                         "draws": asdict(summary)})
     write_weights(table, args.out, record)
     print(f"[weights] {args.out}: {summary.describe()}")
 

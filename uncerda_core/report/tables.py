@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from uncerda_core.artifacts import atomic_path, read_json, write_sidecar, write_text
+from uncerda_core.artifacts import atomic_path, read_json, read_provenance, write_sidecar, write_text
 from uncerda_core.data.labels import CLASS_NAMES, eval_class_ids
+from uncerda_core.errors import UncerdaError
 from uncerda_core.evaluate.evaluate import format_table, protocol_of
 from uncerda_core.report.inputs import read_sk_classes
 from uncerda_core.stages import CONTROL_LABELS, RUNG_CONTROLS, RUNG_LABELS
@@ -241,6 +242,46 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
 SK_GROUP, OTHER_GROUP = "S_k of round 1", "other classes"
 
 
+# Table 4 of the paper (GTA5 -> Cityscapes mIoU, %), as fractions, by (method, lambda in Table 4's convention:
+# 0 = no balance, 1 = class balance; our tgaa.balance). Class balance is lambda 1.0: both read 45.7.
+PAPER_TABLE4 = {("No-Balance", ""): 0.429, ("Class-Balance", ""): 0.457, ("Focal Loss", ""): 0.445,
+                ("Soft-Balance", "0.3"): 0.447, ("Soft-Balance", "0.5"): 0.448, ("Soft-Balance", "0.7"): 0.459,
+                ("Soft-Balance", "0.9"): 0.461, ("Soft-Balance", "1"): 0.457}
+NO_BALANCE = "No-Balance"
+
+
+def sampling_comparison(items: list[tuple[str, str, int, str | Path, str | Path]]) -> pd.DataFrame:
+    """Table 4 over seeds: each sampling strategy's mIoU, its paired change against the no-balance round
+    (``vs_control``, verdict ``beats_control`` by the ladder's rule), how far its draws move the pixel share
+    of the rarest classes against uniform draws (``rarest_draws``, from the weights' provenance record) and
+    the paper's value beside.
+
+    ``items`` holds ``(method, lambda, seed, metrics_json, weights_csv)`` in table order; ``lambda`` is the
+    balance as Table 4 writes it ("" for the rows without one).
+    """
+    per_row: dict[tuple[str, str], dict[int, float]] = {}
+    draws: dict[tuple[str, str], float] = {}
+    for method, lam, seed, metrics_path, weights_path in items:
+        per_row.setdefault((method, lam), {})[seed] = read_json(metrics_path, "metrics file")["miou"]
+        if (method, lam) not in draws:
+            summary = read_provenance(weights_path).get("draws", {})
+            multiplier = summary.get("rarest_multiplier")
+            draws[(method, lam)] = float("nan") if multiplier is None else float(multiplier)
+    if not any(method == NO_BALANCE for method, _ in per_row):
+        raise UncerdaError(f"Table 4: no '{NO_BALANCE}' row to compare the others with")
+    baseline = next(seeds for (method, _), seeds in per_row.items() if method == NO_BALANCE)
+    rows = []
+    for (method, lam), per_seed in per_row.items():
+        paper = PAPER_TABLE4.get((method, lam), float("nan"))
+        is_baseline = method == NO_BALANCE
+        rows.append({"method": method, "lambda": lam, **seed_columns(per_seed),
+                     "control": "" if is_baseline else NO_BALANCE,
+                     **control_columns(None if is_baseline else paired_change(per_seed, baseline)),
+                     "rarest_draws": draws[(method, lam)], "paper_miou": paper,
+                     "paper_vs_no_balance": paper - PAPER_TABLE4[(NO_BALANCE, "")]})
+    return pd.DataFrame(rows)
+
+
 def group_iou(per_class_iou: dict[str, float | None], classes: list[str]) -> float:
     """Mean IoU over ``classes``, leaving out a class without a value (absent from the evaluated split);
     NaN when none has one."""
@@ -291,12 +332,13 @@ def sk_class_comparison(items: list[tuple[int, str | Path, dict[str, str | Path]
 # Columns holding fractions, shown as percentages with one decimal in the markdown and HTML tables: the
 # summary's mIoU and per-class IoU, the ladder's and the pseudo-label comparison's means, spreads and changes.
 FRACTION_COLUMNS = frozenset({"miou", "miou13", *CLASS_NAMES, "miou_mean", "miou_std", "delta", "delta_std",
-                              "vs_control", "vs_control_std", *(f"{key}_mean" for key in QUALITY_KEYS),
+                              "vs_control", "vs_control_std", "paper_miou", "paper_vs_no_balance",
+                              *(f"{key}_mean" for key in QUALITY_KEYS),
                               *(f"{PSEUDO_REFERENCE}_{key}_gain{suffix}"
                                 for key in GAIN_KEYS for suffix in ("", "_std"))})
 # Columns whose largest value is no "best" (spreads, counts, per-seed lists, differences to a control or to
 # another method).
-NOT_BEST = ("std", "spread", "seeds", "n_", "pixels", "count", "kind", "images", "control", "gain")
+NOT_BEST = ("std", "spread", "seeds", "n_", "pixels", "count", "kind", "images", "control", "gain", "paper", "draws")
 
 
 def format_cell(value, column: str, percent: tuple[str, ...] | frozenset[str] = ()) -> str:

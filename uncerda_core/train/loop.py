@@ -64,6 +64,7 @@ class StageSettings:
     st_class_balance_max: float
     target_only: bool
     source_weight: float
+    source_focal_gamma: float   # 0: cross-entropy on source pixels; > 0: the focal loss (Table 4)
     sampling: str
     poly_horizon: int | None
     target_bn_stats: bool   # re-estimate BatchNorm statistics on target train before writing weights
@@ -85,15 +86,16 @@ class StageSettings:
 
 
 def stage_settings(config: dict, stage: str, image_translation: bool | None = None,
-                   adversarial_weight: float = 1.0) -> StageSettings:
+                   adversarial_weight: float = 1.0, source_loss: str | None = None) -> StageSettings:
     """Settings of ``stage`` from the config.
 
     ``image_translation`` overrides ``adapt.image_translation`` (the Table 3
     rungs "+AA" and "+IT" differ only there); ``adversarial_weight`` scales the
     adversarial losses (0 gives the control "same fine-tuning, target batches
-    through the network, no adversarial signal").
+    through the network, no adversarial signal"); ``source_loss`` overrides
+    ``adapt.source_loss`` (Table 4's focal-loss round).
     """
-    settings = _stage_settings(config, stage, image_translation, adversarial_weight)
+    settings = _stage_settings(config, stage, image_translation, adversarial_weight, source_loss)
     if settings.horizon < settings.iterations:
         raise UncerdaError(f"train.poly_horizon ({settings.horizon}) is shorter than stage {stage}'s "
                            f"{settings.iterations} iterations: the learning rate would reach 0 and the rest of the "
@@ -102,7 +104,7 @@ def stage_settings(config: dict, stage: str, image_translation: bool | None = No
 
 
 def _stage_settings(config: dict, stage: str, image_translation: bool | None,
-                    adversarial_weight: float) -> StageSettings:
+                    adversarial_weight: float, source_loss: str | None) -> StageSettings:
     """Every field from the config; the switches a stage turns off are set off here, by the stage.
 
     A field a stage does not use (the discriminator's settings without adversarial losses, the
@@ -113,6 +115,7 @@ def _stage_settings(config: dict, stage: str, image_translation: bool | None,
         raise UncerdaError(f"unknown training stage {stage!r}; expected one of {', '.join(STAGES)}")
     adapt, st = config["adapt"], config["selftrain"]
     it = adapt["image_translation"] if image_translation is None else image_translation
+    source_loss = adapt["source_loss"] if source_loss is None else source_loss
     translated = config["source"]["translated_root"] if it else None
     iterations = {"source_only": config["source_only"]["iterations"],
                   "oracle": config["ablation"]["oracle_iterations"], "aa": adapt["iterations"],
@@ -136,6 +139,7 @@ def _stage_settings(config: dict, stage: str, image_translation: bool | None,
         target_only=target_only,
         # Outside self-training the source loss is the whole loss: weight 1.
         source_weight=st["source_weight"] if self_training else 1.0,
+        source_focal_gamma=adapt["focal_gamma"] if adversarial and source_loss == "focal" else 0.0,
         # Only a target-guided round draws by class: every other stage draws source images uniformly.
         sampling=config["tgaa"]["sampling"] if stage == "tgaa" else "image",
         poly_horizon=config["train"]["poly_horizon"],
@@ -500,8 +504,10 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 y_s = to_device(src["label"])
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     aux_s, main_s = net(x_s)
-                    seg_main = losses.segmentation_loss(main_s.float(), y_s, stride=stride)
-                    seg_aux = losses.segmentation_loss(aux_s.float(), y_s, stride=stride)
+                    seg_main = losses.segmentation_loss(main_s.float(), y_s, stride=stride,
+                                                        focal_gamma=settings.source_focal_gamma)
+                    seg_aux = losses.segmentation_loss(aux_s.float(), y_s, stride=stride,
+                                                       focal_gamma=settings.source_focal_gamma)
                     loss_src = settings.source_weight * (seg_main + train_cfg["lambda_seg_aux"] * seg_aux)
                 loss_src.backward()
                 logged.update(seg=seg_main, seg_aux=seg_aux, _source=loss_src)

@@ -29,13 +29,28 @@ def upsample(logits: torch.Tensor, size: tuple[int, int], stride: int | None = N
     return logits_to_input(logits, size, stride)
 
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, *, stride: int | None = None) -> torch.Tensor:
+def focal_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Focal loss [17] (Lin et al., ICCV 2017), ``-(1 - p_t)^gamma log p_t`` per labelled pixel, averaged
+    over the labelled pixels; p_t is the softmax probability of the pixel's class. gamma 0 is the
+    cross-entropy; 255 is ignored (0/0 when every pixel is: the caller guards it)."""
+    ce = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
+    focal = (1.0 - torch.exp(-ce)).pow(gamma) * ce
+    labelled = labels != IGNORE
+    return focal.sum() / labelled.sum()
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, *, stride: int | None = None,
+                      focal_gamma: float = 0.0) -> torch.Tensor:
     """Cross-entropy of logits upsampled to the labels' size (:func:`upsample`); 255 is ignored.
+    ``focal_gamma > 0``: the focal loss instead (:func:`focal_cross_entropy`, Table 4's "Focal Loss" row).
 
     Returns 0 (with a gradient path) when every pixel is ignored.
     """
     logits = upsample(logits, labels.shape[-2:], stride)
-    mean = F.cross_entropy(logits, labels, ignore_index=IGNORE)  # 0/0 when every pixel is ignored
+    if focal_gamma > 0:
+        mean = focal_cross_entropy(logits, labels, focal_gamma)
+    else:
+        mean = F.cross_entropy(logits, labels, ignore_index=IGNORE)  # 0/0 when every pixel is ignored
     # Chosen on the device: asking the host whether any pixel is labelled would wait for the GPU.
     return torch.where((labels != IGNORE).any(), mean, logits.sum() * 0.0)
 

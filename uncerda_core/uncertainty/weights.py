@@ -39,6 +39,15 @@ def compute_sampling_weights(class_stats_csv: str | os.PathLike, sk: list[int] |
     return pd.DataFrame({"name": names, **out})[WEIGHT_COLUMNS]
 
 
+def uniform_weights(class_stats_csv: str | os.PathLike) -> pd.DataFrame:
+    """Every source image alike (``p_i = 1 / M``, weight 1): Table 4's no-balance round, drawn by the same
+    code as the weighted rounds."""
+    names, _ = read_class_counts(class_stats_csv)
+    share = np.full(len(names), 1.0 / len(names)) if names else np.zeros(0)
+    return pd.DataFrame({"name": names, "p_i": share, "p_norm": np.ones(len(names)), "weight": np.ones(len(names)),
+                         "probability": share})[WEIGHT_COLUMNS]
+
+
 def write_weights(df: pd.DataFrame, path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Write ``weights.csv`` atomically plus its provenance sidecar."""
     with atomic_path(path) as tmp:

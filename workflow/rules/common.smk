@@ -274,6 +274,32 @@ def chain_rungs(wildcards):
     }
 
 
+# --- Table 4 (table4.smk) ------------------------------------------------------------------------
+# One round each from round 0, tgaa.iterations long, every source image drawn by a weights file: uniform
+# (No-Balance, and Focal Loss with the focal loss on source pixels) or every class at one balance
+# (Soft-Balance; balance 1 is also Class-Balance, which Table 4 gives the same score).
+T4_BALANCES = [format(b, "g") for b in config["table4"]["balances"]]
+T4_WEIGHTS_PATTERN = r"uniform|b[01](\.\d+)?"
+T4_MODEL_PATTERN = r"t4_(uniform|focal|b[01](\.\d+)?)"
+TABLE4 = f"{EXP}/ablation/table4.csv"
+
+
+def t4_weights_of(model):
+    """The weights file a Table 4 round draws with: uniform for No-Balance and Focal Loss."""
+    return "uniform" if model in ("t4_uniform", "t4_focal") else model[len("t4_"):]
+
+
+def table4_rows(wildcards):
+    """(method, lambda, seed, metrics JSON, weights CSV) of every Table 4 row and seed, in the table's order."""
+    rows = [("No-Balance", "", "t4_uniform"), ("Focal Loss", "", "t4_focal")]
+    if "1" in T4_BALANCES:
+        rows.insert(1, ("Class-Balance", "", "t4_b1"))
+    rows += [("Soft-Balance", b, f"t4_b{b}") for b in T4_BALANCES]
+    return [(method, lam, seed, f"{seed_dir(seed)}/eval/{model}.json",
+             f"{seed_dir(seed)}/weights/t4_{t4_weights_of(model)}.csv")
+            for method, lam, model in rows for seed in ABL_SEEDS]
+
+
 # --- ablation (ablation.smk) ---------------------------------------------------------------------
 ABL_SEEDS = config["ablation"]["seeds"]
 ABL_METHODS = config["ablation"]["pseudo_methods"]
