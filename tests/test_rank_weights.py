@@ -100,13 +100,18 @@ def test_draw_summary_measures_how_far_the_draws_are_from_uniform_by_hand():
         draw_summary(pd.DataFrame({"p_i": [0.0], "probability": [0.0]}))
 
 
-def test_weights_command_says_how_far_its_draws_are_from_uniform(tmp_path, capsys):
+def _weights_command(tmp_path, sk_row: str, balance: str, reading: str) -> int:
+    """`uncerda weights` on the three images of :func:`_stats`, S_k the one class of ``sk_row``, into w.csv."""
     from uncerda_core.cli import main
     _stats(tmp_path / "s.csv")
-    (tmp_path / "rank.csv").write_text("class_id,class,mean_entropy,pixels,rank,in_sk\n0,road,0.5,10,1,True\n")
-    assert main(["weights", "--class-stats", str(tmp_path / "s.csv"), "--rank", str(tmp_path / "rank.csv"),
-                 "--balance", "0", "--alpha", "80", "--mu", "0.02", "--reading", "weighted_mean",
-                 "--out", str(tmp_path / "w.csv")]) == 0
+    (tmp_path / "rank.csv").write_text(f"class_id,class,mean_entropy,pixels,rank,in_sk\n{sk_row}\n")
+    return main(["weights", "--class-stats", str(tmp_path / "s.csv"), "--rank", str(tmp_path / "rank.csv"),
+                 "--balance", balance, "--alpha", "80", "--mu", "0.02", "--reading", reading,
+                 "--out", str(tmp_path / "w.csv")])
+
+
+def test_weights_command_says_how_far_its_draws_are_from_uniform(tmp_path, capsys):
+    assert _weights_command(tmp_path, "0,road,0.5,10,1,True", "0", "weighted_mean") == 0
     # S_k = {road}: only image 00001 holds it, weights 1.1, 0.268, 0.268 -> one image drawn 4.1x as often.
     expected = draw_summary(pd.read_csv(tmp_path / "w.csv"))
     assert expected.without_sk == 2 and expected.max_over_min == pytest.approx(1.1 / (0.1 + 1 / (1 + math.exp(1.6))))
@@ -139,11 +144,7 @@ def test_draw_summary_class_mix_by_hand():
 
 def test_weights_command_reports_the_class_mix_of_its_draws(tmp_path, capsys):
     from uncerda_core.cli import main
-    _stats(tmp_path / "s.csv")
-    (tmp_path / "rank.csv").write_text("class_id,class,mean_entropy,pixels,rank,in_sk\n3,wall,0.5,38,1,True\n")
-    assert main(["weights", "--class-stats", str(tmp_path / "s.csv"), "--rank", str(tmp_path / "rank.csv"),
-                 "--balance", "0.9", "--alpha", "80", "--mu", "0.02", "--reading", "class_draw",
-                 "--out", str(tmp_path / "w.csv")]) == 0
+    assert _weights_command(tmp_path, "3,wall,0.5,38,1,True", "0.9", "class_draw") == 0
     record = json.loads((tmp_path / "w.csv.provenance.json").read_text())
     assert record["reading"] == "class_draw" and record["draws"]["sk"] == ["wall"]
     # S_k = {wall}: images 1 and 3 hold 30 and 8 of its 38 pixels; image 2 none.
