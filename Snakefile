@@ -2,6 +2,7 @@
 #   snakemake --cores 2                      the main chain on the configured data (default: the demo)
 #   snakemake ablation --cores 2             Table 3 ladder and Table 5 comparison, every seed
 #   snakemake table4 --cores 2               Table 4: sampling strategies, one round each, every seed
+#   snakemake sensitivity --cores 2          Fig. 8: Eq. 5's alpha and mu, and k, every seed
 #   snakemake predict --cores 2              the final model's predictions and the benchmark zip
 #   snakemake -n --configfile workflow/presets/gta5_cityscapes.yaml --config source='{root: ...}' ... model='{init: ...}'
 import os
@@ -30,6 +31,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/table4.smk"
+include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 

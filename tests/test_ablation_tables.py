@@ -202,3 +202,22 @@ def test_table4_compares_each_sampling_round_with_no_balance_by_hand(tmp_path):
     assert table.loc["Soft-Balance", "paper_vs_no_balance"] == pytest.approx(0.461 - 0.429)
     with pytest.raises(UncerdaError, match="No-Balance"):
         sampling_comparison([r for r in rows if r[0] != "No-Balance"])
+
+
+def test_sensitivity_compares_each_setting_with_the_chains_own(tmp_path):
+    from uncerda_core.report.tables import sensitivity_comparison
+    items = []
+    for setting, model, values in (("alpha=80 mu=0.02", "tgaa_r1", (0.40, 0.42)), ("k=3", "sens_k3", (0.38, 0.39)),
+                                   ("alpha=20 mu=0.02", "sens_a20_m0.02", (0.41, 0.42))):
+        for seed, miou in enumerate(values):
+            path = tmp_path / f"seed{seed}" / f"{model}.json"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps({"miou": miou}))
+            items.append((setting, seed, path))
+    table = sensitivity_comparison(items, "alpha=80 mu=0.02").set_index("setting")
+    assert table.loc["alpha=80 mu=0.02", "model"] == "tgaa_r1" and table.loc["k=3", "model"] == "sens_k3"
+    # k=3: -0.02, -0.03 -> mean -0.025, spread 0.0071: below. alpha 20: +0.01, 0 -> no difference.
+    assert table.loc["k=3", "vs_control"] == pytest.approx(-0.025) and table.loc["k=3", "beats_control"] == "below"
+    assert table.loc["alpha=20 mu=0.02", "beats_control"] == "no difference"
+    with pytest.raises(UncerdaError, match="reference"):
+        sensitivity_comparison(items, "k=7")

@@ -213,3 +213,32 @@ def test_weights_command_uniform_draws_every_image_alike(tmp_path):
     record = json.loads((tmp_path / "u.csv.provenance.json").read_text())
     assert record["reading"] == "uniform" and record["draws"]["moved_share"] == pytest.approx(0.0)
     assert record["draws"]["rarest_multiplier"] == pytest.approx(1.0) and record["draws"]["sk_multiplier"] is None
+
+
+def test_read_sk_takes_the_k_classes_ranked_first_when_asked(tmp_path):
+    from uncerda_core.uncertainty.rank import read_sk
+    (tmp_path / "rank.csv").write_text("class_id,class,mean_entropy,pixels,rank,in_sk\n"
+                                       "0,road,0.1,9,3,False\n1,sidewalk,0.5,9,1,True\n2,building,0.3,9,2,False\n")
+    assert read_sk(tmp_path / "rank.csv") == [1]
+    assert read_sk(tmp_path / "rank.csv", k=2) == [1, 2] and read_sk(tmp_path / "rank.csv", k=3) == [1, 2, 0]
+    with pytest.raises(UncerdaError, match="k must be in"):
+        read_sk(tmp_path / "rank.csv", k=4)
+
+
+def test_eq5_grid_draws_are_the_weights_commands_draws_for_each_pair():
+    from uncerda_core.uncertainty.equations import logistic_weight, sampling_weights
+    from uncerda_core.uncertainty.weights import eq5_grid_draws
+    counts = np.zeros((4, len(CLASS_NAMES)), dtype=np.int64)
+    counts[:, :3] = [[60, 40, 0], [50, 45, 5], [55, 40, 5], [70, 30, 0]]
+    grid = eq5_grid_draws(counts, [2], 0.9, "class_draw", alphas=[20, 80], mus=[0.02, 0.5])
+    assert list(zip(grid["alpha"], grid["mu"])) == [(20, 0.02), (20, 0.5), (80, 0.02), (80, 0.5)]
+    for _, row in grid.iterrows():
+        out = sampling_weights(counts, [2], 0.9, row["alpha"], row["mu"], "class_draw")
+        summary = draw_summary(pd.DataFrame(out), counts, [2])
+        assert row["moved_share"] == pytest.approx(summary.moved_share)
+        assert row["sk_multiplier"] == pytest.approx(summary.sk_multiplier)
+        # p_norm is 1 for the two images with the S_k class and 0 for the two without.
+        on_rise = np.mean(logistic_weight(out["p_norm"], row["alpha"], row["mu"]) < 0.95 * 1.1)
+        assert row["on_rise"] == pytest.approx(on_rise) and row["without_sk"] == 2
+    # mu 0.5 puts p_norm 0 well on the rise and 1 on the top: half the images; mu 0.02 with alpha 80 too.
+    assert grid.loc[(grid["alpha"] == 80) & (grid["mu"] == 0.5), "on_rise"].item() == pytest.approx(0.5)

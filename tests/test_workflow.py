@@ -195,6 +195,26 @@ def test_table4_plans_one_round_per_strategy_from_round_0(tmp_path):
     assert "--row 'Class-Balance||0|" in table and "--row 'Soft-Balance|0.5|0|" in table
 
 
+def test_sensitivity_plans_one_round_per_setting_and_reuses_the_chains_own(tmp_path):
+    """snakemake sensitivity: a round from round 0 per trained [alpha, mu] and per k; the config's own setting
+    (alpha 80, mu 0.02, k 7) is the chain's tgaa_r1 and is not trained again."""
+    proc = snakemake(tmp_path, *smoke_args(tmp_path, "ablation={seeds: [0]}",
+                                           "sensitivity={trained: [[20, 0.02], [80, 0.02]], ks: [3, 7]}",
+                                           "-n", "-p"), "--", "sensitivity", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    trained = sorted(set(re.findall(r"/models/(sens_[^/]+)/checkpoint.pt", out)))
+    assert trained == ["sens_a20_m0.02", "sens_k3"]
+    weights = {m: line for line in out.splitlines() if " weights " in line
+               for m in trained if f"/weights/{m}.csv" in line}
+    assert "--alpha 20 --mu 0.02" in weights["sens_a20_m0.02"] and "--k 3" in weights["sens_k3"]
+    table = next(line for line in out.splitlines() if " sensitivity --class-stats " in line)
+    argv = shlex.split(table[table.index(sys.executable):])
+    evals = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--eval"]
+    assert any(e.startswith("k=7|0|") and e.endswith("/eval/tgaa_r1.json") for e in evals)
+    assert argv[argv.index("--reference") + 1] == "alpha=80 mu=0.02"
+
+
 def test_ablation_matches_tgaa_with_as_many_sr_rounds(smoke):
     """+TGAA ran two rounds in the smoke run, so its control is +SR for two rounds: sr_r2 continues from sr."""
     assert (smoke.seed_dir / "models" / "tgaa_r2" / "checkpoint.pt").is_file()

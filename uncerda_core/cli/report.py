@@ -101,6 +101,59 @@ def cmd_table4(p=None, args=None):
     print(write_table(table, args.out_dir, "table4", record))
 
 
+@command("sensitivity", "Fig. 8: Eq. 5's alpha and mu (draw statistics, trained pairs) and k, over seeds")
+def cmd_sensitivity(p=None, args=None):
+    if args is None:
+        from uncerda_core.uncertainty.equations import SAMPLING_READINGS
+        p.add_argument("--class-stats", required=True, help="source class statistics CSV")
+        p.add_argument("--rank", action="append", default=[], required=True, metavar="SEED|RANK_CSV",
+                       help="each seed's ranking whose S_k guides round 1")
+        # The config's tgaa.balance and tgaa.reading, and sensitivity.alphas / mus: defaults in the schema only.
+        p.add_argument("--balance", type=float, required=True)
+        p.add_argument("--reading", choices=SAMPLING_READINGS, required=True)
+        p.add_argument("--alphas", type=float, nargs="+", required=True)
+        p.add_argument("--mus", type=float, nargs="+", required=True)
+        p.add_argument("--eval", action="append", default=[], required=True, metavar="SETTING|SEED|METRICS_JSON",
+                       help="one trained setting ('alpha=A mu=M' or 'k=K') of one seed")
+        p.add_argument("--reference", required=True, help="the setting of the chain's own round 1")
+        p.add_argument("--out-dir", required=True, help="writes sensitivity_draws.{csv,md} and sensitivity.{csv,md}")
+        p.add_argument("--figure", required=True, help="Fig. 8 (PNG)")
+        return
+    import pandas as pd
+
+    from uncerda_core import artifacts
+    from uncerda_core.report import figures
+    from uncerda_core.report.tables import sensitivity_comparison, write_table
+    from uncerda_core.uncertainty.rank import read_sk
+    from uncerda_core.uncertainty.weights import eq5_grid_draws, read_class_counts
+
+    def split(entry: str, option: str, form: str) -> list[str]:
+        """``entry`` split at '|' into the fields of ``form``, whose SEED field must be an integer."""
+        parts, names = entry.split("|"), form.split("|")
+        if len(parts) != len(names) or not parts[names.index("SEED")].isdigit():
+            raise UncerdaError(f"sensitivity: {option} {entry!r}: expected {form} with an integer seed")
+        return parts
+    _, counts = read_class_counts(args.class_stats)
+    grids = []
+    for entry in args.rank:
+        seed, rank = split(entry, "--rank", "SEED|RANK_CSV")
+        grid = eq5_grid_draws(counts, read_sk(rank), args.balance, args.reading, args.alphas, args.mus)
+        grids.append(grid.assign(seed=int(seed)))
+    draws = pd.concat(grids, ignore_index=True)
+    items = [(setting, int(seed), path)
+             for setting, seed, path in (split(e, "--eval", "SETTING|SEED|METRICS_JSON") for e in args.eval)]
+    trained = sensitivity_comparison(items, args.reference)
+    record = artifacts.provenance("sensitivity", inputs={"class_stats": args.class_stats},
+                                  extra={"ranks": args.rank, "evals": args.eval, "balance": args.balance,
+                                         "reading": args.reading, "alphas": args.alphas, "mus": args.mus})
+    print(write_table(draws, args.out_dir, "sensitivity_draws", record))
+    print(write_table(trained, args.out_dir, "sensitivity", record))
+    mean_grid = draws.drop(columns="seed").groupby(["alpha", "mu"], as_index=False, sort=False).mean()
+    figures.sensitivity_figure(mean_grid, trained, args.reading, args.figure)
+    _record("sensitivity", args.figure, {"class_stats": args.class_stats},
+            extra={"ranks": args.rank, "evals": args.eval, "alphas": args.alphas, "mus": args.mus})
+
+
 @command("ablation-sk-classes", "+TGAA against its matched +SR control on round 1's S_k and on the other classes")
 def cmd_ablation_sk_classes(p=None, args=None):
     if args is None:

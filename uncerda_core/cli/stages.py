@@ -191,6 +191,7 @@ def cmd_adapt(p=None, args=None):
         p.add_argument("--weights", help="sampling weights CSV (target-guided rounds and +SR)")
         p.add_argument("--class-stats", help="source class statistics CSV (crop-level sampling)")
         p.add_argument("--rank", help="ranking CSV whose S_k centres the crops (crop-level sampling)")
+        p.add_argument("--k", type=int, help="with --rank: S_k = the k classes ranked first (Fig. 8(b)'s sweep)")
         p.add_argument("--image-translation", choices=["config", "on", "off"], default="config",
                        help="image translation of the source images: FDA, or source.translated_root when set "
                             "(default: adapt.image_translation)")
@@ -204,7 +205,7 @@ def cmd_adapt(p=None, args=None):
     sk = None
     if args.rank:
         from uncerda_core.uncertainty.rank import read_sk
-        sk = read_sk(args.rank)
+        sk = read_sk(args.rank, args.k)
     _train(args, "tgaa" if args.weights else "aa", image_translation=it,
            adversarial_weight=args.adversarial_weight,
            source_loss=None if args.source_loss == "config" else args.source_loss,
@@ -340,6 +341,8 @@ def cmd_weights(p=None, args=None):
         group.add_argument("--all-classes", action="store_true", help="+SR: S_k = all classes, no target signal")
         group.add_argument("--uniform", action="store_true",
                            help="every image alike (Table 4's no-balance round); balance, alpha and mu unused")
+        p.add_argument("--k", type=int, help="with --rank: S_k = the k classes ranked first instead of its in_sk "
+                                             "column (Fig. 8(b)'s sweep)")
         # The config's tgaa.balance, tgaa.alpha and tgaa.mu: their defaults live in the schema only.
         p.add_argument("--balance", type=float, required=True)
         p.add_argument("--alpha", type=float, required=True)
@@ -352,7 +355,7 @@ def cmd_weights(p=None, args=None):
     from uncerda_core.uncertainty.rank import read_sk
     from uncerda_core.uncertainty.weights import (compute_sampling_weights, draw_summary, read_class_counts,
                                                   uniform_weights, write_weights)
-    sk = None if args.all_classes or args.uniform else read_sk(args.rank)
+    sk = None if args.all_classes or args.uniform else read_sk(args.rank, args.k)
     if args.uniform:
         table = uniform_weights(args.class_stats)
     else:

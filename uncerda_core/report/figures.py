@@ -632,6 +632,43 @@ def control_note(vs_control: float, verdict: Any) -> str:
     return f"\nvs control {vs_control:+.1f}{mark}"
 
 
+def sensitivity_figure(grid: pd.DataFrame, trained: pd.DataFrame, reading: str, out: str | os.PathLike) -> Path:
+    """Fig. 8 on this data. (a) Eq. 5 under ``reading`` for every ``(alpha, mu)`` of ``grid`` (rows of
+    ``uncertainty.weights.eq5_grid_draws``, seed-averaged; the legend gives the share of images on the
+    curve's rise and the S_k draw multiplier) with the mIoU of the trained pairs; (b) mIoU against k.
+    ``trained`` is ``report.tables.sensitivity_comparison``'s table (settings ``alpha=A mu=M`` and ``k=K``)."""
+    if grid.empty:
+        raise UncerdaError("sensitivity figure: no alpha x mu rows")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13.0, 5.0))
+    z = np.linspace(0.0, 0.3, 400)
+    miou = {row["setting"]: (row["miou_mean"], row["miou_std"]) for _, row in trained.iterrows()}
+    for _, row in grid.iterrows():
+        setting = f"alpha={row['alpha']:g} mu={row['mu']:g}"
+        label = (f"alpha {row['alpha']:g}, mu {row['mu']:g}: {100 * row['on_rise']:.0f}% of images on the rise, "
+                 f"S_k x{row['sk_multiplier']:.2f}")
+        if setting in miou:
+            label += f", mIoU {100 * miou[setting][0]:.1f}"
+        left.plot(z, reading_weight(z, row["alpha"], row["mu"], reading), linewidth=1.2, label=label)
+    left.set_xlabel("p_i / max p_i")
+    left.set_ylabel(f"draw weight (Eq. 5, {reading} reading)")
+    left.set_title("(a) Eq. 5 for each alpha and mu (x up to 0.3: the curves are flat beyond)", fontsize=10)
+    left.legend(fontsize=6.5, frameon=False, loc="lower right")
+    left.grid(color="#eeeeee")
+    ks = trained[trained["setting"].str.startswith("k=")].copy()
+    if not ks.empty:
+        ks["k"] = ks["setting"].str[2:].astype(int)
+        ks = ks.sort_values("k")
+        right.errorbar(ks["k"], 100 * ks["miou_mean"], yerr=100 * ks["miou_std"].fillna(0.0), marker="o",
+                       capsize=3, color="#1f77b4")
+        right.set_xticks(list(ks["k"]))
+    right.set_xlabel("k (the number of most uncertain classes in S_k)")
+    right.set_ylabel("mIoU after one target-guided round (%), mean and std over seeds")
+    right.set_title("(b) mIoU against k", fontsize=10)
+    right.grid(color="#eeeeee")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def ladder_figure(ladder: pd.DataFrame, out: str | os.PathLike,
                   title: str = "Ablation ladder (Table 3): mIoU on target val over seeds") -> Path:
     """Bars of the mean mIoU per rung with the seed standard deviation, one dot per seed, and the

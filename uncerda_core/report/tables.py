@@ -282,6 +282,26 @@ def sampling_comparison(items: list[tuple[str, str, int, str | Path, str | Path]
     return pd.DataFrame(rows)
 
 
+def sensitivity_comparison(items: list[tuple[str, int, str | Path]], reference: str) -> pd.DataFrame:
+    """Fig. 8's trained settings over seeds: each setting's mIoU and its paired change against the
+    ``reference`` setting (the chain's own alpha, mu and k: its first target-guided round), by the ladder's
+    rule. ``items`` holds ``(setting, seed, metrics_json)``; a setting reads ``alpha=A mu=M`` or ``k=K``."""
+    per_setting: dict[str, dict[int, float]] = {}
+    models: dict[str, str] = {}   # the model a setting's evaluation is of (the reference's k is its round)
+    for setting, seed, path in items:
+        per_setting.setdefault(setting, {})[seed] = read_json(path, "metrics file")["miou"]
+        models.setdefault(setting, Path(path).stem)
+    if reference not in per_setting:
+        raise UncerdaError(f"sensitivity: no evaluation of the reference setting {reference!r}")
+    rows = []
+    for setting, per_seed in per_setting.items():
+        is_reference = setting == reference
+        rows.append({"setting": setting, "model": models[setting], **seed_columns(per_seed),
+                     "control": "" if is_reference else reference,
+                     **control_columns(None if is_reference else paired_change(per_seed, per_setting[reference]))})
+    return pd.DataFrame(rows)
+
+
 def group_iou(per_class_iou: dict[str, float | None], classes: list[str]) -> float:
     """Mean IoU over ``classes``, leaving out a class without a value (absent from the evaluated split);
     NaN when none has one."""

@@ -61,8 +61,9 @@ def sk_flags(df: pd.DataFrame) -> np.ndarray:
     return df["in_sk"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
 
 
-def read_sk(rank_csv: str | os.PathLike) -> list[int]:
-    """The class ids of S_k from a ranking CSV, most uncertain first."""
+def read_sk(rank_csv: str | os.PathLike, k: int | None = None) -> list[int]:
+    """The class ids of S_k from a ranking CSV, most uncertain first: the classes marked ``in_sk``, or with
+    ``k`` the ``k`` classes ranked first (Fig. 8(b)'s sweep over k, from one ranking)."""
     path = Path(rank_csv)
     try:
         df = pd.read_csv(path)
@@ -71,7 +72,9 @@ def read_sk(rank_csv: str | os.PathLike) -> list[int]:
     missing = [c for c in ("class_id", "rank", "in_sk") if c not in df.columns]
     if missing:
         raise UncerdaError(f"{path}: ranking table lacks columns {missing}; expected {RANK_COLUMNS}")
-    sk = df[sk_flags(df)].sort_values("rank")
+    if k is not None and not 1 <= k <= len(df):
+        raise UncerdaError(f"{path}: k must be in [1, {len(df)}] (classes ranked), got {k}")
+    sk = df.sort_values("rank").head(k) if k is not None else df[sk_flags(df)].sort_values("rank")
     if sk.empty:
         raise UncerdaError(f"{path}: no class marked in_sk; re-run the rank stage")
     return [int(c) for c in sk["class_id"]]

@@ -159,3 +159,27 @@ def draw_summary(table: pd.DataFrame, counts: np.ndarray | None = None,
                        sk=[] if sk is None else [names[c] for c in sk],
                        sk_multiplier=None if sk is None else _share_multiplier(drawn, uniform, list(sk)),
                        rarest=[names[c] for c in rarest], rarest_multiplier=_share_multiplier(drawn, uniform, rarest))
+
+
+# An image is on Eq. 5's rise when the curve gives it less than this share of its top (0.1 + 1): the curve
+# acts on it. On the flat top the curve changes nothing between images.
+ON_RISE = 0.95
+
+
+def eq5_grid_draws(counts: np.ndarray, sk: Sequence[int], balance: float, reading: str,
+                   alphas: Sequence[float], mus: Sequence[float]) -> pd.DataFrame:
+    """Fig. 8(a)'s grid as draw statistics: for each ``(alpha, mu)`` the weights of S_k ``sk`` over the
+    (M, C) ``counts`` and what their draws do (:func:`draw_summary`), with ``on_rise``, the share of images
+    whose Eq. 5 value is below :data:`ON_RISE` of its top (the images the curve acts on)."""
+    from uncerda_core.uncertainty.equations import logistic_weight
+    rows = []
+    for alpha in alphas:
+        for mu in mus:
+            out = sampling_weights(counts, list(sk), balance, alpha, mu, reading)
+            summary = draw_summary(pd.DataFrame(out), counts, sk)
+            curve = logistic_weight(out["p_norm"], alpha, mu)
+            rows.append({"alpha": alpha, "mu": mu, "on_rise": float(np.mean(curve < ON_RISE * 1.1)),
+                         "moved_share": summary.moved_share, "max_over_min": summary.max_over_min,
+                         "without_sk": summary.without_sk, "sk_multiplier": summary.sk_multiplier,
+                         "rarest_multiplier": summary.rarest_multiplier})
+    return pd.DataFrame(rows)

@@ -300,6 +300,42 @@ def table4_rows(wildcards):
             for method, lam, model in rows for seed in ABL_SEEDS]
 
 
+# --- Fig. 8 (sensitivity.smk) --------------------------------------------------------------------
+# One target-guided round from round 0 per setting: the [alpha, mu] pairs of sensitivity.trained and the k
+# of sensitivity.ks; the chain's own setting is its first target-guided round (tgaa_r1).
+SENS = config["sensitivity"]
+SENS_MODEL_PATTERN = r"sens_(a[0-9.]+_m[0-9.e-]+|k\d+)"
+SENS_DIR = f"{EXP}/ablation"
+SENS_FIGURE = f"{EXP}/report/ablation/fig8.png"   # beside the other ablation figures (REPORT)
+
+
+def sens_reference():
+    return f"alpha={config['tgaa']['alpha']:g} mu={config['tgaa']['mu']:g}"
+
+
+def sens_settings():
+    """(setting label, model) of every trained setting; the chain's own alpha, mu and k are tgaa_r1."""
+    own = (float(config["tgaa"]["alpha"]), float(config["tgaa"]["mu"]))
+    out = [(sens_reference(), "tgaa_r1")]
+    for alpha, mu in SENS["trained"]:
+        if (float(alpha), float(mu)) != own:
+            out.append((f"alpha={alpha:g} mu={mu:g}", f"sens_a{alpha:g}_m{mu:g}"))
+    for k in SENS["ks"]:
+        out.append((f"k={k}", "tgaa_r1" if k == config["tgaa"]["k"] else f"sens_k{k}"))
+    return out
+
+
+def sens_weight_flags(model):
+    """The weights command's flags of a sensitivity round: its alpha and mu, or its k."""
+    if model.startswith("sens_k"):
+        alpha, mu, k = config["tgaa"]["alpha"], config["tgaa"]["mu"], f" --k {model[len('sens_k'):]}"
+    else:
+        alpha, mu = model[len("sens_a"):].split("_m")
+        k = ""
+    return (f"--balance {config['tgaa']['balance']} --alpha {alpha} --mu {mu}"
+            f" --reading {config['tgaa']['reading']}{k}")
+
+
 # --- ablation (ablation.smk) ---------------------------------------------------------------------
 ABL_SEEDS = config["ablation"]["seeds"]
 ABL_METHODS = config["ablation"]["pseudo_methods"]
