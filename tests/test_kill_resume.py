@@ -146,8 +146,11 @@ def test_ctrl_c_stops_a_trainer_with_one_line_naming_where_the_rerun_resumes(tra
     out, log = out_dir / "checkpoint.pt", tmp_path / "interrupted.log"
     resume = resume_path(out)
     with open(log, "w") as fh:
+        # SIGINT as a terminal leaves it, even where the tests run with it ignored (a background job
+        # of a shell without job control ignores SIGINT, and its children inherit that).
         process = subprocess.Popen(_command(root, out_dir), stdout=fh, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             assert wait_for(resume, process, timeout=600), log.read_text()[-3000:]
             os.killpg(process.pid, signal.SIGINT)   # a terminal's Ctrl-C: the whole foreground process group
@@ -174,7 +177,16 @@ def test_ctrl_c_stops_a_trainer_with_one_line_naming_where_the_rerun_resumes(tra
     _assert_same_as_reference(reference_run, out_dir)
 
 
-def test_a_ctrl_c_during_a_checkpoint_write_takes_effect_after_it(tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler during the test, even where the tests run with SIGINT ignored (see
+    above); the inherited handler is put back after it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_during_a_checkpoint_write_takes_effect_after_it(tmp_path, python_sigint):
     done = []
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
