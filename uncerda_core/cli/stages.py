@@ -353,14 +353,15 @@ def cmd_weights(p=None, args=None):
         return
     from uncerda_core import artifacts
     from uncerda_core.uncertainty.rank import read_sk
-    from uncerda_core.uncertainty.weights import (compute_sampling_weights, draw_summary, read_class_counts,
-                                                  uniform_weights, write_weights)
+    from uncerda_core.uncertainty.weights import (draw_summary, read_class_counts, uniform_weights, weights_table,
+                                                  write_weights)
     sk = None if args.all_classes or args.uniform else read_sk(args.rank, args.k)
+    names, counts = read_class_counts(args.class_stats)   # read once: the weights and their draw summary
     if args.uniform:
-        table = uniform_weights(args.class_stats)
+        table = uniform_weights(names)
     else:
-        table = compute_sampling_weights(args.class_stats, sk, args.balance, args.alpha, args.mu, args.reading)
-    summary = draw_summary(table, read_class_counts(args.class_stats)[1], sk)
+        table = weights_table(names, counts, sk, args.balance, args.alpha, args.mu, args.reading)
+    summary = draw_summary(table, counts, sk)
     record = artifacts.provenance("weights", inputs={"class_stats": args.class_stats, "rank": args.rank},
                                   extra={"sk": sk, "balance": args.balance, "alpha": args.alpha, "mu": args.mu,
                                          "reading": "uniform" if args.uniform else args.reading,

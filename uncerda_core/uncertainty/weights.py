@@ -31,7 +31,12 @@ def compute_sampling_weights(class_stats_csv: str | os.PathLike, sk: list[int] |
 
     ``sk=None`` uses every class (the +SR ablation: resampling with no target signal).
     """
-    names, counts = read_class_counts(class_stats_csv)
+    return weights_table(*read_class_counts(class_stats_csv), sk, balance, alpha, mu, reading)
+
+
+def weights_table(names: list[str], counts: np.ndarray, sk: list[int] | None, balance: float, alpha: float,
+                  mu: float, reading: str = "class_draw") -> pd.DataFrame:
+    """:func:`compute_sampling_weights` on class counts already read (:func:`read_class_counts`)."""
     classes = list(range(counts.shape[1])) if sk is None else list(sk)
     if not classes or min(classes) < 0 or max(classes) >= counts.shape[1]:
         raise UncerdaError(f"sampling weights: S_k {sk} must list class ids in [0, {counts.shape[1]})")
@@ -39,10 +44,9 @@ def compute_sampling_weights(class_stats_csv: str | os.PathLike, sk: list[int] |
     return pd.DataFrame({"name": names, **out})[WEIGHT_COLUMNS]
 
 
-def uniform_weights(class_stats_csv: str | os.PathLike) -> pd.DataFrame:
-    """Every source image alike (``p_i = 1 / M``, weight 1): Table 4's no-balance round, drawn by the same
-    code as the weighted rounds."""
-    names, _ = read_class_counts(class_stats_csv)
+def uniform_weights(names: list[str]) -> pd.DataFrame:
+    """Every source image of ``names`` alike (``p_i = 1 / M``, weight 1): Table 4's no-balance round, drawn by
+    the same code as the weighted rounds."""
     share = np.full(len(names), 1.0 / len(names)) if names else np.zeros(0)
     return pd.DataFrame({"name": names, "p_i": share, "p_norm": np.ones(len(names)), "weight": np.ones(len(names)),
                          "probability": share})[WEIGHT_COLUMNS]
