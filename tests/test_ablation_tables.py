@@ -221,3 +221,62 @@ def test_sensitivity_compares_each_setting_with_the_chains_own(tmp_path):
     assert table.loc["alpha=20 mu=0.02", "beats_control"] == "no difference"
     with pytest.raises(UncerdaError, match="reference"):
         sensitivity_comparison(items, "k=7")
+
+
+def test_table5_compares_each_models_pseudo_labels_with_the_model_itself_by_hand(tmp_path):
+    from uncerda_core.report.tables import PAPER_TABLE5, pseudo_model_comparison
+    miou = {("MRNet", "none"): (0.40, 0.42), ("MRNet", "cbst"): (0.44, 0.47), ("MRNet", "gmm"): (0.45, 0.47),
+            ("mine", "none"): (0.30, 0.30), ("mine", "gmm"): (0.31, 0.29)}
+    precision = {("MRNet", "gmm"): (0.90, 0.92), ("MRNet", "cbst_at_gmm_coverage"): (0.85, 0.86)}
+    rows = []
+    for (model, pseudo), per_seed in {**miou, **precision}.items():
+        for seed in (0, 1):
+            metrics = _metrics(tmp_path, f"{model}_{pseudo}", seed, miou[(model, pseudo)][seed]) \
+                if (model, pseudo) in miou else ""
+            quality = ""
+            if (model, pseudo) in precision:
+                quality = tmp_path / f"q_{model}_{pseudo}_{seed}.json"
+                quality.write_text(json.dumps({"precision": precision[(model, pseudo)][seed], "coverage": 0.5,
+                                               "class_mean_precision": None}))
+            rows.append((model, pseudo, seed, metrics, quality))
+    rows.reverse()     # models in the order they first come; each model's rows in Table 5's order
+    table = pseudo_model_comparison(rows)
+    assert list(zip(table["model"], table["pseudo_labels"])) == [
+        ("MRNet", "-"), ("MRNet", "CBST"), ("MRNet", "Ours (GMM)"), ("MRNet", "CBST at the GMM's coverage"),
+        ("mine", "-"), ("mine", "Ours (GMM)")]
+    row = {(m, p): r for m, p, r in zip(table["model"], table["pseudo_labels"], table.to_dict("records"))}
+    cbst, gmm = row[("MRNet", "CBST")], row[("MRNet", "Ours (GMM)")]
+    # CBST over the model: +0.04, +0.05 -> 0.045, spread 0.00707: yes. GMM over CBST: +0.01, 0.00 -> no difference.
+    assert cbst["vs_control"] == pytest.approx(0.045) and cbst["beats_control"] == "yes"
+    assert cbst["vs_control_std"] == pytest.approx(math.sqrt(0.00005))
+    assert gmm["gmm_vs_cbst"] == pytest.approx(0.005) and gmm["gmm_vs_cbst_real"] == "no difference"
+    # precision at equal coverage: +0.05, +0.06 -> yes
+    assert gmm["precision_gain_equal_coverage"] == pytest.approx(0.055)
+    assert gmm["precision_gain_equal_coverage_real"] == "yes" and gmm["precision_mean"] == pytest.approx(0.91)
+    assert math.isnan(gmm["class_mean_precision_mean"])
+    assert row[("MRNet", "CBST at the GMM's coverage")]["n_seeds"] == 2
+    assert math.isnan(row[("MRNet", "CBST at the GMM's coverage")]["miou_mean"])
+    # the paper's column: Table 5's MRNet rows, and nothing for a model of your own
+    assert gmm["paper_miou"] == PAPER_TABLE5[("MRNet", "gmm")][0] == 0.512
+    assert gmm["paper_vs_model"] == pytest.approx(0.512 - 0.455) and gmm["paper_source"] == "Table 5"
+    assert math.isnan(row[("mine", "Ours (GMM)")]["paper_miou"])
+    # GMM on "mine": +0.01, -0.01 -> 0.0 +- 0.014: no difference; no CBST row, so no lead over CBST
+    assert row[("mine", "Ours (GMM)")]["beats_control"] == "no difference"
+    assert math.isnan(row[("mine", "Ours (GMM)")]["gmm_vs_cbst"])
+    with pytest.raises(UncerdaError, match="unknown pseudo labels 'argmax'"):
+        pseudo_model_comparison([("mine", "argmax", 0, "", "")])
+
+
+def test_table5_command_writes_the_table_and_fig3(tmp_path):
+    from uncerda_core.cli import main
+    rows = []
+    for pseudo, values in (("none", (0.40, 0.41)), ("cbst", (0.43, 0.45)), ("gmm", (0.44, 0.47))):
+        for seed, value in enumerate(values):
+            rows += ["--row", f"AdaptSegNet|{pseudo}|{seed}|{_metrics(tmp_path, pseudo, seed, value)}|"]
+    out = tmp_path / "out"
+    assert main(["table5", *rows, "--out-dir", str(out), "--figure", str(out / "fig3.png")]) == 0
+    md = (out / "table5.md").read_text()
+    assert "AdaptSegNet" in md and "47.8" in md and "42.4" in md     # the paper's values beside
+    assert (out / "fig3.png").stat().st_size > 10_000 and (out / "table5.csv.provenance.json").is_file()
+    assert main(["table5", "--row", "AdaptSegNet|gmm|x|a.json|", "--out-dir", str(out),
+                 "--figure", str(out / "f.png")]) != 0

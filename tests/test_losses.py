@@ -298,3 +298,28 @@ def test_focal_loss_by_hand_with_an_ignored_pixel():
     all_ignored = torch.full((1, 1, 2), 255)
     zero = losses.segmentation_loss(logits.requires_grad_(), all_ignored, focal_gamma=2.0)
     assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_memory_regularisation_by_hand():
+    """One pixel, two classes. main logits (1, 0), aux (0, 0), aux weight 0.5: the fused prediction is
+    softmax(1, 0); the main head already equals it (KL 0), the aux head is uniform."""
+    main = torch.tensor([[[[1.0]], [[0.0]]]], requires_grad=True)   # (1, 2, 1, 1)
+    aux = torch.tensor([[[[0.0]], [[0.0]]]], requires_grad=True)
+    m1 = math.exp(1) / (math.exp(1) + 1)
+    m = (m1, 1 - m1)
+    kl_aux = sum(mi * math.log(mi / 0.5) for mi in m)
+    value = losses.memory_regularisation(main, aux, 0.5)
+    assert value.item() == pytest.approx(kl_aux, rel=1e-6)
+    # The fused prediction is a constant: the main head, already on it, gets no gradient; the aux head is pulled
+    # towards class 0 (d KL / d aux_0 = q_0 - m_0 = 0.5 - m1 < 0).
+    value.backward()
+    assert main.grad.abs().max().item() == pytest.approx(0.0, abs=1e-7)
+    assert aux.grad[0, 0, 0, 0].item() == pytest.approx(0.5 - m1, rel=1e-6)
+    # Heads that agree (with the fusion weight's scale folded in) give 0; the mean runs over pixels.
+    same = torch.tensor([[[[0.4, -2.0]], [[1.0, 3.0]]]])
+    assert losses.memory_regularisation(same, same, 0.0).item() == pytest.approx(0.0, abs=1e-7)
+    two = torch.cat([main.detach(), same[..., :1]], dim=-1)
+    two_aux = torch.cat([aux.detach(), same[..., :1]], dim=-1)
+    assert losses.memory_regularisation(two, two_aux, 0.0).item() == pytest.approx(
+        (losses.memory_regularisation(main.detach(), aux.detach(), 0.0).item()
+         + losses.memory_regularisation(same[..., :1], same[..., :1], 0.0).item()) / 2, rel=1e-6)

@@ -186,3 +186,17 @@ def test_paper_preset_runs_end_to_end_at_cpu_scale(tmp_path, trees, preset):
         assert values.size and np.isfinite(values).all(), table
     evals = [json.loads(p.read_text()) for p in sorted((results / "seed0" / "eval").glob("*.json"))]
     assert evals and all(np.isfinite(e["miou"]) for e in evals)
+
+
+def test_paper_preset_plans_the_paper_tables(tmp_path, trees):
+    """snakemake paper_tables at paper scale plans with the same command: Table 5's other adaptation models and
+    their self-training appear in the plan before the chain's rounds are decided."""
+    work = tmp_path / "run"
+    proc = snakemake(work, "-n", "-p", *_preset_args("gta5_cityscapes", trees, f"model={{init: {trees['init']}}}"),
+                     "--", "paper_tables", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    for model in ("aa", "aa_mr", "aa_ent", "aa_st_gmm_r1", "aa_mr_st_cbst_r1", "aa_ent_st_gmm_r1"):
+        assert f"/models/{model}/checkpoint.pt" in out, model
+    assert "--set adapt.memory_weight=0.1" in out and "--set adapt.disc_input=entropy" in out
+    assert "rule decide_round:" in out or "checkpoint decide_round:" in out

@@ -10,6 +10,7 @@ import copy
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -348,3 +349,39 @@ def test_the_focal_loss_reaches_only_the_adaptation_stage_that_asks_for_it():
     focal = {**config, "adapt": {**config["adapt"], "source_loss": "focal", "focal_gamma": 1.5}}
     assert stage_settings(focal, "aa").source_focal_gamma == 1.5
     assert stage_settings(focal, "aa", source_loss="cross_entropy").source_focal_gamma == 0.0
+
+
+def test_memory_regularisation_reaches_only_adaptation_and_starts_at_its_share():
+    from uncerda_core.config import load_config
+    config = load_config(Path(__file__).resolve().parent.parent / "config.yaml", check_paths=False)
+    assert config["adapt"]["memory_weight"] == 0.0      # UncerDA's own chain: off
+    assert config["table5"]["mrnet_memory_weight"] == 0.1
+    mr = {**config, "adapt": {**config["adapt"], "memory_weight": 0.1, "memory_start": 0.6, "iterations": 25}}
+    settings = stage_settings(mr, "aa")
+    assert (settings.memory_weight, settings.memory_start, settings.memory_aux_weight) == (0.1, 15, 0.5)
+    assert settings.target_loss
+    assert stage_settings(mr, "st").memory_weight == 0.0            # not an adaptation stage
+    assert stage_settings(mr, "aa", adversarial_weight=0.0).target_loss   # the term alone still trains on target
+    assert not stage_settings(config, "aa", adversarial_weight=0.0).target_loss
+
+
+def test_memory_regularisation_trains_from_its_start(data, source_only_full):
+    """Four iterations (one loss row each), the term from the third: logged as 0 before, positive after;
+    with the adversarial weight 0 the target batches then change the weights (without the term they would not)."""
+    def run(name: str, memory_weight: float) -> dict:
+        config = copy.deepcopy(data["config"])
+        config["adapt"].update(iterations=4, image_translation=False, memory_weight=memory_weight, memory_start=0.5)
+        out = data["root"] / name / "checkpoint.pt"
+        run_training(config, stage_settings(config, "aa", adversarial_weight=0.0), out, seed=0,
+                     source_dataset="gta5", source_index=data["source"], target_index=data["target"],
+                     init=source_only_full, losses_csv=out.with_name("losses.csv"), progress=False)
+        return pd.read_csv(out.with_name("losses.csv"))
+
+    with_term, plain = run("memory", 0.1), run("memory_off", 0.0)
+    assert list(with_term["iteration"]) == [1, 2, 3, 4]
+    memory = list(with_term["memory"])
+    assert memory[:2] == [0.0, 0.0] and all(v > 0 for v in memory[2:])
+    assert "memory" not in plain
+    # identical until the term's first step (iteration 3) has acted, different after
+    assert list(with_term["seg"][:3]) == list(plain["seg"][:3])
+    assert with_term["seg"][3] != plain["seg"][3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,3 +204,38 @@ def test_duplicate_mapping_refused(tmp_path):
     torch.save(state, tmp_path / "dup.pth")
     with pytest.raises(UncerdaError, match="both map to 'backbone.conv1.weight'"):
         load_state(small(), tmp_path / "dup.pth")
+
+
+def test_import_model_writes_an_adaptsegnet_file_as_our_checkpoint(tmp_path, capsys):
+    """A trained model in AdaptSegNet / ADVENT keys becomes a checkpoint every stage reads (load_model) with the
+    same tensors; a file without its aux head is refused, nothing written."""
+    from uncerda_core.cli import main
+    from uncerda_core.config import load_config
+    from uncerda_core.inference import load_model
+    from uncerda_core.models import build_model
+    from uncerda_core.runtime import load_checkpoint
+
+    config = load_config(Path(__file__).resolve().parent.parent / "workflow/presets/smoke.yaml", check_paths=False)
+    torch.manual_seed(3)
+    trained = build_model(config["model"])
+    for tensor in trained.state_dict().values():   # every tensor off its initial value
+        if tensor.is_floating_point():
+            tensor.add_(torch.rand_like(tensor))
+    foreign = tmp_path / "GTA5_25000.pth"
+    torch.save({"module." + to_advent(k): v for k, v in trained.state_dict().items()}, foreign)
+    out = tmp_path / "ext" / "checkpoint.pt"
+    assert main(["import-model", "--config", str(Path(__file__).resolve().parent.parent / "workflow/presets/smoke.yaml"),
+                 "--weights", str(foreign), "--out", str(out)]) == 0
+    state = load_checkpoint(out)
+    assert state["stage"] == "import" and state["provenance"]["inputs"]["weights"]["path"].endswith("GTA5_25000.pth")
+    loaded = load_model(out, torch.device("cpu"), config["model"]).state_dict()
+    for key, tensor in trained.state_dict().items():
+        assert torch.equal(loaded[key], tensor), key
+    no_aux = tmp_path / "no_aux.pth"
+    torch.save({to_advent(k): v for k, v in trained.state_dict().items() if not k.startswith("head_aux.")}, no_aux)
+    refused = tmp_path / "refused" / "checkpoint.pt"
+    assert main(["import-model", "--config", str(Path(__file__).resolve().parent.parent / "workflow/presets/smoke.yaml"),
+                 "--weights", str(no_aux), "--out", str(refused)]) != 0
+    assert re.search(r"no_aux.pth: not a whole trained model .* 8 of its tensors are missing .* head_aux",
+                     capsys.readouterr().err)
+    assert not refused.parent.exists() or not any(refused.parent.iterdir())

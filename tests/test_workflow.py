@@ -335,3 +335,75 @@ def test_paths_that_need_quoting_reach_every_command_intact(awkward):
     evals = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--eval"]
     assert f"Source only|rung|0|{results}/seed0/eval/source_only.json" in evals
     assert f"+UPST|rung|0|{results}/seed0/eval/st_gmm_r1.json" in evals
+
+
+def test_table5_plans_each_adaptation_model_and_its_self_training(smoke):
+    """snakemake table5 (planned where the chain has run, so that its final round is known): MRNet and ADVENT are
+    round 0 without translation plus their one change, both from the source-only model; self-training from each
+    starts at that model with its own pseudo labels; UncerDA's rows are the chain's own models; paper_tables plans
+    Tables 1/2 and every other table."""
+    proc = snakemake(smoke.workdir, *smoke_args(smoke.workdir, "ablation={seeds: [0]}", "-n", "-p"), "--",
+                     "paper_tables", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    adapt = {m: shlex.split(line[line.index(sys.executable):]) for line in out.splitlines() if " adapt " in line
+             for m in ("aa_mr", "aa_ent") if f"/models/{m}/checkpoint.pt" in line}
+    assert adapt["aa_mr"][adapt["aa_mr"].index("--set") + 1] == "adapt.memory_weight=0.1"
+    assert adapt["aa_ent"][adapt["aa_ent"].index("--set") + 1] == "adapt.disc_input=entropy"
+    for argv in adapt.values():
+        assert argv[argv.index("--image-translation") + 1] == "off"
+        assert argv[argv.index("--init") + 1].endswith("/seed0/models/source_only/checkpoint.pt")
+    for teacher in ("aa", "aa_mr", "aa_ent"):
+        for method in ("cbst", "gmm"):
+            line = next(line for line in out.splitlines()
+                        if " self-train " in line and f"/models/{teacher}_st_{method}_r1/checkpoint.pt" in line)
+            argv = shlex.split(line[line.index(sys.executable):])
+            assert argv[argv.index("--init") + 1].endswith(f"/seed0/models/{teacher}/checkpoint.pt")
+            assert argv[argv.index("--pseudo-dir") + 1].endswith(f"/seed0/pseudo/{teacher}/{method}")
+    assert not re.search(r"/models/tgaa_r\d+_st_", out)       # UncerDA (AA): the chain's st_<method>_r1
+    for rule in ("rule table5_table:", "rule per_class_table:", "rule table4_table:", "rule sensitivity_tables:",
+                 "rule ablation_tables:", "rule paper_tables:"):   # Fig. 6 is the smoke run's own, already built
+        assert rule in out, rule
+
+
+def test_a_missing_table5_checkpoint_is_refused_before_any_job(tmp_path):
+    proc = snakemake(tmp_path, *smoke_args(tmp_path, "table5={checkpoints: {mine: /nowhere/GTA5_25000.pth}}", "-n"),
+                     "--", "table5", timeout=120)
+    assert proc.returncode != 0
+    assert "table5.checkpoints.mine: /nowhere/GTA5_25000.pth is not a file" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_table5_runs_on_a_model_file_of_your_own(smoke, tmp_path):
+    """The smoke run's round-0 model saved as an AdaptSegNet file (DataParallel keys) goes through Table 5's whole
+    chain in a copy of the smoke run: imported, its maps, CBST and GMM labels, self-training and the table. The
+    imported model evaluates exactly as the model it was saved from."""
+    import shutil
+
+    from uncerda_core.runtime import load_checkpoint
+    work = tmp_path / "smoke"
+    shutil.copytree(smoke.workdir, work, symlinks=True)
+    state = load_checkpoint(work / "results" / "smoke" / "seed0" / "models" / "aa_it" / "checkpoint.pt")["model"]
+    ours_to_theirs = (("backbone.", ""), ("head_aux.branches.", "layer5.conv2d_list."),
+                      ("head_main.branches.", "layer6.conv2d_list."))
+    foreign = {}
+    for key, tensor in state.items():
+        for ours, theirs in ours_to_theirs:
+            if key.startswith(ours):
+                foreign["module." + theirs + key[len(ours):]] = tensor
+                break
+    weights = tmp_path / "GTA5_25000.pth"
+    torch.save(foreign, weights)
+    proc = snakemake(work, *smoke_args(work, "ablation={seeds: [0]}",
+                                       f"table5={{models: [], checkpoints: {{mine: {weights}}}}}"), "--", "table5",
+                     timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = work / "results" / "smoke"
+    table = pd.read_csv(results / "ablation" / "table5.csv")
+    assert list(table["model"]) == ["mine"] * 4
+    assert list(table["pseudo_labels"]) == ["-", "CBST", "Ours (GMM)", "CBST at the GMM's coverage"]
+    own = json.loads((results / "seed0" / "eval" / "aa_it.json").read_text())["miou"]
+    assert table["miou_mean"][0] == pytest.approx(own, abs=1e-12)
+    assert table["miou_mean"][1:3].notna().all() and pd.notna(table["precision_gain_equal_coverage"][2])
+    assert (results / "seed0" / "models" / "ext_mine_st_gmm_r1" / "checkpoint.pt").is_file()
+    assert (results / "report" / "ablation" / "fig3.png").is_file()

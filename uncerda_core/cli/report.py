@@ -43,6 +43,16 @@ def _record(stage: str, out: str, inputs: dict[str, str], extra: dict | None = N
 
 # --- result tables -------------------------------------------------------------------------------
 
+def row_fields(command_name: str, option: str, entry: str, form: str) -> tuple:
+    """``entry`` of a repeated ``option`` split at '|' into the fields of ``form`` (e.g. ``METHOD|SEED|JSON``),
+    the SEED field as an int; an entry of another shape is refused, naming the command, option and form."""
+    parts, names = entry.split("|"), form.split("|")
+    if len(parts) != len(names) or not parts[names.index("SEED")].isdigit():
+        raise UncerdaError(f"{command_name}: {option} {entry!r}: expected {form} with an integer seed")
+    parts[names.index("SEED")] = int(parts[names.index("SEED")])
+    return tuple(parts)
+
+
 @command("summarize", "the main chain's results table (markdown and CSV) from evaluation JSONs")
 def cmd_summarize(p=None, args=None):
     if args is None:
@@ -88,17 +98,50 @@ def cmd_table4(p=None, args=None):
         return
     from uncerda_core import artifacts
     from uncerda_core.report.tables import sampling_comparison, write_table
-    items = []
-    for entry in args.row:
-        fields = entry.split("|")
-        if len(fields) != 5 or not fields[2].isdigit():
-            raise UncerdaError(f"table4: --row {entry!r}: expected METHOD|LAMBDA|SEED|METRICS_JSON|WEIGHTS_CSV "
-                               "with an integer seed")
-        method, lam, seed, metrics, weights = fields
-        items.append((method, lam, int(seed), metrics, weights))
+    items = [row_fields("table4", "--row", entry, "METHOD|LAMBDA|SEED|METRICS_JSON|WEIGHTS_CSV") for entry in args.row]
     table = sampling_comparison(items)
     record = artifacts.provenance("table4", extra={"rows": args.row})
     print(write_table(table, args.out_dir, "table4", record))
+
+
+@command("table5", "Table 5 and Fig. 3: CBST and GMM pseudo labels from several adaptation models, over seeds")
+def cmd_table5(p=None, args=None):
+    if args is None:
+        p.add_argument("--row", action="append", default=[], required=True,
+                       metavar="MODEL|PSEUDO|SEED|METRICS_JSON|QUALITY_JSON",
+                       help="one row of one seed: the adaptation model's label, the pseudo labels (none, cbst, gmm, "
+                            "or cbst_at_gmm_coverage, measured on precision only), the evaluation ('' for none) and "
+                            "the pseudo labels' quality.json ('' for none)")
+        p.add_argument("--out-dir", required=True, help="writes table5.{csv,md}")
+        p.add_argument("--figure", required=True, help="Fig. 3 (PNG)")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.report import figures
+    from uncerda_core.report.tables import pseudo_model_comparison, write_table
+    items = [row_fields("table5", "--row", entry, "MODEL|PSEUDO|SEED|METRICS_JSON|QUALITY_JSON") for entry in args.row]
+    table = pseudo_model_comparison(items)
+    record = artifacts.provenance("table5", extra={"rows": args.row})
+    print(write_table(table, args.out_dir, "table5", record))
+    figures.table5_figure(table, args.figure)
+
+
+@command("per-class-table", "Tables 1/2: per-class IoU of the final AA and ST models over seeds, the paper's "
+                            "UncerDA rows beside")
+def cmd_per_class_table(p=None, args=None):
+    if args is None:
+        p.add_argument("--row", action="append", default=[], required=True, metavar="LABEL|SEED|METRICS_JSON",
+                       help="one seed's evaluation of a row's model; LABEL 'UncerDA (AA)' or 'UncerDA (ST)' gets "
+                            "the paper's row beside it")
+        from uncerda_core.data.readers import SOURCE_DATASETS
+        p.add_argument("--source-dataset", required=True, choices=SOURCE_DATASETS,
+                       help="the classes the table has (Table 1: gta5, Table 2: synthia)")
+        p.add_argument("--out-dir", required=True, help="writes per_class.{csv,md}")
+        return
+    from uncerda_core import artifacts
+    from uncerda_core.report.per_class import write_per_class_table
+    items = [row_fields("per-class-table", "--row", entry, "LABEL|SEED|METRICS_JSON") for entry in args.row]
+    record = artifacts.provenance("per-class-table", extra={"rows": args.row, "source_dataset": args.source_dataset})
+    print(write_per_class_table(items, args.source_dataset, args.out_dir, record))
 
 
 @command("sensitivity", "Fig. 8: Eq. 5's alpha and mu (draw statistics, trained pairs) and k, over seeds")
@@ -127,21 +170,14 @@ def cmd_sensitivity(p=None, args=None):
     from uncerda_core.uncertainty.rank import read_sk
     from uncerda_core.uncertainty.weights import eq5_grid_draws, read_class_counts
 
-    def split(entry: str, option: str, form: str) -> list[str]:
-        """``entry`` split at '|' into the fields of ``form``, whose SEED field must be an integer."""
-        parts, names = entry.split("|"), form.split("|")
-        if len(parts) != len(names) or not parts[names.index("SEED")].isdigit():
-            raise UncerdaError(f"sensitivity: {option} {entry!r}: expected {form} with an integer seed")
-        return parts
     _, counts = read_class_counts(args.class_stats)
     grids = []
     for entry in args.rank:
-        seed, rank = split(entry, "--rank", "SEED|RANK_CSV")
+        seed, rank = row_fields("sensitivity", "--rank", entry, "SEED|RANK_CSV")
         grid = eq5_grid_draws(counts, read_sk(rank), args.balance, args.reading, args.alphas, args.mus)
-        grids.append(grid.assign(seed=int(seed)))
+        grids.append(grid.assign(seed=seed))
     draws = pd.concat(grids, ignore_index=True)
-    items = [(setting, int(seed), path)
-             for setting, seed, path in (split(e, "--eval", "SETTING|SEED|METRICS_JSON") for e in args.eval)]
+    items = [row_fields("sensitivity", "--eval", e, "SETTING|SEED|METRICS_JSON") for e in args.eval]
     trained = sensitivity_comparison(items, args.reference)
     record = artifacts.provenance("sensitivity", inputs={"class_stats": args.class_stats},
                                   extra={"ranks": args.rank, "evals": args.eval, "balance": args.balance,

@@ -221,6 +221,17 @@ def cmd_self_train(p=None, args=None):
     _train(args, "st", pseudo_dir=args.pseudo_dir)
 
 
+@command("import-model", "a trained model file of another project (AdaptSegNet, ADVENT, Seg-Uncertainty) as an uncerda checkpoint")
+def cmd_import_model(p=None, args=None):
+    if args is None:
+        add_config_options(p)
+        p.add_argument("--weights", required=True, help="the model file (a state dict, or an uncerda checkpoint)")
+        p.add_argument("--out", required=True, help="checkpoint to write")
+        return
+    from uncerda_core.train.checkpoint import import_model
+    print(import_model(config_from_args(args), args.weights, args.out))
+
+
 @command("adabn", "re-estimate BatchNorm statistics on target images (control, no training)")
 def cmd_adabn(p=None, args=None):
     if args is None:

@@ -510,7 +510,7 @@ def examples_figure(examples: Sequence[Example], out: str | os.PathLike,
 
 # losses.csv columns by panel (train/loop.py writes them; a stage has only those it computes).
 TASK_LOSSES = (("seg", "segmentation (main)"), ("seg_aux", "segmentation (aux)"), ("st", "self-training"),
-               ("total", "total"))
+               ("total", "total"), ("memory", "memory regularisation"))
 ADVERSARIAL_LOSSES = (("adv_main", "adversarial (main)"), ("adv_aux", "adversarial (aux)"),
                       ("d_main", "discriminator (main)"), ("d_aux", "discriminator (aux)"))
 # A discriminator that cannot tell the domains apart sits at the binary cross-entropy of 0.5: ln 2.
@@ -632,6 +632,12 @@ def control_note(vs_control: float, verdict: Any) -> str:
     return f"\nvs control {vs_control:+.1f}{mark}"
 
 
+# What the paper's Fig. 8 says in its text (the figure's values are not printed): alpha 80 and mu 0.02 are chosen
+# to rise quickly near 0 and stay flat near 1, and the model is stable for k from 5 to 9.
+PAPER_ALPHA_MU = (80.0, 0.02)
+PAPER_STABLE_K = (5, 9)
+
+
 def sensitivity_figure(grid: pd.DataFrame, trained: pd.DataFrame, reading: str, out: str | os.PathLike) -> Path:
     """Fig. 8 on this data. (a) Eq. 5 under ``reading`` for every ``(alpha, mu)`` of ``grid`` (rows of
     ``uncertainty.weights.eq5_grid_draws``, seed-averaged; the legend gives the share of images on the
@@ -648,6 +654,8 @@ def sensitivity_figure(grid: pd.DataFrame, trained: pd.DataFrame, reading: str, 
                  f"S_k x{row['sk_multiplier']:.2f}")
         if setting in miou:
             label += f", mIoU {100 * miou[setting][0]:.1f}"
+        if (float(row["alpha"]), float(row["mu"])) == PAPER_ALPHA_MU:
+            label += " (the paper's choice)"
         left.plot(z, reading_weight(z, row["alpha"], row["mu"], reading), linewidth=1.2, label=label)
     left.set_xlabel("p_i / max p_i")
     left.set_ylabel(f"draw weight (Eq. 5, {reading} reading)")
@@ -661,6 +669,9 @@ def sensitivity_figure(grid: pd.DataFrame, trained: pd.DataFrame, reading: str, 
         right.errorbar(ks["k"], 100 * ks["miou_mean"], yerr=100 * ks["miou_std"].fillna(0.0), marker="o",
                        capsize=3, color="#1f77b4")
         right.set_xticks(list(ks["k"]))
+    right.axvspan(*PAPER_STABLE_K, color="#2ca02c", alpha=0.08,
+                  label=f"the paper: stable for k {PAPER_STABLE_K[0]}-{PAPER_STABLE_K[1]} (GTA5 and SYNTHIA)")
+    right.legend(fontsize=7, frameon=False, loc="lower right")
     right.set_xlabel("k (the number of most uncertain classes in S_k)")
     right.set_ylabel("mIoU after one target-guided round (%), mean and std over seeds")
     right.set_title("(b) mIoU against k", fontsize=10)
@@ -783,4 +794,60 @@ def pseudo_methods_figure(methods: pd.DataFrame, out: str | os.PathLike,
     seeds = methods["n_seeds"].iloc[0] if "n_seeds" in methods else None
     fig.suptitle(title + (f" ({seeds} seeds)" if seeds is not None else ""), fontsize=10)
     fig.tight_layout()
+    return _save(fig, out)
+
+
+# Fig. 3's bars: the model itself, then self-training on CBST's and on the GMM's pseudo labels.
+T5_BARS = (("-", "model itself", FIRST_COLOR), ("CBST", "+ ST on CBST labels", "#1f77b4"),
+           ("Ours (GMM)", "+ ST on GMM labels (ours)", LAST_COLOR))
+
+
+def table5_figure(table: pd.DataFrame, out: str | os.PathLike) -> Path:
+    """Fig. 3: per adaptation model, mIoU of the model and after self-training on CBST's and the GMM's labels;
+    left ours (bar = mean, whisker = std, dots = seeds), right the paper's values for the models it reports.
+
+    ``table`` is :func:`uncerda_core.report.tables.pseudo_model_comparison`'s frame.
+    """
+    if table.empty:
+        raise UncerdaError("Fig. 3: the Table 5 frame has no rows")
+    models = list(dict.fromkeys(str(m) for m in table["model"]))
+    fig, axes = plt.subplots(1, 2, figsize=(max(9.0, 2.2 * len(models) * 2), 4.4), sharey=True)
+    width = 0.8 / len(T5_BARS)
+    x = np.arange(len(models))
+    for ax, what in zip(axes, ("ours", "paper")):
+        for j, (row_name, label, color) in enumerate(T5_BARS):
+            means, errs, seeds = [], [], []
+            for model in models:
+                hit = table[(table["model"] == model) & (table["pseudo_labels"] == row_name)]
+                if hit.empty:
+                    means.append(np.nan), errs.append(0.0), seeds.append([])
+                    continue
+                row = hit.iloc[0]
+                if what == "ours":
+                    means.append(100 * float(row["miou_mean"]))
+                    errs.append(100 * float(np.nan_to_num(row["miou_std"])))
+                    seeds.append([100 * float(v) for v in _float_list(row["miou_seeds"])])
+                else:
+                    means.append(100 * float(row["paper_miou"])), errs.append(0.0), seeds.append([])
+            pos = x + (j - (len(T5_BARS) - 1) / 2) * width
+            vals = np.array(means, dtype=np.float64)
+            ax.bar(pos, np.nan_to_num(vals), width * 0.92, yerr=errs if what == "ours" else None, color=color,
+                   capsize=3, label=label)
+            for k, v in enumerate(vals):
+                if np.isfinite(v):
+                    ax.text(pos[k], v + errs[k] + 0.4, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+                else:
+                    ax.text(pos[k], 1.0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+                ax.plot([pos[k]] * len(seeds[k]), seeds[k], "o", color="#222222", ms=2.5, zorder=3)
+        ax.set_xticks(x)
+        ax.set_xticklabels(models, fontsize=9)
+        ax.grid(axis="y", color="#e5e5e5", linewidth=0.6)
+        ax.set_axisbelow(True)
+        seeds_n = int(pd.to_numeric(table["n_seeds"], errors="coerce").max())
+        ax.set_title(f"ours ({seeds_n} seeds)" if what == "ours" else "the paper (GTA5 -> Cityscapes)", fontsize=9)
+    axes[0].set_ylabel("mIoU on target val (%)", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, frameon=False, loc="lower center", ncol=len(T5_BARS))
+    fig.suptitle("Pseudo labels across adaptation models (Table 5, Fig. 3)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, out)

@@ -157,7 +157,7 @@ def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str =
         metrics = read_json(path, "metrics file")
         by_label.setdefault(label, {})[seed] = metrics[metric]
         kinds[label] = kind
-        _add_protocol(protocols.setdefault(label, []), metrics)
+        add_protocol(protocols.setdefault(label, []), metrics)
     rows, previous = [], None
     for label, per_seed in by_label.items():
         row = {"rung": label, "kind": kinds[label], **seed_columns(per_seed),
@@ -176,7 +176,7 @@ def ablation_ladder(evals: list[tuple[str, str, int, str | Path]], metric: str =
     return pd.DataFrame(rows)
 
 
-def _add_protocol(seen: list[str], metrics: dict) -> None:
+def add_protocol(seen: list[str], metrics: dict) -> None:
     """Collect the evaluation protocols of one row's metrics, each once, in order of appearance."""
     protocol = protocol_of(metrics)
     if protocol not in seen:
@@ -215,7 +215,7 @@ def pseudo_label_comparison(items: list[tuple[str, int, str | Path, str | Path]]
         if st_eval:
             metrics = read_json(st_eval, "metrics file")
             entry["miou"][seed] = metrics["miou"]
-            _add_protocol(protocols[method], metrics)
+            add_protocol(protocols[method], metrics)
     reference = PSEUDO_REFERENCE
     ref = per_method.get(reference)
     rows = []
@@ -302,6 +302,72 @@ def sensitivity_comparison(items: list[tuple[str, int, str | Path]], reference: 
     return pd.DataFrame(rows)
 
 
+# Table 5 of the paper (GTA5 -> Cityscapes mIoU, as fractions) by (model, pseudo labels); ADVENT is not in
+# Table 5: its adapted model's mIoU is Table 1's.
+PAPER_TABLE5 = {("AdaptSegNet", "none"): (0.424, "Table 5"), ("AdaptSegNet", "cbst"): (0.471, "Table 5"),
+                ("AdaptSegNet", "gmm"): (0.478, "Table 5"), ("MRNet", "none"): (0.455, "Table 5"),
+                ("MRNet", "cbst"): (0.497, "Table 5"), ("MRNet", "gmm"): (0.512, "Table 5"),
+                ("UncerDA (AA)", "none"): (0.488, "Table 5"), ("UncerDA (AA)", "cbst"): (0.512, "Table 5"),
+                ("UncerDA (AA)", "gmm"): (0.526, "Table 5"), ("ADVENT", "none"): (0.455, "Table 1")}
+# Table 5's pseudo-label rows in order, as the paper names them; the equal-coverage row is compared on precision.
+T5_ROWS = {"none": "-", "cbst": "CBST", "gmm": "Ours (GMM)", "cbst_at_gmm_coverage": "CBST at the GMM's coverage"}
+
+
+def pseudo_model_comparison(items: list[tuple[str, str, int, str | Path, str | Path]]) -> pd.DataFrame:
+    """Table 5 over seeds: for each adaptation model, the model itself and the self-training on its CBST and
+    GMM pseudo labels, with paired changes by the ladder's rule.
+
+    ``items`` holds ``(model, pseudo, seed, metrics_json or '', quality_json or '')``, ``pseudo`` one of
+    :data:`T5_ROWS`. Each self-trained row's ``vs_control`` is its change over the model itself; the GMM row
+    also gives its lead over CBST (``gmm_vs_cbst``) and, when CBST at the GMM's coverage was measured, its
+    precision lead at that equal coverage (``precision_gain_equal_coverage``). The paper's value is beside.
+    """
+    miou: dict[tuple[str, str], dict[int, float]] = {}
+    quality: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    order: list[tuple[str, str]] = []
+    for model, pseudo, seed, metrics, quality_path in items:
+        if pseudo not in T5_ROWS:
+            raise UncerdaError(f"Table 5: unknown pseudo labels {pseudo!r} (expected one of {', '.join(T5_ROWS)})")
+        key = (model, pseudo)
+        if key not in order:
+            order.append(key)
+        if metrics:
+            miou.setdefault(key, {})[seed] = read_json(metrics, "metrics file")["miou"]
+        if quality_path:
+            q = read_json(quality_path, "pseudo-label quality summary")
+            for name in QUALITY_KEYS:
+                value = q.get(name)
+                quality.setdefault(key, {}).setdefault(name, {})[seed] = float("nan") if value is None else float(value)
+    models = list(dict.fromkeys(model for model, _ in order))   # as given; each model's rows in T5_ROWS's order
+    rows = []
+    for model, pseudo in [(m, p) for m in models for p in T5_ROWS if (m, p) in order]:
+        per_seed = miou.get((model, pseudo), {})
+        q = quality.get((model, pseudo), {})
+        base = miou.get((model, "none"))
+        mean = lambda v: float(pd.Series(list(v.values()), dtype=float).mean()) if v else float("nan")  # noqa: E731
+        row = {"model": model, "pseudo_labels": T5_ROWS[pseudo],
+               **(seed_columns(per_seed) if per_seed else {"n_seeds": len(q.get("precision", {})), "miou_mean": float("nan"),
+                                                          "miou_std": float("nan"), "miou_seeds": ""}),
+               **control_columns(paired_change(per_seed, base) if per_seed and base and pseudo != "none" else None),
+               **{f"{name}_mean": mean(q.get(name, {})) for name in QUALITY_KEYS}}
+        gain = gain_eq = None
+        if pseudo == "gmm":
+            cbst = miou.get((model, "cbst"))
+            gain = paired_change(per_seed, cbst) if cbst else None
+            at = quality.get((model, "cbst_at_gmm_coverage"), {}).get("precision")
+            gain_eq = paired_change(q.get("precision", {}), at) if at else None
+        for name, change in (("gmm_vs_cbst", gain), ("precision_gain_equal_coverage", gain_eq)):
+            row.update({name: float("nan") if change is None else change.mean,
+                        f"{name}_std": float("nan") if change is None else change.spread,
+                        f"{name}_real": "" if change is None else change.verdict(direction=True)})
+        paper, where = PAPER_TABLE5.get((model, pseudo), (float("nan"), ""))
+        paper_base = PAPER_TABLE5.get((model, "none"), (float("nan"), ""))[0]
+        row.update(paper_miou=paper, paper_vs_model=paper - paper_base if pseudo != "none" else float("nan"),
+                   paper_source=where)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def group_iou(per_class_iou: dict[str, float | None], classes: list[str]) -> float:
     """Mean IoU over ``classes``, leaving out a class without a value (absent from the evaluated split);
     NaN when none has one."""
@@ -352,7 +418,9 @@ def sk_class_comparison(items: list[tuple[int, str | Path, dict[str, str | Path]
 # Columns holding fractions, shown as percentages with one decimal in the markdown and HTML tables: the
 # summary's mIoU and per-class IoU, the ladder's and the pseudo-label comparison's means, spreads and changes.
 FRACTION_COLUMNS = frozenset({"miou", "miou13", *CLASS_NAMES, "miou_mean", "miou_std", "delta", "delta_std",
-                              "vs_control", "vs_control_std", "paper_miou", "paper_vs_no_balance",
+                              "vs_control", "vs_control_std", "paper_miou", "paper_vs_no_balance", "paper_vs_model",
+                              "gmm_vs_cbst", "gmm_vs_cbst_std", "precision_gain_equal_coverage",
+                              "precision_gain_equal_coverage_std",
                               *(f"{key}_mean" for key in QUALITY_KEYS),
                               *(f"{PSEUDO_REFERENCE}_{key}_gain{suffix}"
                                 for key in GAIN_KEYS for suffix in ("", "_std"))})

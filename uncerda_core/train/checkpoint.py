@@ -17,7 +17,10 @@ from typing import Any
 
 import torch
 
+from uncerda_core import artifacts
 from uncerda_core.artifacts import atomic_path
+from uncerda_core.errors import UncerdaError
+from uncerda_core.models import build_model, load_state
 from uncerda_core.train.guards import check_parent
 
 
@@ -57,3 +60,27 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     check_parent()
     with atomic_path(path, size_hint=_tensor_bytes(state)) as tmp:
         torch.save(state, tmp)
+
+
+def import_model(config: dict, weights: str | Path, out: str | Path) -> str:
+    """A trained model file of another project (an AdaptSegNet, ADVENT or Seg-Uncertainty state dict, or an
+    uncerda checkpoint) written as an uncerda checkpoint at ``out``, so that every later stage reads it as
+    one of its own; returns the load summary.
+
+    Every tensor of the network must come from the file, both classifier heads included: a head left at its
+    initial values would give pseudo labels of a model nobody trained. Keys are mapped as
+    :mod:`uncerda_core.models.weights` describes; the file is read without running pickled code.
+    """
+    model = build_model(config["model"])
+    report = load_state(model, weights)
+    incomplete = report.missing + report.skipped_shape
+    if incomplete:
+        raise UncerdaError(f"{weights}: not a whole trained model for this config's network: "
+                           f"{len(report.missing)} of its tensors are missing and {len(report.skipped_shape)} have "
+                           f"another shape, e.g. {incomplete[0]} {report.shape_notes.get(incomplete[0], '')}".rstrip()
+                           + f"; check model.arch and model.num_classes, or the file ({report.summary(3)})")
+    state = {"model": model.state_dict(), "model_config": config["model"], "config": config, "stage": "import",
+             "iteration": 0, "provenance": artifacts.provenance("import-model", config=config,
+                                                                   inputs={"weights": weights})}
+    save_checkpoint(out, state)
+    return report.summary()

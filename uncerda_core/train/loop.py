@@ -65,6 +65,9 @@ class StageSettings:
     target_only: bool
     source_weight: float
     source_focal_gamma: float   # 0: cross-entropy on source pixels; > 0: the focal loss (Table 4)
+    memory_weight: float        # MRNet's memory regularisation on target pixels (0: off; adversarial stages only)
+    memory_aux_weight: float
+    memory_start: int           # the first iteration (0-based) that adds the memory regularisation
     sampling: str
     poly_horizon: int | None
     target_bn_stats: bool   # re-estimate BatchNorm statistics on target train before writing weights
@@ -78,6 +81,11 @@ class StageSettings:
         zero gradient of its loss; its weights are those of a run that computes both.
         """
         return self.adversarial and (self.lambda_adv_main != 0.0 or self.lambda_adv_aux != 0.0)
+
+    @property
+    def target_loss(self) -> bool:
+        """Whether target batches carry a loss: adversarial, memory regularisation or self-training."""
+        return self.discriminated or self.memory_weight > 0.0 or self.self_training
 
     @property
     def horizon(self) -> int:
@@ -140,6 +148,8 @@ def _stage_settings(config: dict, stage: str, image_translation: bool | None,
         # Outside self-training the source loss is the whole loss: weight 1.
         source_weight=st["source_weight"] if self_training else 1.0,
         source_focal_gamma=adapt["focal_gamma"] if adversarial and source_loss == "focal" else 0.0,
+        memory_weight=adapt["memory_weight"] if adversarial else 0.0, memory_aux_weight=adapt["memory_aux_weight"],
+        memory_start=math.floor(adapt["memory_start"] * iterations),
         # Only a target-guided round draws by class: every other stage draws source images uniformly.
         sampling=config["tgaa"]["sampling"] if stage == "tgaa" else "image",
         poly_horizon=config["train"]["poly_horizon"],
@@ -514,7 +524,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 parts["total"] = ["_source"]
 
             pred_t = None
-            if tgt is not None and settings.adversarial and not settings.discriminated:
+            if tgt is not None and settings.adversarial and not settings.target_loss:
                 # lambda_adv = 0: the batch goes through the network in training mode (BatchNorm's running
                 # averages see it) and nothing else; its loss would be 0 and its gradient all zeros.
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -528,10 +538,17 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                     if settings.adversarial:
                         size = x_t.shape[-2:]
                         pred_t = {"aux": losses.upsample(aux_t, size, stride), "main": losses.upsample(main_t, size, stride)}
+                    if settings.discriminated:
                         adv = {h: losses.adversarial_loss(discriminators[h](discriminator_input(pred_t[h], settings.disc_input)),
                                                           losses.SOURCE_LABEL) for h in ("aux", "main")}
                         loss_t = loss_t + settings.lambda_adv_main * adv["main"] + settings.lambda_adv_aux * adv["aux"]
                         logged.update(adv_main=adv["main"], adv_aux=adv["aux"])
+                    if settings.memory_weight > 0.0:
+                        # the term is logged from the start (0 before memory_start) so the losses keep one set of columns
+                        memory = losses.memory_regularisation(pred_t["main"], pred_t["aux"], settings.memory_aux_weight)
+                        on = float(it >= settings.memory_start)
+                        loss_t = loss_t + on * settings.memory_weight * memory
+                        logged.update(memory=memory * on)
                     if settings.self_training:
                         y_t = to_device(tgt["label"])
                         st = self_training_loss(settings, main_t, aux_t, y_t, num_classes, train_cfg["lambda_seg_aux"],

@@ -68,6 +68,19 @@ def prediction_variance(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
 
+def memory_regularisation(main_logits: torch.Tensor, aux_logits: torch.Tensor, aux_weight: float) -> torch.Tensor:
+    """MRNet's memory regularisation in vivo (Zheng and Yang, IJCAI 2020), on unlabelled target pixels.
+
+    ``m = softmax(main + aux_weight * aux)``, the two heads' fused prediction, is held constant (no
+    gradient) and each head is pulled towards it: ``mean_pixels[KL(m || softmax(main)) + KL(m || softmax(aux))]``
+    with each KL summed over classes, the mean over every pixel of the (B, C, H, W) logits. Two heads that
+    agree give 0. The fused prediction is the one the heads are read by at test time, so the term asks
+    each head to remember it.
+    """
+    fused = (main_logits + aux_weight * aux_logits).detach()
+    return (prediction_variance(fused, main_logits) + prediction_variance(fused, aux_logits)).mean()
+
+
 def rectified_loss_single(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, *,
                           stride: int | None = None) -> torch.Tensor:
     """``mean(CE(a, y) * exp(-var)) + mean(var)`` over the labelled pixels, var = KL(a || b).

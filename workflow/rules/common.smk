@@ -25,6 +25,11 @@ except UncerdaError as err:
     raise WorkflowError(str(err))
 
 EXP = f"{config['results_dir']}/{config['experiment']}"
+# Table 5's model files of your own: each must exist before any job runs.
+for _name, _path in config["table5"]["checkpoints"].items():
+    if not os.path.isfile(_path):
+        raise WorkflowError(f"table5.checkpoints.{_name}: {_path} is not a file; give the path of a trained model "
+                            "file (a state dict or an uncerda checkpoint), or remove the entry")
 LOGS = f"logs/{config['experiment']}"
 BENCH = f"{EXP}/benchmarks"
 # The resolved config (defaults and --config overrides applied) reaches every command on its command
@@ -134,6 +139,9 @@ SELECTION = config["selection"]["enabled"]
 SELECTION_DATA = f"{EXP}/data/selection"
 # Models no training loop writes (nothing to select from): used as they are.
 UNSELECTED_MODELS = ("source_only_adabn",)
+# Table 5's model files of your own: models ext_<name>, imported once into EXTERNAL_DIR/<name>/.
+EXTERNAL_PREFIX = "ext_"
+EXTERNAL_DIR = f"{EXP}/external"
 # What a training job adds to its command (see uncerda()) and params when selection is on; empty when off,
 # so that the jobs and their commands stay exactly as without selection.
 KEEP_SNAPSHOTS = " --keep-snapshots" if SELECTION else ""
@@ -151,7 +159,10 @@ def target_train_index(labelled=False):
 
 
 def model_ckpt(model, seed="{seed}"):
-    """The checkpoint later stages read for a model: its last one, or its selected one when selection is on."""
+    """The checkpoint later stages read for a model: its last one, or its selected one when selection is on;
+    a model file of your own (``ext_<name>``, Table 5) as ``uncerda import-model`` wrote it, for every seed."""
+    if model.startswith(EXTERNAL_PREFIX) and model[len(EXTERNAL_PREFIX):] in config["table5"]["checkpoints"]:
+        return f"{EXTERNAL_DIR}/{model[len(EXTERNAL_PREFIX):]}/checkpoint.pt"
     if SELECTION and model not in UNSELECTED_MODELS:
         return f"{EXP}/seed{seed}/selected/{model}/checkpoint.pt"
     return f"{EXP}/seed{seed}/models/{model}/checkpoint.pt"
@@ -208,6 +219,9 @@ AA_VARIANTS = {
     "aa": "--image-translation off",
     "aa_it": "--image-translation on",
     "aa_noadv": "--image-translation config --adversarial-weight 0",
+    # Table 5's other adaptation models: MRNet's memory regularisation, ADVENT's entropy-space discriminators.
+    "aa_mr": f"--image-translation off --set adapt.memory_weight={config['table5']['mrnet_memory_weight']}",
+    "aa_ent": "--image-translation off --set adapt.disc_input=entropy",
 }
 
 
@@ -257,9 +271,14 @@ GT_FLAGS = (f"--gt-root {shlex.quote(config['target']['root'])} --gt-split {TRAI
 
 
 def st_teacher(wildcards):
-    """Self-training round k learns from the pseudo labels of the final AA model (k = 1) or of round k-1."""
+    """Self-training round k learns from the pseudo labels of its first teacher (k = 1) or of round k-1. The
+    chain's first teacher is its final AA model; Table 5's rounds ``<t5_teacher>_st_<method>_r<k>`` start
+    from their adaptation model."""
     k = int(wildcards.k)
-    return final_aa(wildcards) if k == 1 else f"st_{wildcards.method}_r{k - 1}"
+    first = getattr(wildcards, "t5_teacher", None)
+    if k == 1:
+        return first or final_aa(wildcards)
+    return f"{first + '_' if first else ''}st_{wildcards.method}_r{k - 1}"
 
 
 # --- evaluation (evaluate.smk) -------------------------------------------------------------------
@@ -334,6 +353,66 @@ def sens_weight_flags(model):
         k = ""
     return (f"--balance {config['tgaa']['balance']} --alpha {alpha} --mu {mu}"
             f" --reading {config['tgaa']['reading']}{k}")
+
+
+# --- Table 5 (table5.smk) ------------------------------------------------------------------------
+# Pseudo labels (none, CBST, GMM) from several adaptation models, each followed by the chain's self-training.
+T5 = config["table5"]
+T5_RECIPES = {"adaptsegnet": "aa", "mrnet": "aa_mr", "advent": "aa_ent"}   # uncerda: the final target-guided model
+T5_LABELS = {"adaptsegnet": "AdaptSegNet", "mrnet": "MRNet", "advent": "ADVENT", "uncerda": "UncerDA (AA)"}
+T5_TEACHER_PATTERN = "|".join([*T5_RECIPES.values(), EXTERNAL_PREFIX + "[A-Za-z0-9]+"])
+T5_METHODS = ("cbst", "gmm")
+TABLE5 = f"{EXP}/ablation/table5.csv"
+TABLE5_FIGURE = f"{EXP}/report/ablation/fig3.png"
+
+
+def t5_models(seed, chain=None):
+    """(label, adaptation model) of the Table 5 models of a seed, in the config's order, files of your own last.
+    ``chain`` True: only UncerDA (AA), the chain's final model (known once the seed's rounds are decided); False:
+    only the others, which a plan can show before then; None: all."""
+    out = []
+    for name in T5["models"]:
+        if chain is None or chain == (name == "uncerda"):
+            out.append((T5_LABELS[name], final_aa_of(seed) if name == "uncerda" else T5_RECIPES[name]))
+    if not chain:
+        out += [(name, f"{EXTERNAL_PREFIX}{name}") for name in T5["checkpoints"]]
+    return out
+
+
+def t5_self_trained(teacher, method):
+    """The model the last self-training round from ``teacher`` writes: the chain's own for its final AA model."""
+    return f"st_{method}_{ST_FINAL}" if teacher.startswith("tgaa_r") else f"{teacher}_st_{method}_{ST_FINAL}"
+
+
+def table5_rows(wildcards, chain=None):
+    """(model label, pseudo labels, seed, metrics JSON or '', quality JSON or '') of every Table 5 row and seed
+    (``chain`` as in :func:`t5_models`): the model itself ("none"), CBST and GMM (self-trained), and CBST at
+    the GMM's coverage (precision only)."""
+    if not T5["models"] and not T5["checkpoints"]:
+        raise WorkflowError("table5: table5.models is empty and table5.checkpoints names no file: nothing to compare")
+    rows = []
+    for seed in ABL_SEEDS:
+        for label, teacher in t5_models(seed, chain):
+            pseudo = f"{seed_dir(seed)}/pseudo/{teacher}"
+            rows.append((label, "none", seed, _eval(seed, teacher), ""))
+            for method in T5_METHODS:
+                rows.append((label, method, seed, _eval(seed, t5_self_trained(teacher, method)),
+                             f"{pseudo}/{method}/quality.json" if GT_FLAGS else ""))
+            if GT_FLAGS:
+                rows.append((label, CBST_AT_GMM, seed, "", f"{pseudo}/{CBST_AT_GMM}/quality.json"))
+    return rows
+
+
+def table5_inputs(chain):
+    """An input function: the metrics files and pseudo-label folders (a folder is a job's output, its
+    quality.json is not) of the chain's model (``chain`` True) or of the others. Two functions, so that a plan
+    shows the other models' jobs before the chain's rounds are decided."""
+    def inputs(wildcards):
+        files = set()
+        for *_, metrics, quality in table5_rows(wildcards, chain):
+            files.update(p for p in (metrics, str(Path(quality).parent) if quality else "") if p)
+        return sorted(files)
+    return inputs
 
 
 # --- ablation (ablation.smk) ---------------------------------------------------------------------
