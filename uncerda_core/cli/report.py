@@ -125,6 +125,36 @@ def cmd_table5(p=None, args=None):
     figures.table5_figure(table, args.figure)
 
 
+@command("online-table", "online self-training beside +UPST over seeds: each run's paired change against +UPST, "
+                         "and GMM weights against confidence weights from each start")
+def cmd_online_table(p=None, args=None):
+    if args is None:
+        p.add_argument("--eval", action="append", default=[], required=True, metavar="SETTING|SEED|METRICS_JSON",
+                       help="one run of one seed; SETTING 'online, <weights> weights, from <start>' or the reference")
+        p.add_argument("--reference", required=True, help="the setting every run is compared with (+UPST)")
+        p.add_argument("--out-dir", required=True, help="writes online.{csv,md}")
+        return
+    import pandas as pd
+
+    from uncerda_core import artifacts
+    from uncerda_core.report.tables import control_columns, paired_change, sensitivity_comparison, write_table
+    items = [row_fields("online-table", "--eval", e, "SETTING|SEED|METRICS_JSON") for e in args.eval]
+    table = sensitivity_comparison(items, args.reference)
+    per_seed: dict[str, dict[int, float]] = {}
+    for setting, seed, path in items:
+        per_seed.setdefault(setting, {})[seed] = artifacts.read_json(path, "metrics file")["miou"]
+    pairs = []   # GMM weights against confidence weights, from each start
+    for setting in per_seed:
+        if setting.startswith("online, gmm weights"):
+            other = setting.replace("gmm weights", "confidence weights")
+            if other in per_seed:
+                pairs.append({"setting": setting, "model": "", "control": other,
+                              **control_columns(paired_change(per_seed[setting], per_seed[other]))})
+    table = pd.concat([table, pd.DataFrame(pairs)], ignore_index=True)
+    record = artifacts.provenance("online-table", extra={"evals": args.eval, "reference": args.reference})
+    print(write_table(table, args.out_dir, "online", record))
+
+
 @command("per-class-table", "Tables 1/2: per-class IoU of the final AA and ST models over seeds, the paper's "
                             "UncerDA rows beside")
 def cmd_per_class_table(p=None, args=None):

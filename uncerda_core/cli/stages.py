@@ -216,7 +216,8 @@ def cmd_adapt(p=None, args=None):
 def cmd_self_train(p=None, args=None):
     if args is None:
         _add_train_io(p)
-        p.add_argument("--pseudo-dir", required=True, help="pseudo-label folder (<name>.png)")
+        p.add_argument("--pseudo-dir", help="pseudo-label folder (<name>.png); not read under selftrain.mode: online, "
+                                            "where an EMA teacher labels each target batch")
         return
     _train(args, "st", pseudo_dir=args.pseudo_dir)
 

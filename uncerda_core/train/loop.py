@@ -37,6 +37,7 @@ from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everythin
 from uncerda_core.train import distributed, guards, losses
 from uncerda_core.train.adabn import reestimate_batchnorm, target_images
 from uncerda_core.train.checkpoint import resume_path, rng_state, save_checkpoint, set_rng_state
+from uncerda_core.train.online import OnlineTeacher, weighted_cross_entropy
 from uncerda_core.uncertainty.equations import balanced_power
 
 STAGES = ("source_only", "oracle", "aa", "tgaa", "st")
@@ -63,6 +64,7 @@ class StageSettings:
     st_class_balanced: bool
     st_class_balance_max: float
     target_only: bool
+    st_mode: str                # offline (pseudo labels from a folder) or online (an EMA teacher, selftrain.online)
     source_weight: float
     source_focal_gamma: float   # 0: cross-entropy on source pixels; > 0: the focal loss (Table 4)
     memory_weight: float        # MRNet's memory regularisation on target pixels (0: off; adversarial stages only)
@@ -144,7 +146,7 @@ def _stage_settings(config: dict, stage: str, image_translation: bool | None,
         disc_input=adapt["disc_input"], disc_ndf=adapt["disc_ndf"], fda_beta=adapt["fda_beta"], **translation,
         self_training=self_training, st_loss=st["loss"], st_lambda_aux=st["lambda_aux"],
         st_class_balanced=st["class_balanced"], st_class_balance_max=st["class_balance_max"],
-        target_only=target_only,
+        target_only=target_only, st_mode=st["mode"] if self_training else "offline",
         # Outside self-training the source loss is the whole loss: weight 1.
         source_weight=st["source_weight"] if self_training else 1.0,
         source_focal_gamma=adapt["focal_gamma"] if adversarial and source_loss == "focal" else 0.0,
@@ -338,6 +340,9 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     stride = model.output_stride   # the unwrapped network's (DDP below hides its attributes)
+    # Online self-training: the teacher starts as a copy of the initial student (its state resumes below).
+    teacher = (OnlineTeacher(model, config["selftrain"]["online"], config["model"]["num_classes"], seed)
+               if settings.st_mode == "online" else None)
     optimizer = build_optimizer(model.param_groups(), train_cfg)
     schedule = _poly(settings.horizon, train_cfg["power"])
     optimizers: dict[str, torch.optim.Optimizer] = {"model": optimizer}
@@ -380,9 +385,13 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             raise UncerdaError(f"stage {settings.stage} needs the target index")
         target_table = read_index(target_index)
         target_settings = ImageSettings.from_config(config["target"], train=True, flip=train_cfg["flip"])
-        label_source = Path(pseudo_dir) if settings.self_training else None
-        if settings.self_training and pseudo_dir is None:
-            raise UncerdaError("self-training needs a pseudo-label folder")
+        online = settings.st_mode == "online"
+        if settings.self_training and not online and pseudo_dir is None:
+            raise UncerdaError("self-training needs a pseudo-label folder (or selftrain.mode: online)")
+        label_source = Path(pseudo_dir) if settings.self_training and not online else None
+        if online and settings.target_only and config["selftrain"]["online"]["classmix"]:
+            raise UncerdaError("selftrain.mode online with classmix pastes source images into target images: "
+                               "it cannot run with selftrain.target_only; set one of them off")
         target_set = SegmentationDataset("cityscapes", target_table, target_settings, label_source=label_source,
                                          cache=train_cfg["num_workers"] == 0 and _cacheable(target_table, target_settings))
         target_stream = BatchStream(len(target_set), train_cfg["batch_size"], seed, TARGET_STREAM, **shard)
@@ -410,6 +419,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             for name, sched in schedulers.items():
                 sched.load_state_dict(state["schedulers"][name])
             set_rng_state(state["rng"])
+            if teacher is not None:
+                teacher.load_state_dict(state["teacher"])
             start, rows = int(state["iteration"]), list(state["losses"])
             resumed = start
             print(f"[{settings.stage}] resuming from {resume} at iteration {start}", file=sys.stderr)
@@ -441,7 +452,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
                 "iteration": iteration, "rng": rng_state(), "losses": rows, "digest": digest,
                 "stage": settings.stage, "settings": asdict(settings), "config": config,
-                "model_config": config["model"], "provenance": record}
+                "model_config": config["model"], "provenance": record,
+                **({"teacher": teacher.state_dict()} if teacher is not None else {})}
 
     def keep_snapshot(iteration: int) -> None:
         """The weights alone (no optimiser state): enough to evaluate, and to start a later stage from."""
@@ -531,6 +543,12 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                     net(prepare(tgt_image))
             elif tgt is not None and (settings.adversarial or settings.self_training):
                 x_t = prepare(tgt_image)
+                if teacher is not None:   # online: the teacher labels the batch; the student sees it mixed
+                    pseudo, pixel_w, _ = teacher.label(x_t, tuple(x_t.shape[-2:]), stride, it)
+                    raw_s, y_raw_s = (to_device(src["image"]), to_device(src["label"])) if src is not None else (None, None)
+                    mixed, y_online, w_online = teacher.mixed(raw_s, y_raw_s, tgt_image, pseudo, pixel_w)
+                    x_t = prepare(mixed)
+                    logged["pl_weight"] = pixel_w.mean()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     aux_t, main_t = net(x_t)
                     aux_t, main_t = aux_t.float(), main_t.float()
@@ -549,7 +567,14 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                         on = float(it >= settings.memory_start)
                         loss_t = loss_t + on * settings.memory_weight * memory
                         logged.update(memory=memory * on)
-                    if settings.self_training:
+                    if settings.self_training and teacher is not None:
+                        size = y_online.shape[-2:]
+                        st = (weighted_cross_entropy(losses.upsample(main_t, size, stride), y_online, w_online)
+                              + train_cfg["lambda_seg_aux"]
+                              * weighted_cross_entropy(losses.upsample(aux_t, size, stride), y_online, w_online))
+                        loss_t = loss_t + st
+                        logged.update(st=st)
+                    elif settings.self_training:
                         y_t = to_device(tgt["label"])
                         st = self_training_loss(settings, main_t, aux_t, y_t, num_classes, train_cfg["lambda_seg_aux"],
                                                 stride=stride)
@@ -587,6 +612,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 opt.step()
             for sched in schedulers.values():
                 sched.step()
+            if teacher is not None:
+                teacher.update(model, it)
 
             done = progress.done = it + 1
             log_now = done % log_every == 0 or done == settings.iterations

@@ -281,6 +281,31 @@ def st_teacher(wildcards):
     return f"{first + '_' if first else ''}st_{wildcards.method}_r{k - 1}"
 
 
+# Online self-training (selftrain.mode: online), beside the chain's offline +UPST: one run per pixel weighting
+# (DACS's confidence share, or Eq. 6's GMM posterior) and start (the chain's final AA model, or source only).
+ONLINE_MODEL_PATTERN = r"online_(confidence|gmm)_(tgaa|src)"
+ONLINE_RUNGS = {f"online_{w}_{start}": f"online, {w} weights, from {label}" for start, label in
+                (("tgaa", "+TGAA"), ("src", "source only")) for w in ("confidence", "gmm")}
+ONLINE_REFERENCE = "+UPST (offline, GMM labels)"
+ONLINE_TABLE = f"{EXP}/ablation/online.csv"
+
+
+def online_init(wildcards):
+    """An online run starts from the chain's final AA model (UncerDA's chain) or from source only (DACS's)."""
+    start = final_aa(wildcards) if wildcards.online_model.endswith("_tgaa") else "source_only"
+    return model_ckpt(start, wildcards.seed)
+
+
+def online_flags(model):
+    return f"--set selftrain.mode=online --set selftrain.online.pixel_weights={model.split('_')[1]}"
+
+
+def online_evals(wildcards):
+    """(label, seed, metrics JSON) of +UPST and every online run, every seed of ablation.seeds."""
+    return [(label, seed, _eval(seed, model)) for seed in ABL_SEEDS
+            for label, model in ((ONLINE_REFERENCE, ST_LAST), *((l, m) for m, l in ONLINE_RUNGS.items()))]
+
+
 # --- evaluation (evaluate.smk) -------------------------------------------------------------------
 def chain_rungs(wildcards):
     """The main chain's rungs, in the order of Table 3: label -> eval JSON."""

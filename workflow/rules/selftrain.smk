@@ -66,3 +66,57 @@ rule self_train:
         "{params.cmd} --seed {wildcards.seed} --init {input.init:q}"
         " --pseudo-dir {input.pseudo:q} --source-index {input.source_index:q}"
         " --target-index {input.target_index:q} --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
+
+
+rule self_train_online:
+    """Online self-training (selftrain.mode: online): an EMA teacher labels each target batch, no pseudo folder."""
+    input:
+        **TRAIN_INPUT,
+        init=online_init,
+    output:
+        ckpt=f"{MODELS}/{{online_model}}/checkpoint.pt",
+        losses=f"{MODELS}/{{online_model}}/losses.csv",
+    wildcard_constraints:
+        online_model=ONLINE_MODEL_PATTERN,
+    params:
+        cmd=uncerda("self-train", config_json=True, train=True),
+        flags=lambda w: online_flags(w.online_model),
+        settings=settings("model", "train", "source", "target", "adapt", "selftrain", omit=("selftrain.rounds",)),
+        **SELECTION_PARAMS,
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    log:
+        f"{LOGS}/seed{{seed}}/self_train_{{online_model}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/self_train_{{online_model}}.tsv"
+    shell:
+        "{params.cmd} {params.flags} --seed {wildcards.seed} --init {input.init:q}"
+        " --source-index {input.source_index:q} --target-index {input.target_index:q}"
+        " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
+
+
+rule online_table:
+    input:
+        lambda w: [path for *_, path in online_evals(w)],
+    output:
+        table=report(ONLINE_TABLE, caption="../report/online.rst", category="Ablation"),
+        md=ONLINE_TABLE.replace(".csv", ".md"),
+    params:
+        cmd=uncerda("online-table"),
+        evals=lambda w: " ".join(f"--eval {shlex.quote('|'.join(map(str, e)))}" for e in online_evals(w)),
+        reference=ONLINE_REFERENCE,
+        out_dir=lambda w, output: os.path.dirname(output.table),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/online_table.log",
+    shell:
+        "{params.cmd} {params.evals} --reference {params.reference:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule online:
+    """snakemake online: online self-training beside +UPST over every seed of ablation.seeds."""
+    input:
+        rules.online_table.output,
+        RESOLVED,
