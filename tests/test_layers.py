@@ -290,9 +290,10 @@ def test_the_checks_find_what_they_look_for(tmp_path):
 # --- the workflow: rule files hold rules, their helpers live in common.smk ---------------------------
 
 RULES_DIR = PACKAGE_ROOT.parent / "workflow" / "rules"
-# What a rule file may hold at its top level besides comments and blank lines: rules (and checkpoints),
-# and the one conditional that declares the demo's rule only when the demo is enabled.
-RULE_FILE_STATEMENT = ("rule ", "checkpoint ", "if config[")
+# What a rule file may hold at its top level besides comments and blank lines: rules (and checkpoints, and a
+# rule derived from another with `use rule`), and the one conditional that declares the demo's rule only when
+# the demo is enabled.
+RULE_FILE_STATEMENT = ("rule ", "checkpoint ", "use rule ", "if config[")
 
 
 def non_rule_statements(text: str) -> list[str]:
@@ -316,6 +317,7 @@ def test_the_rule_file_check_finds_helpers():
     text = ("# a comment\nimport os\n\nX = 1\n\n\ndef helper(w):\n    return 1\n\n\nrule a:\n    input:\n"
             "        'x',\n\n\nif config['demo']['enabled']:\n\n    rule b:\n        output: 'y'\n")
     assert non_rule_statements(text) == ["2: import os", "4: X = 1", "7: def helper(w):"]
+    assert non_rule_statements("use rule a as b with:\n    output: 'z'\n") == []
 
 
 # --- the entry points: the console script and ``python -m uncerda_core`` reach the CLI package's main -------

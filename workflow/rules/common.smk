@@ -440,6 +440,16 @@ def table5_inputs(chain):
     return inputs
 
 
+# --- Tables 1/2 and every paper table (paper.smk) ------------------------------------------------
+PER_CLASS = f"{EXP}/ablation/per_class.csv"
+
+
+def per_class_rows(wildcards):
+    """(label, seed, metrics JSON) of the final AA and ST models of every seed: Tables 1/2's UncerDA rows."""
+    return [(label, seed, _eval(seed, model)) for seed in ABL_SEEDS
+            for label, model in (("UncerDA (AA)", final_aa_of(seed)), ("UncerDA (ST)", ST_LAST))]
+
+
 # --- ablation (ablation.smk) ---------------------------------------------------------------------
 ABL_SEEDS = config["ablation"]["seeds"]
 ABL_METHODS = config["ablation"]["pseudo_methods"]

@@ -1,12 +1,5 @@
 # The paper's tables and figures in one target: Tables 1/2 (per-class IoU in the paper's layout), 3 (the
 # ablation), 4, 5 and Figs. 3, 6 and 8, over every seed of ablation.seeds.
-PER_CLASS = f"{EXP}/ablation/per_class.csv"
-
-
-def per_class_rows(wildcards):
-    """(label, seed, metrics JSON) of the final AA and ST models of every seed: Tables 1/2's UncerDA rows."""
-    return [(label, seed, _eval(seed, model)) for seed in ABL_SEEDS
-            for label, model in (("UncerDA (AA)", final_aa_of(seed)), ("UncerDA (ST)", ST_LAST))]
 
 
 rule per_class_table:
