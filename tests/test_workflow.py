@@ -439,3 +439,4 @@ def test_online_self_training_runs_beside_upst_in_both_weightings(smoke, tmp_pat
                                           "online, confidence weights, from source only"]
     losses = pd.read_csv(work / "results" / "smoke" / "seed0" / "models" / "online_gmm_tgaa" / "losses.csv")
     assert "pl_weight" in losses and losses["st"].notna().all()
+    assert (work / "results" / "smoke" / "report" / "ablation" / "online_curves.png").stat().st_size > 10_000

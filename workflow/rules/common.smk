@@ -288,6 +288,12 @@ ONLINE_RUNGS = {f"online_{w}_{start}": f"online, {w} weights, from {label}" for 
                 (("tgaa", "+TGAA"), ("src", "source only")) for w in ("confidence", "gmm")}
 ONLINE_REFERENCE = "+UPST (offline, GMM labels)"
 ONLINE_TABLE = f"{EXP}/ablation/online.csv"
+ONLINE_CURVES = f"{EXP}/report/ablation/online_curves.png"   # the main seed's runs, beside +UPST's
+
+
+def online_curve_models():
+    """(label, model) of the curves figure: +UPST and every online run."""
+    return [("+UPST", ST_LAST), *((model, model) for model in ONLINE_RUNGS)]
 
 
 def online_init(wildcards):

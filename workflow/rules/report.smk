@@ -303,3 +303,22 @@ rule report_figures:
     """Every report figure of the main seed (and the ablation's, once `snakemake ablation` has run)."""
     input:
         report_figure_files(),
+
+
+rule report_online_curves:
+    """The training curves of the main seed's online self-training runs beside +UPST's (snakemake online)."""
+    input:
+        losses=[f"{seed_dir(SEED)}/models/{m}/losses.csv" for _, m in online_curve_models()],
+        evals=[f"{seed_dir(SEED)}/eval/{m}.json" for _, m in online_curve_models()],
+    output:
+        report(ONLINE_CURVES, caption="../report/online.rst", category="Ablation"),
+    params:
+        cmd=uncerda("figure-curves"),
+        losses=" ".join(shlex.quote(f"{label}={seed_dir(SEED)}/models/{m}/losses.csv") for label, m in online_curve_models()),
+        evals=" ".join(shlex.quote(f"{label}={seed_dir(SEED)}/eval/{m}.json") for label, m in online_curve_models()),
+    resources:
+        **res("cpu"),
+    log:
+        f"{LOGS}/report_online_curves.log",
+    shell:
+        "{params.cmd} {params.losses} --evals {params.evals} --out {output:q} > {log:q} 2>&1"

@@ -119,4 +119,5 @@ rule online:
     """snakemake online: online self-training beside +UPST over every seed of ablation.seeds."""
     input:
         rules.online_table.output,
+        ONLINE_CURVES,
         RESOLVED,
