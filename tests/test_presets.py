@@ -200,3 +200,19 @@ def test_paper_preset_plans_the_paper_tables(tmp_path, trees):
         assert f"/models/{model}/checkpoint.pt" in out, model
     assert "--set adapt.memory_weight=0.1" in out and "--set adapt.disc_input=entropy" in out
     assert "rule decide_round:" in out or "checkpoint decide_round:" in out
+
+
+def test_paper_preset_plans_online_self_training(tmp_path, trees):
+    """snakemake online at paper scale: DACS's keys from the preset reach the planned runs, which train with
+    source batches although the preset's offline self-training is target-only."""
+    proc = snakemake(tmp_path / "run", "-n", "-p", *_preset_args("gta5_cityscapes", trees,
+                                                                 f"model={{init: {trees['init']}}}"),
+                     "--", "online", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    line = next(line for line in out.splitlines() if " self-train " in line and "/models/online_gmm_src/" in line)
+    argv = shlex.split(line[line.index(sys.executable):])
+    config = json.loads(argv[argv.index("--config-json") + 1])
+    assert config["selftrain"]["online"]["threshold"] == 0.968 and config["selftrain"]["online"]["ema_decay"] == 0.99
+    assert config["selftrain"]["target_only"] is True      # the preset's offline setting ...
+    assert "selftrain.target_only=false" in argv          # ... overridden for the online runs

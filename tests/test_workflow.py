@@ -424,7 +424,8 @@ def test_online_self_training_runs_beside_upst_in_both_weightings(smoke, tmp_pat
         argv = shlex.split(line[line.index(sys.executable):])
         model = re.search(r"/models/(online_[a-z]+_[a-z]+)/checkpoint.pt", line).group(1)
         sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-        assert sets == ["selftrain.mode=online", f"selftrain.online.pixel_weights={model.split('_')[1]}"]
+        assert sets == ["selftrain.mode=online", f"selftrain.online.pixel_weights={model.split('_')[1]}",
+                        "selftrain.target_only=false"]
         start = argv[argv.index("--init") + 1]
         assert start.endswith("/models/source_only/checkpoint.pt" if model.endswith("_src") else "/checkpoint.pt")
         assert model.endswith("_src") or re.search(r"/models/tgaa_r\d+/checkpoint.pt$", start)

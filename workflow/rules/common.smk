@@ -303,7 +303,10 @@ def online_init(wildcards):
 
 
 def online_flags(model):
-    return f"--set selftrain.mode=online --set selftrain.online.pixel_weights={model.split('_')[1]}"
+    """An online run's settings over the config's: online mode, its pixel weights, and source batches beside the
+    mixed ones (ClassMix pastes source images, as in DACS, whatever selftrain.target_only says for offline)."""
+    return (f"--set selftrain.mode=online --set selftrain.online.pixel_weights={model.split('_')[1]}"
+            " --set selftrain.target_only=false")
 
 
 def online_evals(wildcards):
