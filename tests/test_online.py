@@ -131,3 +131,20 @@ def test_strong_augment_draws_once_and_keeps_the_range():
     assert not torch.allclose(changed, images) and changed.min() >= 0 and changed.max() <= 255
     again = online.strong_augment(images, torch.Generator().manual_seed(1), 0.25, 1.0, 1.0, (0.15, 1.15))
     assert torch.equal(changed, again)
+
+
+def test_mic_masks_keep_blocks_whole_and_mask_about_the_ratio():
+    gen = torch.Generator().manual_seed(0)
+    assert online.mic_masks((2, 8, 12), 4, 0.0, gen).min() == 1          # ratio 0: nothing masked
+    assert online.mic_masks((2, 8, 12), 4, 1.0, gen).max() == 0          # ratio 1: everything masked
+    masks = online.mic_masks((1, 64, 64), 4, 0.7, torch.Generator().manual_seed(3))
+    assert masks.shape == (1, 1, 64, 64)
+    blocks = masks[0, 0].reshape(16, 4, 16, 4)                          # each 4x4 block is all kept or all masked
+    assert torch.equal(blocks.amin(dim=(1, 3)), blocks.amax(dim=(1, 3)))
+    assert 0.6 < 1 - masks.mean().item() < 0.8                          # 256 blocks, about 70 % masked
+    teacher = online.OnlineTeacher(torch.nn.Conv2d(3, 2, 1), {"pixel_weights": "confidence", "jitter": 0.25,
+                                                             "jitter_p": 0.0, "blur_p": 0.0, "blur_sigma": [0.15, 1.15],
+                                                             "mic_block": 4, "mic_ratio": 0.7}, 2, seed=0)
+    images = torch.full((1, 3, 16, 16), 200.0)
+    masked = teacher.masked(images, lambda x: x / 100.0 - 1.0)         # normalised: 1.0; masked blocks: 0
+    assert set(masked.unique().tolist()) <= {0.0, 1.0} and (masked == 0).any()

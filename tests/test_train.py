@@ -387,20 +387,21 @@ def test_memory_regularisation_trains_from_its_start(data, source_only_full):
     assert with_term["seg"][3] != plain["seg"][3]
 
 
-@pytest.mark.parametrize("pixel_weights", ["confidence", "gmm"])
-def test_online_self_training_trains_without_a_pseudo_folder_and_resumes_exactly(data, source_only_full, pixel_weights):
+@pytest.mark.parametrize("pixel_weights, mic", [("confidence", False), ("gmm", False), ("gmm", True)])
+def test_online_self_training_trains_without_a_pseudo_folder_and_resumes_exactly(data, source_only_full, pixel_weights,
+                                                                               mic):
     """selftrain.mode online, 6 iterations: the EMA teacher labels the batches (no pseudo-label folder), the
     pixel weights are logged; stopped after iteration 2 and resumed, the weights, teacher and losses are those
     of the uninterrupted run bit for bit. gmm refits every 2 iterations on a small record."""
     config = copy.deepcopy(data["config"])
     config["selftrain"].update(iterations=6, mode="online")
     config["selftrain"]["online"].update(pixel_weights=pixel_weights, gmm_refit_every=2, gmm_record=500,
-                                         gmm_per_step=100, gmm_min_pixels=5)
+                                         gmm_per_step=100, gmm_min_pixels=5, mic=mic, mic_block=8)
     settings = stage_settings(config, "st")
     assert settings.st_mode == "online"
 
     def run(name: str, **kwargs):
-        out = data["root"] / f"online_{pixel_weights}_{name}" / "checkpoint.pt"
+        out = data["root"] / f"online_{pixel_weights}_{mic}_{name}" / "checkpoint.pt"
         result = run_training(config, settings, out, seed=0, source_dataset="gta5", source_index=data["source"],
                               target_index=data["target"], init=source_only_full, losses_csv=out.with_name("losses.csv"),
                               progress=False, **kwargs)
@@ -414,6 +415,11 @@ def test_online_self_training_trains_without_a_pseudo_folder_and_resumes_exactly
     a, b = load_checkpoint(full), load_checkpoint(resumed)
     rows = pd.read_csv(full.with_name("losses.csv"))
     assert rows["pl_weight"].between(0, 1).all() and rows["st"].notna().all()
+    assert ("mic" in rows) == mic and (not mic or (rows["mic"] >= 0).all())
+    # the total: the source loss, the mixed batch's and (MIC) the masked image's
+    source = config["selftrain"]["source_weight"] * (rows["seg"] + config["train"]["lambda_seg_aux"] * rows["seg_aux"])
+    expected = source + rows["st"] + (rows["mic"] if mic else 0.0)
+    assert rows["total"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-5)
     assert not torch.equal(a["model"]["head_main.branches.0.weight"],
                            load_checkpoint(source_only_full)["model"]["head_main.branches.0.weight"])
     with pytest.raises(UncerdaError, match="pseudo-label folder"):

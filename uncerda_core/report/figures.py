@@ -510,7 +510,7 @@ def examples_figure(examples: Sequence[Example], out: str | os.PathLike,
 
 # losses.csv columns by panel (train/loop.py writes them; a stage has only those it computes).
 TASK_LOSSES = (("seg", "segmentation (main)"), ("seg_aux", "segmentation (aux)"), ("st", "self-training"),
-               ("total", "total"), ("memory", "memory regularisation"))
+               ("total", "total"), ("memory", "memory regularisation"), ("mic", "masked image consistency"))
 ADVERSARIAL_LOSSES = (("adv_main", "adversarial (main)"), ("adv_aux", "adversarial (aux)"),
                       ("d_main", "discriminator (main)"), ("d_aux", "discriminator (aux)"))
 # A discriminator that cannot tell the domains apart sits at the binary cross-entropy of 0.5: ln 2.

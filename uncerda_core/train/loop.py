@@ -583,6 +583,20 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 loss_t.backward()
                 logged["_target"] = loss_t
                 parts["total"] = parts.get("total", []) + ["_target"]
+                if teacher is not None and teacher.settings["mic"]:
+                    # MIC: the teacher's labels and weights of the target batch, learnt from its masked image
+                    x_m = teacher.masked(tgt_image, prepare)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        aux_m, main_m = net(x_m)
+                        size = pseudo.shape[-2:]
+                        mic = teacher.settings["mic_weight"] * (
+                            weighted_cross_entropy(losses.upsample(main_m.float(), size, stride), pseudo, pixel_w)
+                            + train_cfg["lambda_seg_aux"]
+                            * weighted_cross_entropy(losses.upsample(aux_m.float(), size, stride), pseudo, pixel_w))
+                    mic.backward()
+                    logged["_mic"] = mic
+                    logged["mic"] = mic.detach()
+                    parts["total"].append("_mic")
 
             if discriminators:
                 size = x_s.shape[-2:]

@@ -193,6 +193,15 @@ def strong_augment(images: torch.Tensor, generator: torch.Generator, jitter: flo
     return (out.clamp(0.0, 1.0) * 255.0).to(images.dtype)
 
 
+def mic_masks(shape: tuple[int, int, int], block: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
+    """MIC's (Hoyer et al., CVPR 2023) block masks: a grid of round(H / block) x round(W / block) cells (at least
+    one each way), each kept when a uniform draw exceeds ``ratio`` (so about ``ratio`` of them are masked),
+    stretched to (B, 1, H, W) by nearest neighbour: 1 kept, 0 masked."""
+    b, h, w = shape
+    cells = torch.rand((b, 1, max(1, round(h / block)), max(1, round(w / block))), generator=generator)
+    return F.interpolate((cells > ratio).float(), size=(h, w), mode="nearest")
+
+
 class OnlineTeacher:
     """The teacher side of one online self-training run: the EMA copy of the student, the random streams of
     mixing and augmentation, and (gmm weights) the entropy record and its weight tables. Its state travels in
@@ -248,6 +257,15 @@ class OnlineTeacher:
             images, labels = target, pseudo
         images = strong_augment(images, self.generator, s["jitter"], s["jitter_p"], s["blur_p"], tuple(s["blur_sigma"]))
         return images, labels, weights
+
+    def masked(self, target: torch.Tensor, normalize) -> torch.Tensor:
+        """MIC's input: the target batch (0-255) with DACS's augmentation, normalised by ``normalize``, then
+        multiplied by block masks, so a masked block reads as the normalisation's mean."""
+        s = self.settings
+        images = strong_augment(target, self.generator, s["jitter"], s["jitter_p"], s["blur_p"], tuple(s["blur_sigma"]))
+        images = normalize(images)
+        masks = mic_masks((images.shape[0], *images.shape[-2:]), s["mic_block"], s["mic_ratio"], self.generator)
+        return images * masks.to(images.device, images.dtype)
 
     @torch.no_grad()
     def update(self, student: torch.nn.Module, iteration: int) -> None:
