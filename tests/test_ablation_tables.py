@@ -280,3 +280,26 @@ def test_table5_command_writes_the_table_and_fig3(tmp_path):
     assert (out / "fig3.png").stat().st_size > 10_000 and (out / "table5.csv.provenance.json").is_file()
     assert main(["table5", "--row", "AdaptSegNet|gmm|x|a.json|", "--out-dir", str(out),
                  "--figure", str(out / "f.png")]) != 0
+
+
+
+def test_online_table_pairs_every_run_with_upst_and_gmm_with_confidence_and_mic(tmp_path):
+    from uncerda_core.cli import main
+    import pandas as pd
+    runs = {"+UPST": (0.44, 0.46), "online, confidence weights, from +TGAA": (0.41, 0.42),
+            "online, gmm weights, from +TGAA": (0.43, 0.45), "online, gmm weights + MIC, from +TGAA": (0.44, 0.45)}
+    evals = [arg for setting, values in runs.items() for seed, value in enumerate(values)
+             for arg in ("--eval", f"{setting}|{seed}|{_metrics(tmp_path, setting, seed, value)}")]
+    out = tmp_path / "out"
+    assert main(["online-table", *evals, "--reference", "+UPST", "--out-dir", str(out)]) == 0
+    table = pd.read_csv(out / "online.csv")
+    rows = {(s, c if isinstance(c, str) else ""): r for s, c, r in zip(table["setting"], table["control"],
+                                                                          table.to_dict("records"))}
+    # against +UPST: confidence -0.03, -0.04 -> -0.035 below; gmm -0.01, -0.01 -> spread 0 -> below
+    assert rows[("online, confidence weights, from +TGAA", "+UPST")]["vs_control"] == pytest.approx(-0.035)
+    assert rows[("online, confidence weights, from +TGAA", "+UPST")]["beats_control"] == "below"
+    # GMM against confidence: +0.02, +0.03 -> yes; MIC against GMM: +0.01, 0.00 -> no difference
+    gmm = rows[("online, gmm weights, from +TGAA", "online, confidence weights, from +TGAA")]
+    assert gmm["vs_control"] == pytest.approx(0.025) and gmm["beats_control"] == "yes"
+    mic = rows[("online, gmm weights + MIC, from +TGAA", "online, gmm weights, from +TGAA")]
+    assert mic["vs_control"] == pytest.approx(0.005) and mic["beats_control"] == "no difference"

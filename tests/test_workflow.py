@@ -410,34 +410,32 @@ def test_table5_runs_on_a_model_file_of_your_own(smoke, tmp_path):
 
 
 def test_online_self_training_runs_beside_upst_in_both_weightings(smoke, tmp_path):
-    """snakemake online in a copy of the smoke run: four online runs (confidence and GMM weights, from +TGAA and
-    from source only) with no pseudo-label folder, evaluated, and the table against +UPST."""
+    """snakemake online in a copy of the smoke run: the plan has six online runs (confidence and GMM weights, and GMM
+    with MIC, from +TGAA and from source only) with no pseudo-label folder, the table and the curves; two of the
+    runs train for real (the table command is checked by hand in test_ablation_tables)."""
     import shutil
     work = tmp_path / "smoke"
     shutil.copytree(smoke.workdir, work, symlinks=True)
-    args = smoke_args(work, "ablation={seeds: [0]}")
-    plan = snakemake(work, *args, "-n", "-p", "--", "online", timeout=300)
+    args = smoke_args(work, "ablation={seeds: [0]}", "-p")
+    plan = snakemake(work, *args, "-n", "--", "online", timeout=300)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    commands = [line for line in (plan.stdout + plan.stderr).splitlines() if " self-train " in line and "online_" in line]
-    assert len(commands) == 4 and not any("--pseudo-dir" in line for line in commands)
+    out = plan.stdout + plan.stderr
+    assert "rule online_table:" in out and "rule report_online_curves:" in out
+    commands = [line for line in out.splitlines() if " self-train " in line and "online_" in line]
+    assert len(commands) == 6 and not any("--pseudo-dir" in line for line in commands)
     for line in commands:
         argv = shlex.split(line[line.index(sys.executable):])
-        model = re.search(r"/models/(online_[a-z]+_[a-z]+)/checkpoint.pt", line).group(1)
+        model = re.search(r"/models/(online_[a-z]+_[a-z]+(_mic)?)/checkpoint.pt", line).group(1)
         sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
         assert sets == ["selftrain.mode=online", f"selftrain.online.pixel_weights={model.split('_')[1]}",
-                        "selftrain.target_only=false"]
+                        "selftrain.target_only=false", *(["selftrain.online.mic=true"] if "_mic" in model else [])]
         start = argv[argv.index("--init") + 1]
-        assert start.endswith("/models/source_only/checkpoint.pt" if model.endswith("_src") else "/checkpoint.pt")
-        assert model.endswith("_src") or re.search(r"/models/tgaa_r\d+/checkpoint.pt$", start)
-    proc = snakemake(work, *args, "--", "online", timeout=600)
+        assert start.endswith("/models/source_only/checkpoint.pt") if "_src" in model else \
+            re.search(r"/models/tgaa_r\d+/checkpoint.pt$", start)
+    models = work / "results" / "smoke" / "seed0" / "models"
+    targets = [str(models / m / "checkpoint.pt") for m in ("online_gmm_tgaa_mic", "online_confidence_src")]
+    proc = snakemake(work, *args, "--", *targets, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_csv(work / "results" / "smoke" / "ablation" / "online.csv")
-    assert table["setting"].iloc[0] == "+UPST (offline, GMM labels)"
-    assert set(table["setting"][1:5]) == {"online, confidence weights, from +TGAA", "online, gmm weights, from +TGAA",
-                                          "online, confidence weights, from source only",
-                                          "online, gmm weights, from source only"}
-    assert list(table["control"][5:]) == ["online, confidence weights, from +TGAA",
-                                          "online, confidence weights, from source only"]
-    losses = pd.read_csv(work / "results" / "smoke" / "seed0" / "models" / "online_gmm_tgaa" / "losses.csv")
-    assert "pl_weight" in losses and losses["st"].notna().all()
-    assert (work / "results" / "smoke" / "report" / "ablation" / "online_curves.png").stat().st_size > 10_000
+    losses = pd.read_csv(models / "online_gmm_tgaa_mic" / "losses.csv")
+    assert "pl_weight" in losses and losses["st"].notna().all() and (losses["mic"] > 0).any()
+    assert "mic" not in pd.read_csv(models / "online_confidence_src" / "losses.csv")

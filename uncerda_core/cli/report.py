@@ -126,7 +126,7 @@ def cmd_table5(p=None, args=None):
 
 
 @command("online-table", "online self-training beside +UPST over seeds: each run's paired change against +UPST, "
-                         "and GMM weights against confidence weights from each start")
+                         "GMM weights against confidence weights and MIC against none, from each start")
 def cmd_online_table(p=None, args=None):
     if args is None:
         p.add_argument("--eval", action="append", default=[], required=True, metavar="SETTING|SEED|METRICS_JSON",
@@ -143,10 +143,11 @@ def cmd_online_table(p=None, args=None):
     per_seed: dict[str, dict[int, float]] = {}
     for setting, seed, path in items:
         per_seed.setdefault(setting, {})[seed] = artifacts.read_json(path, "metrics file")["miou"]
-    pairs = []   # GMM weights against confidence weights, from each start
+    pairs = []   # GMM weights against confidence weights, and MIC against none, from each start
     for setting in per_seed:
         if setting.startswith("online, gmm weights"):
-            other = setting.replace("gmm weights", "confidence weights")
+            other = (setting.replace(" + MIC", "") if " + MIC" in setting
+                     else setting.replace("gmm weights", "confidence weights"))
             if other in per_seed:
                 pairs.append({"setting": setting, "model": "", "control": other,
                               **control_columns(paired_change(per_seed[setting], per_seed[other]))})

@@ -283,9 +283,12 @@ def st_teacher(wildcards):
 
 # Online self-training (selftrain.mode: online), beside the chain's offline +UPST: one run per pixel weighting
 # (DACS's confidence share, or Eq. 6's GMM posterior) and start (the chain's final AA model, or source only).
-ONLINE_MODEL_PATTERN = r"online_(confidence|gmm)_(tgaa|src)"
-ONLINE_RUNGS = {f"online_{w}_{start}": f"online, {w} weights, from {label}" for start, label in
-                (("tgaa", "+TGAA"), ("src", "source only")) for w in ("confidence", "gmm")}
+# The GMM runs also with MIC's masked image consistency (_mic).
+ONLINE_MODEL_PATTERN = r"online_(confidence|gmm)_(tgaa|src)(_mic)?"
+ONLINE_RUNGS = {model: label for start, where in (("tgaa", "+TGAA"), ("src", "source only"))
+                for model, label in ((f"online_confidence_{start}", f"online, confidence weights, from {where}"),
+                                     (f"online_gmm_{start}", f"online, gmm weights, from {where}"),
+                                     (f"online_gmm_{start}_mic", f"online, gmm weights + MIC, from {where}"))}
 ONLINE_REFERENCE = "+UPST (offline, GMM labels)"
 ONLINE_TABLE = f"{EXP}/ablation/online.csv"
 ONLINE_CURVES = f"{EXP}/report/ablation/online_curves.png"   # the main seed's runs, beside +UPST's
@@ -298,7 +301,7 @@ def online_curve_models():
 
 def online_init(wildcards):
     """An online run starts from the chain's final AA model (UncerDA's chain) or from source only (DACS's)."""
-    start = final_aa(wildcards) if wildcards.online_model.endswith("_tgaa") else "source_only"
+    start = final_aa(wildcards) if "_tgaa" in wildcards.online_model else "source_only"
     return model_ckpt(start, wildcards.seed)
 
 
@@ -306,7 +309,7 @@ def online_flags(model):
     """An online run's settings over the config's: online mode, its pixel weights, and source batches beside the
     mixed ones (ClassMix pastes source images, as in DACS, whatever selftrain.target_only says for offline)."""
     return (f"--set selftrain.mode=online --set selftrain.online.pixel_weights={model.split('_')[1]}"
-            " --set selftrain.target_only=false")
+            " --set selftrain.target_only=false" + (" --set selftrain.online.mic=true" if model.endswith("_mic") else ""))
 
 
 def online_evals(wildcards):
