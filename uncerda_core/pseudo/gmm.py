@@ -94,7 +94,7 @@ def init_params(values: np.ndarray, counts: np.ndarray,
     return np.array([0.5, 0.5]), means, np.maximum(variances, min_std ** 2)
 
 
-def _log_components(v: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+def log_components(v: np.ndarray, weights: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
     """(2, K) log(w_k N(v; m_k, var_k))."""
     return (np.log(weights)[:, None] - 0.5 * np.log(2.0 * np.pi * variances)[:, None]
             - (v[None, :] - means[:, None]) ** 2 / (2.0 * variances[:, None]))
@@ -124,14 +124,14 @@ def fit_gmm_1d(values: np.ndarray, counts: np.ndarray, tol: float = 1e-10, max_i
         weights, means, variances = (np.asarray(a, dtype=np.float64).copy() for a in init)
         variances = np.maximum(variances, min_std ** 2)
     if v.size == 1:
-        lc = _log_components(v, weights, means, variances)
+        lc = log_components(v, weights, means, variances)
         ll = float((n * np.logaddexp(lc[0], lc[1])).sum())
         return GMMFit(weights, means, np.sqrt(variances), ll, 0, True)
     prev = -np.inf
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        lc = _log_components(v, weights, means, variances)
+        lc = log_components(v, weights, means, variances)
         lse = np.logaddexp(lc[0], lc[1])
         mean_ll = float((n * lse).sum() / total)
         if abs(mean_ll - prev) < tol:
@@ -144,7 +144,7 @@ def fit_gmm_1d(values: np.ndarray, counts: np.ndarray, tol: float = 1e-10, max_i
         weights = nk / total
         means = (resp * v[None, :]).sum(axis=1) / nk
         variances = np.maximum((resp * (v[None, :] - means[:, None]) ** 2).sum(axis=1) / nk, min_std ** 2)
-    lc = _log_components(v, weights, means, variances)
+    lc = log_components(v, weights, means, variances)
     ll = float((n * np.logaddexp(lc[0], lc[1])).sum())
     order = np.argsort(means, kind="stable")
     return GMMFit(weights[order], means[order], np.sqrt(variances[order]), ll, it, converged)
@@ -168,7 +168,7 @@ def selection_table(fit: GMMFit, values: np.ndarray, high_tail: bool = False) ->
     ``high_tail=True`` keeps the plain posterior rule.
     """
     v = np.asarray(values, dtype=np.float64)
-    lc = _log_components(v, fit.weights, fit.means, fit.stds ** 2)
+    lc = log_components(v, fit.weights, fit.means, fit.stds ** 2)
     selected = lc[0] > lc[1]
     if high_tail:
         return selected

@@ -37,7 +37,7 @@ from uncerda_core.runtime import load_checkpoint, resolve_device, seed_everythin
 from uncerda_core.train import distributed, guards, losses
 from uncerda_core.train.adabn import reestimate_batchnorm, target_images
 from uncerda_core.train.checkpoint import resume_path, rng_state, save_checkpoint, set_rng_state
-from uncerda_core.train.online import OnlineTeacher, weighted_cross_entropy
+from uncerda_core.train.online import OnlineTeacher, two_head_loss
 from uncerda_core.uncertainty.equations import balanced_power
 
 STAGES = ("source_only", "oracle", "aa", "tgaa", "st")
@@ -568,10 +568,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                         loss_t = loss_t + on * settings.memory_weight * memory
                         logged.update(memory=memory * on)
                     if settings.self_training and teacher is not None:
-                        size = y_online.shape[-2:]
-                        st = (weighted_cross_entropy(losses.upsample(main_t, size, stride), y_online, w_online)
-                              + train_cfg["lambda_seg_aux"]
-                              * weighted_cross_entropy(losses.upsample(aux_t, size, stride), y_online, w_online))
+                        st = two_head_loss(main_t, aux_t, y_online, w_online, train_cfg["lambda_seg_aux"], stride)
                         loss_t = loss_t + st
                         logged.update(st=st)
                     elif settings.self_training:
@@ -588,11 +585,8 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                     x_m = teacher.masked(tgt_image, prepare)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                         aux_m, main_m = net(x_m)
-                        size = pseudo.shape[-2:]
-                        mic = teacher.settings["mic_weight"] * (
-                            weighted_cross_entropy(losses.upsample(main_m.float(), size, stride), pseudo, pixel_w)
-                            + train_cfg["lambda_seg_aux"]
-                            * weighted_cross_entropy(losses.upsample(aux_m.float(), size, stride), pseudo, pixel_w))
+                        mic = teacher.settings["mic_weight"] * two_head_loss(main_m, aux_m, pseudo, pixel_w,
+                                                                             train_cfg["lambda_seg_aux"], stride)
                     mic.backward()
                     logged["_mic"] = mic
                     logged["mic"] = mic.detach()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from uncerda_core.data.labels import IGNORE
 from uncerda_core.errors import UncerdaError
-from uncerda_core.pseudo.gmm import GMMFit, fit_gmm_1d, single_mode
+from uncerda_core.pseudo.gmm import GMMFit, fit_gmm_1d, log_components, single_mode
 from uncerda_core.uncertainty.codes import N_CODES, code_values
 
 
@@ -78,9 +78,7 @@ def posterior_table(fit: GMMFit, values: np.ndarray) -> np.ndarray:
     the plain posterior would rise again far above the uncertain mean or fall near 0; the offline selection
     keeps one interval from 0 for the same reason). Returns (len(values),) float in [0, 1]."""
     v = np.asarray(values, dtype=np.float64)
-    log_w = np.log(np.maximum(fit.weights, 1e-300))
-    var = fit.stds ** 2
-    lc = log_w[:, None] - 0.5 * np.log(2 * np.pi * var)[:, None] - (v[None, :] - fit.means[:, None]) ** 2 / (2 * var[:, None])
+    lc = log_components(v, fit.weights, fit.means, fit.stds ** 2)
     post = np.exp(lc[0] - np.logaddexp(lc[0], lc[1]))
     post[v > fit.means[1]] = 0.0                        # above the uncertain mean: never trusted
     return np.maximum.accumulate(post[::-1])[::-1]      # the largest posterior at any entropy at least as high
@@ -162,6 +160,17 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: 
     the weight, not a renormalisation, says how much the batch's target pixels count."""
     ce = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
     return (weights * ce).mean()
+
+
+def two_head_loss(main: torch.Tensor, aux: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                  lambda_aux: float, stride: int) -> torch.Tensor:
+    """:func:`weighted_cross_entropy` of the main head plus ``lambda_aux`` times the aux head's, both heads' logits
+    placed on the labels' pixels (``losses.upsample`` at output stride ``stride``): the mixed batch's loss and
+    MIC's."""
+    from uncerda_core.train.losses import upsample
+    size = labels.shape[-2:]
+    return (weighted_cross_entropy(upsample(main.float(), size, stride), labels, weights)
+            + lambda_aux * weighted_cross_entropy(upsample(aux.float(), size, stride), labels, weights))
 
 
 def kernel_size(side: int) -> int:
