@@ -283,11 +283,12 @@ def test_table5_command_writes_the_table_and_fig3(tmp_path):
 
 
 
-def test_online_table_pairs_every_run_with_upst_and_gmm_with_confidence_and_mic(tmp_path):
+def test_online_table_pairs_every_run_with_upst_gmm_with_confidence_and_additions_with_none(tmp_path):
     from uncerda_core.cli import main
     import pandas as pd
     runs = {"+UPST": (0.44, 0.46), "online, confidence weights, from +TGAA": (0.41, 0.42),
-            "online, gmm weights, from +TGAA": (0.43, 0.45), "online, gmm weights + MIC, from +TGAA": (0.44, 0.45)}
+            "online, gmm weights, from +TGAA": (0.43, 0.45), "online, gmm weights + MIC, from +TGAA": (0.44, 0.45),
+            "online, gmm weights + chain draws, from +TGAA": (0.40, 0.43)}
     evals = [arg for setting, values in runs.items() for seed, value in enumerate(values)
              for arg in ("--eval", f"{setting}|{seed}|{_metrics(tmp_path, setting, seed, value)}")]
     out = tmp_path / "out"
@@ -303,3 +304,7 @@ def test_online_table_pairs_every_run_with_upst_and_gmm_with_confidence_and_mic(
     assert gmm["vs_control"] == pytest.approx(0.025) and gmm["beats_control"] == "yes"
     mic = rows[("online, gmm weights + MIC, from +TGAA", "online, gmm weights, from +TGAA")]
     assert mic["vs_control"] == pytest.approx(0.005) and mic["beats_control"] == "no difference"
+    # chain draws against uniform: -0.03, -0.02 -> below
+    chain = rows[("online, gmm weights + chain draws, from +TGAA", "online, gmm weights, from +TGAA")]
+    assert chain["vs_control"] == pytest.approx(-0.025) and chain["beats_control"] == "below"
+    assert len(table) == 5 + 3   # every run against +UPST, and three pairs

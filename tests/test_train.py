@@ -429,3 +429,51 @@ def test_online_self_training_trains_without_a_pseudo_folder_and_resumes_exactly
                      source_dataset="gta5", source_index=data["source"], target_index=data["target"],
                      init=source_only_full, progress=False)
     assert b["iteration"] == 6
+
+
+def test_online_chain_draws_reach_the_source_stream_and_a_mismatched_weights_file_is_refused(data, source_only_full,
+                                                                                          monkeypatch):
+    """selftrain.online.source_draws: chain hands the weights file's probabilities (in the index's order) to the
+    source stream, with tgaa.sampling's level; uniform draws refuse a weights file, chain draws refuse to run
+    without one, offline self-training refuses one, each before any output is written."""
+    from uncerda_core.data.index import read_index
+    seen = {}
+
+    class RecordingStream(loop.BatchStream):
+        def __init__(self, n_items, batch_size, seed, stream, probabilities=None, *args, **kwargs):
+            super().__init__(n_items, batch_size, seed, stream, probabilities, *args, **kwargs)
+            seen.setdefault(stream, self.probabilities)
+
+    monkeypatch.setattr(loop, "BatchStream", RecordingStream)
+    config = copy.deepcopy(data["config"])
+    config["selftrain"].update(iterations=1, mode="online")
+    config["selftrain"]["online"]["source_draws"] = "chain"
+    settings = stage_settings(config, "st")
+    assert settings.chain_draws and settings.sampling == config["tgaa"]["sampling"]
+    names = list(read_index(data["source"])["name"])
+    weights = data["root"] / "chain_weights.csv"
+    # written in reverse order, so the test sees the loop match names rather than rows
+    pd.DataFrame({"name": names[::-1], "probability": [float(i + 1) for i in range(len(names))][::-1]}).to_csv(
+        weights, index=False)
+
+    def run(cfg, name, **kwargs):
+        out = data["root"] / name / "checkpoint.pt"
+        run_training(cfg, stage_settings(cfg, "st"), out, seed=0, source_dataset="gta5", source_index=data["source"],
+                     target_index=data["target"], init=source_only_full, progress=False, **kwargs)
+        return out
+
+    assert run(config, "online_chain", weights=weights).is_file()
+    expected = [i + 1.0 for i in range(len(names))]
+    assert seen[loop.SOURCE_STREAM] == pytest.approx([p / sum(expected) for p in expected])
+    assert seen[loop.TARGET_STREAM] is None
+    with pytest.raises(UncerdaError, match="source_draws is chain"):
+        run(config, "chain_without_weights")
+    for mode, draws in (("online", "uniform"), ("offline", "chain")):
+        other = copy.deepcopy(config)
+        other["selftrain"]["mode"] = mode
+        other["selftrain"]["online"]["source_draws"] = draws
+        assert not stage_settings(other, "st").chain_draws and stage_settings(other, "st").sampling == "image"
+        with pytest.raises(UncerdaError, match="chain_weights.csv: self-training draws its source images uniformly"):
+            run(other, f"{mode}_with_weights", weights=weights, pseudo_dir=data["root"])
+    assert not any((data["root"] / n).exists() for n in ("chain_without_weights", "online_with_weights",
+                                                         "offline_with_weights"))

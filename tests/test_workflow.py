@@ -410,9 +410,10 @@ def test_table5_runs_on_a_model_file_of_your_own(smoke, tmp_path):
 
 
 def test_online_self_training_runs_beside_upst_in_both_weightings(smoke, tmp_path):
-    """snakemake online in a copy of the smoke run: the plan has six online runs (confidence and GMM weights, and GMM
-    with MIC, from +TGAA and from source only) with no pseudo-label folder, the table and the curves; two of the
-    runs train for real (the table command is checked by hand in test_ablation_tables)."""
+    """snakemake online in a copy of the smoke run: the plan has seven online runs (confidence and GMM weights, and GMM
+    with MIC, from +TGAA and from source only; GMM with the chain's source draws from +TGAA) with no pseudo-label
+    folder, the table and the curves; a chain-draw run reads the final round's weights. Two runs train for real,
+    between them every option (the table command is checked by hand in test_ablation_tables)."""
     import shutil
     work = tmp_path / "smoke"
     shutil.copytree(smoke.workdir, work, symlinks=True)
@@ -422,20 +423,28 @@ def test_online_self_training_runs_beside_upst_in_both_weightings(smoke, tmp_pat
     out = plan.stdout + plan.stderr
     assert "rule online_table:" in out and "rule report_online_curves:" in out
     commands = [line for line in out.splitlines() if " self-train " in line and "online_" in line]
-    assert len(commands) == 6 and not any("--pseudo-dir" in line for line in commands)
+    assert len(commands) == 7 and not any("--pseudo-dir" in line for line in commands)
     for line in commands:
         argv = shlex.split(line[line.index(sys.executable):])
-        model = re.search(r"/models/(online_[a-z]+_[a-z]+(_mic)?)/checkpoint.pt", line).group(1)
+        model = re.search(r"/models/(online_[a-z]+_[a-z]+(_mic)?(_chain)?)/checkpoint.pt", line).group(1)
         sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
         assert sets == ["selftrain.mode=online", f"selftrain.online.pixel_weights={model.split('_')[1]}",
-                        "selftrain.target_only=false", *(["selftrain.online.mic=true"] if "_mic" in model else [])]
+                        "selftrain.target_only=false", *(["selftrain.online.mic=true"] if "_mic" in model else []),
+                        *(["selftrain.online.source_draws=chain"] if "_chain" in model else [])]
         start = argv[argv.index("--init") + 1]
         assert start.endswith("/models/source_only/checkpoint.pt") if "_src" in model else \
             re.search(r"/models/tgaa_r\d+/checkpoint.pt$", start)
+        # the chain's draws: the weights of the round the start model finished, and its S_k's ranking
+        final = re.search(r"tgaa_r(\d+)/checkpoint.pt$", start)
+        assert ("--weights" in argv) == ("_chain" in model)
+        if "_chain" in model:
+            r = int(final.group(1))
+            assert argv[argv.index("--weights") + 1].endswith(f"/seed0/weights/tgaa_r{r}.csv")
+            assert argv[argv.index("--rank") + 1].endswith(f"/rank/{'aa_it' if r == 1 else f'tgaa_r{r - 1}'}.csv")
     models = work / "results" / "smoke" / "seed0" / "models"
-    targets = [str(models / m / "checkpoint.pt") for m in ("online_gmm_tgaa_mic", "online_confidence_src")]
+    targets = [str(models / m / "checkpoint.pt") for m in ("online_gmm_tgaa_mic", "online_confidence_src_chain")]
     proc = snakemake(work, *args, "--", *targets, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = pd.read_csv(models / "online_gmm_tgaa_mic" / "losses.csv")
     assert "pl_weight" in losses and losses["st"].notna().all() and (losses["mic"] > 0).any()
-    assert "mic" not in pd.read_csv(models / "online_confidence_src" / "losses.csv")
+    assert "mic" not in pd.read_csv(models / "online_confidence_src_chain" / "losses.csv")

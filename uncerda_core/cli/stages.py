@@ -168,6 +168,24 @@ def _train(args, stage: str, image_translation: bool | None = None, adversarial_
                  init=init, losses_csv=args.losses, keep_snapshots=args.keep_snapshots, **extra)
 
 
+def _add_draw_options(p, weights_help: str) -> None:
+    """The files that make a stage draw source images by class: a target-guided round's (adapt) and online
+    self-training's under selftrain.online.source_draws: chain."""
+    p.add_argument("--weights", help=weights_help)
+    p.add_argument("--class-stats", help="source class statistics CSV (crop-level sampling)")
+    p.add_argument("--rank", help="ranking CSV whose S_k centres the crops (crop-level sampling)")
+    p.add_argument("--k", type=int, help="with --rank: S_k = the k classes ranked first (Fig. 8(b)'s sweep)")
+
+
+def _draws(args) -> dict:
+    """run_training's keyword arguments from :func:`_add_draw_options`' options."""
+    sk = None
+    if args.rank:
+        from uncerda_core.uncertainty.rank import read_sk
+        sk = read_sk(args.rank, args.k)
+    return dict(weights=args.weights, class_stats=args.class_stats, sk=sk)
+
+
 @command("train-source", "source-only training (Table 3 'Source only')")
 def cmd_train_source(p=None, args=None):
     if args is None:
@@ -188,10 +206,7 @@ def cmd_train_oracle(p=None, args=None):
 def cmd_adapt(p=None, args=None):
     if args is None:
         _add_train_io(p)
-        p.add_argument("--weights", help="sampling weights CSV (target-guided rounds and +SR)")
-        p.add_argument("--class-stats", help="source class statistics CSV (crop-level sampling)")
-        p.add_argument("--rank", help="ranking CSV whose S_k centres the crops (crop-level sampling)")
-        p.add_argument("--k", type=int, help="with --rank: S_k = the k classes ranked first (Fig. 8(b)'s sweep)")
+        _add_draw_options(p, "sampling weights CSV (target-guided rounds and +SR)")
         p.add_argument("--image-translation", choices=["config", "on", "off"], default="config",
                        help="image translation of the source images: FDA, or source.translated_root when set "
                             "(default: adapt.image_translation)")
@@ -202,14 +217,9 @@ def cmd_adapt(p=None, args=None):
                             "gamma adapt.focal_gamma)")
         return
     it = {"config": None, "on": True, "off": False}[args.image_translation]
-    sk = None
-    if args.rank:
-        from uncerda_core.uncertainty.rank import read_sk
-        sk = read_sk(args.rank, args.k)
     _train(args, "tgaa" if args.weights else "aa", image_translation=it,
            adversarial_weight=args.adversarial_weight,
-           source_loss=None if args.source_loss == "config" else args.source_loss,
-           weights=args.weights, class_stats=args.class_stats, sk=sk)
+           source_loss=None if args.source_loss == "config" else args.source_loss, **_draws(args))
 
 
 @command("self-train", "self-training on pseudo-labelled target images (with source images unless selftrain.target_only)")
@@ -218,8 +228,10 @@ def cmd_self_train(p=None, args=None):
         _add_train_io(p)
         p.add_argument("--pseudo-dir", help="pseudo-label folder (<name>.png); not read under selftrain.mode: online, "
                                             "where an EMA teacher labels each target batch")
+        _add_draw_options(p, "the chain's sampling weights CSV (online self-training with "
+                             "selftrain.online.source_draws: chain only)")
         return
-    _train(args, "st", pseudo_dir=args.pseudo_dir)
+    _train(args, "st", pseudo_dir=args.pseudo_dir, **_draws(args))
 
 
 @command("import-model", "a trained model file of another project (AdaptSegNet, ADVENT, Seg-Uncertainty) as an uncerda checkpoint")

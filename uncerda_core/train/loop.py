@@ -71,6 +71,7 @@ class StageSettings:
     memory_aux_weight: float
     memory_start: int           # the first iteration (0-based) that adds the memory regularisation
     sampling: str
+    chain_draws: bool           # online self-training draws source images by the chain's weights (weights CSV)
     poly_horizon: int | None
     target_bn_stats: bool   # re-estimate BatchNorm statistics on target train before writing weights
 
@@ -133,6 +134,7 @@ def _stage_settings(config: dict, stage: str, image_translation: bool | None,
     adversarial = stage in ("aa", "tgaa")
     self_training = stage == "st"
     target_only = self_training and st["target_only"]
+    chain_draws = self_training and st["mode"] == "online" and st["online"]["source_draws"] == "chain"
     if adversarial:
         translation = dict(image_translation=it, translated_root=translated)
     elif self_training:
@@ -152,8 +154,10 @@ def _stage_settings(config: dict, stage: str, image_translation: bool | None,
         source_focal_gamma=adapt["focal_gamma"] if adversarial and source_loss == "focal" else 0.0,
         memory_weight=adapt["memory_weight"] if adversarial else 0.0, memory_aux_weight=adapt["memory_aux_weight"],
         memory_start=math.floor(adapt["memory_start"] * iterations),
-        # Only a target-guided round draws by class: every other stage draws source images uniformly.
-        sampling=config["tgaa"]["sampling"] if stage == "tgaa" else "image",
+        # A target-guided round draws by class, and so does online self-training when asked to draw as the
+        # chain's final round did; every other stage draws source images uniformly.
+        sampling=config["tgaa"]["sampling"] if stage == "tgaa" or chain_draws else "image",
+        chain_draws=chain_draws,
         poly_horizon=config["train"]["poly_horizon"],
         # Only where batches alternate between the domains do the running averages mix them.
         target_bn_stats=config["train"]["target_bn_stats"] and (adversarial or (self_training and not target_only)))
@@ -172,6 +176,21 @@ def _cacheable(table: pd.DataFrame, settings: ImageSettings) -> bool:
     with Image.open(table["image"].iloc[0]) as im:
         width, height = settings.resize or im.size
     return width * height * 4 * len(table) < 1.5e9
+
+
+def check_draw_inputs(settings: StageSettings, weights: str | Path | None) -> None:
+    """Self-training reads a sampling-weights file exactly when it draws source images as the chain did
+    (online, ``selftrain.online.source_draws: chain``): a file given to a run that would draw uniformly, or
+    none given to one that should not, is refused before any work rather than ignored."""
+    if not settings.self_training:
+        return
+    if settings.chain_draws and weights is None:
+        raise UncerdaError("selftrain.online.source_draws is chain: give the chain's sampling weights CSV (--weights, "
+                           "the final target-guided round's weights/tgaa_r<r>.csv), or set source_draws: uniform")
+    if not settings.chain_draws and weights is not None:
+        raise UncerdaError(f"{weights}: self-training draws its source images uniformly here; sampling weights are read "
+                           "only with selftrain.mode: online and selftrain.online.source_draws: chain (set both, or "
+                           "drop --weights)")
 
 
 def read_sampling_weights(path: str | Path, names: list[str]) -> np.ndarray:
@@ -315,6 +334,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     only those after its resume point).
     """
     out = Path(out)
+    check_draw_inputs(settings, weights)
     train_cfg = config["train"]
     torch.set_num_threads(config["threads"])
     dist_info, device = distributed.setup(resolve_device(config["device"]))

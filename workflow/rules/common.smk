@@ -236,10 +236,13 @@ def init_flag(wildcards, input):
     return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
 
 
-def previous_model(wildcards):
-    """The model a target-guided round starts from: round 0, or the previous round."""
-    r = int(wildcards.r)
+def round_start(r):
+    """The model target-guided round ``r`` starts from (and whose ranking gave its S_k): round 0, or round r-1."""
     return R0 if r == 1 else f"tgaa_r{r - 1}"
+
+
+def previous_model(wildcards):
+    return round_start(int(wildcards.r))
 
 
 # +SR's models: sr (round 1), sr_r2, sr_r3, ... (stages.sr_model).
@@ -283,12 +286,14 @@ def st_teacher(wildcards):
 
 # Online self-training (selftrain.mode: online), beside the chain's offline +UPST: one run per pixel weighting
 # (DACS's confidence share, or Eq. 6's GMM posterior) and start (the chain's final AA model, or source only).
-# The GMM runs also with MIC's masked image consistency (_mic).
-ONLINE_MODEL_PATTERN = r"online_(confidence|gmm)_(tgaa|src)(_mic)?"
+# The GMM runs also with MIC's masked image consistency (_mic); from +TGAA also with the source images drawn as
+# the chain's final round drew them (_chain).
+ONLINE_MODEL_PATTERN = r"online_(confidence|gmm)_(tgaa|src)(_mic)?(_chain)?"
 ONLINE_RUNGS = {model: label for start, where in (("tgaa", "+TGAA"), ("src", "source only"))
                 for model, label in ((f"online_confidence_{start}", f"online, confidence weights, from {where}"),
                                      (f"online_gmm_{start}", f"online, gmm weights, from {where}"),
                                      (f"online_gmm_{start}_mic", f"online, gmm weights + MIC, from {where}"))}
+ONLINE_RUNGS["online_gmm_tgaa_chain"] = "online, gmm weights + chain draws, from +TGAA"
 ONLINE_REFERENCE = "+UPST (offline, GMM labels)"
 ONLINE_TABLE = f"{EXP}/ablation/online.csv"
 ONLINE_CURVES = f"{EXP}/report/ablation/online_curves.png"   # the main seed's runs, beside +UPST's
@@ -309,7 +314,27 @@ def online_flags(model):
     """An online run's settings over the config's: online mode, its pixel weights, and source batches beside the
     mixed ones (ClassMix pastes source images, as in DACS, whatever selftrain.target_only says for offline)."""
     return (f"--set selftrain.mode=online --set selftrain.online.pixel_weights={model.split('_')[1]}"
-            " --set selftrain.target_only=false" + (" --set selftrain.online.mic=true" if model.endswith("_mic") else ""))
+            " --set selftrain.target_only=false" + (" --set selftrain.online.mic=true" if "_mic" in model else "")
+            + (" --set selftrain.online.source_draws=chain" if model.endswith("_chain") else ""))
+
+
+def online_draw_inputs(wildcards):
+    """What an online run drawing its source images as the chain did (a ``_chain`` run, or
+    selftrain.online.source_draws: chain) reads: the final target-guided round's sampling weights, the ranking
+    its S_k came from (crop-level sampling) and the source class statistics; nothing for uniform draws."""
+    model = wildcards.online_model
+    if not model.endswith("_chain") and config["selftrain"]["online"]["source_draws"] != "chain":
+        return {}
+    r = final_round_of(wildcards.seed)
+    return {"weights": f"{seed_dir(wildcards.seed)}/weights/tgaa_r{r}.csv",
+            "rank": f"{seed_dir(wildcards.seed)}/rank/{round_start(r)}.csv",
+            "class_stats": rules.class_stats.output[0]}
+
+
+def draw_flags(input):
+    """The command's options for the files of :func:`online_draw_inputs` that ``input`` holds."""
+    return " ".join(f"--{name.replace('_', '-')} {shlex.quote(str(getattr(input, name)))}"
+                    for name in ("weights", "rank", "class_stats") if hasattr(input, name))
 
 
 def online_evals(wildcards):

@@ -71,6 +71,7 @@ rule self_train:
 rule self_train_online:
     """Online self-training (selftrain.mode: online): an EMA teacher labels each target batch, no pseudo folder."""
     input:
+        unpack(online_draw_inputs),
         **TRAIN_INPUT,
         init=online_init,
     output:
@@ -81,6 +82,7 @@ rule self_train_online:
     params:
         cmd=uncerda("self-train", config_json=True, train=True),
         flags=lambda w: online_flags(w.online_model),
+        draws=lambda w, input: draw_flags(input),
         settings=settings("model", "train", "source", "target", "adapt", "selftrain", omit=("selftrain.rounds",)),
         **SELECTION_PARAMS,
     threads: threads_of("train")
@@ -91,7 +93,7 @@ rule self_train_online:
     benchmark:
         f"{BENCH}/seed{{seed}}/self_train_{{online_model}}.tsv"
     shell:
-        "{params.cmd} {params.flags} --seed {wildcards.seed} --init {input.init:q}"
+        "{params.cmd} {params.flags} {params.draws} --seed {wildcards.seed} --init {input.init:q}"
         " --source-index {input.source_index:q} --target-index {input.target_index:q}"
         " --out {output.ckpt:q} --losses {output.losses:q} > {log:q} 2>&1"
 
