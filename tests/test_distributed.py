@@ -42,29 +42,87 @@ def test_batches_depend_only_on_seed_and_iteration():
     assert a.items(7) != BatchStream(10, 4, seed=2, stream=2).items(7)
 
 
+_ONLINE_SCRIPT = '''
+import sys
+from uncerda_core.config import load_config
+from uncerda_core.train.loop import run_training, stage_settings
+
+configs, source_index, target_index, out = sys.argv[1].split(","), sys.argv[2], sys.argv[3], sys.argv[4]
+stop_after = int(sys.argv[5]) or None
+config = load_config(*configs)
+config["selftrain"].update(iterations=4, mode="online", target_only=False)
+config["selftrain"]["online"].update(pixel_weights="gmm", gmm_refit_every=1, gmm_record=300, gmm_per_step=50,
+                                     gmm_min_pixels=5)
+config["train"]["checkpoint_every"] = 2
+settings = stage_settings(config, "st")
+run_training(config, settings, out, seed=0, source_dataset="gta5", source_index=source_index,
+             target_index=target_index, progress=False, stop_after=stop_after,
+             losses_csv=out.replace("checkpoint.pt", "losses.csv"))
+'''
+
+
 @pytest.mark.slow
-def test_two_process_training_with_gloo(tmp_path):
+def test_two_process_online_self_training_keeps_a_record_per_process_and_resumes_exactly(tmp_path):
+    """selftrain.mode online with GMM weights on 2 processes (gloo): each process keeps its own record and random
+    stream, every refit fits the union of the records (the checkpoint's tables are Eq. 6 on the summed counts),
+    the teachers are one (rank 0's running statistics), and a run stopped after iteration 2 and resumed ends as the
+    uninterrupted run, bit for bit, both processes' records and streams included. Only rank 0 writes files (the
+    DDP machinery every training stage shares: wrapping, sharded streams, one writer)."""
     from uncerda_core.config import load_config
     from uncerda_core.data.demo import generate_demo
     from uncerda_core.data.index import build_index, write_index
+    from uncerda_core.train.online import fit_weight_tables
 
     src, tgt = tmp_path / "src", tmp_path / "tgt"
-    generate_demo(src, tgt, seed=0, size=(64, 32), n_source=8, n_target_train=4, n_target_val=2, progress=False)
-    index = tmp_path / "source_index.csv"
-    write_index(build_index("gta5", src, "all", workers=1, progress=False), index, {})
+    generate_demo(src, tgt, seed=0, size=(64, 32), n_source=8, n_target_train=8, n_target_val=2, progress=False)
+    indexes = {"source": tmp_path / "source_index.csv", "target": tmp_path / "target_index.csv"}
+    write_index(build_index("gta5", src, "all", workers=1, progress=False), indexes["source"], {})
+    write_index(build_index("cityscapes", tgt, "train", workers=1, progress=False), indexes["target"], {})
     config = tmp_path / "config.yaml"
-    config.write_text(f"source: {{root: {src}}}\ntarget: {{root: {tgt}}}\nthreads: 1\n")
-    out = tmp_path / "ckpt.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "uncerda_core", "train-source", "--config", str(REPO / "config.yaml"),
-           "--config", str(REPO / "workflow/presets/smoke.yaml"), "--config", str(config),
-           "--source-index", str(index), "--out", str(out), "--losses", str(tmp_path / "losses.csv")]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = torch.load(out, map_location="cpu", weights_only=True)
-    assert state["iteration"] == load_config(REPO / "config.yaml", REPO / "workflow/presets/smoke.yaml",
-                                             config)["source_only"]["iterations"]
-    # Both replicas ended identical (DDP averages gradients), and only rank 0 wrote files.
-    assert not list(tmp_path.glob("*.tmp*"))
-    assert (tmp_path / "losses.csv").is_file()
+    config.write_text(f"source: {{root: {src}}}\ntarget: {{root: {tgt}}}\nthreads: 1\n"
+                      "train: {target_bn_stats: false}\n")
+    script = tmp_path / "online_ddp.py"
+    script.write_text(_ONLINE_SCRIPT)
+    configs = ",".join(str(p) for p in (REPO / "config.yaml", REPO / "workflow/presets/smoke.yaml", config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+    for name, stop_after in (("full", 0), ("resumed", 2), ("resumed", 0)):   # one process group per launch
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               configs, str(indexes["source"]), str(indexes["target"]), str(tmp_path / name / "checkpoint.pt"),
+               str(stop_after)]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    full, resumed = (torch.load(tmp_path / n / "checkpoint.pt", map_location="cpu", weights_only=False)
+                     for n in ("full", "resumed"))
+
+    def same(a, b):
+        if isinstance(a, torch.Tensor):
+            return torch.equal(a, b)
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a == b
+
+    for key in ("model", "optimizers", "teacher", "losses"):
+        assert same(full[key], resumed[key]), key
+    assert full["iteration"] == 4 and len(full["losses"]) == 4
+    assert (tmp_path / "full" / "losses.csv").read_bytes() == (tmp_path / "resumed" / "losses.csv").read_bytes()
+    assert not list(tmp_path.rglob("*.tmp*")) and not list(tmp_path.rglob("*.resume.pt"))
+    processes = full["teacher"]["processes"]
+    assert len(processes) == 2
+    assert not torch.equal(processes[0]["record"]["codes"], processes[1]["record"]["codes"])   # own batches
+    assert not torch.equal(processes[0]["generator"], processes[1]["generator"])               # own streams
+
+    def counts(state):
+        from uncerda_core.train.online import EntropyRecord
+        record = EntropyRecord(*state["codes"].shape, per_step=1)
+        record.load_state_dict(state)
+        return record.histograms()
+
+    both = counts(processes[0]["record"]) + counts(processes[1]["record"])
+    min_pixels = 5
+    assert np.array_equal(full["teacher"]["tables"].numpy(), fit_weight_tables(both, min_pixels))
+    assert not np.array_equal(full["teacher"]["tables"].numpy(), fit_weight_tables(counts(processes[0]["record"]),
+                                                                                   min_pixels))
+    assert load_config(REPO / "config.yaml", REPO / "workflow/presets/smoke.yaml", config)["model"]["num_classes"] \
+        == both.shape[0]

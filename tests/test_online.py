@@ -94,7 +94,7 @@ def test_weight_tables_trust_the_certain_mode_and_nothing_without_evidence():
     record.push(np.zeros(codes.size, dtype=int), codes, gen)
     record.push(np.ones(5, dtype=int), np.full(5, 100), gen)            # class 1: too few values
     record.push(np.full(50, 2), np.full(50, 200), gen)                  # class 2: one value
-    tables = online.fit_weight_tables(record, min_pixels=20)
+    tables = online.fit_weight_tables(record.histograms(), min_pixels=20)
     assert tables.shape == (3, N_CODES)
     low, high = np.searchsorted(values, 0.1), np.searchsorted(values, 0.7)
     assert tables[0, low] > 0.99 and tables[0, high] < 0.01

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -57,6 +58,32 @@ def all_true(info: DistInfo, flag: bool, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item() > 0)
+
+
+def sum_counts(info: DistInfo, counts: np.ndarray, device: torch.device) -> np.ndarray:
+    """Element-wise sum of an integer array over the processes (alone: the array itself)."""
+    if not info.enabled:
+        return counts
+    total = torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int64)).to(device)
+    dist.all_reduce(total)
+    return total.cpu().numpy()
+
+
+def broadcast_buffers(info: DistInfo, module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) on every process, as DDP gives its replicas before each
+    forward pass; for a module DDP does not wrap (the online teacher)."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def gather_objects(info: DistInfo, obj) -> list:
+    """Every process's ``obj`` (picklable), in rank order, on every process (alone: ``[obj]``)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def wrap(module: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:

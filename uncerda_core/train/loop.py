@@ -360,8 +360,12 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     stride = model.output_stride   # the unwrapped network's (DDP below hides its attributes)
-    # Online self-training: the teacher starts as a copy of the initial student (its state resumes below).
-    teacher = (OnlineTeacher(model, config["selftrain"]["online"], config["model"]["num_classes"], seed)
+    # Online self-training: the teacher starts as a copy of the initial student (its state resumes below). Under
+    # DDP each process labels its own batches, and every refit of the GMM weights sums the processes' records.
+    teacher = (OnlineTeacher(model, config["selftrain"]["online"], config["model"]["num_classes"], seed,
+                             rank=dist_info.rank,
+                             sum_across=(lambda counts: distributed.sum_counts(dist_info, counts, device))
+                             if dist_info.enabled else None)
                if settings.st_mode == "online" else None)
     optimizer = build_optimizer(model.param_groups(), train_cfg)
     schedule = _poly(settings.horizon, train_cfg["power"])
@@ -440,7 +444,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 sched.load_state_dict(state["schedulers"][name])
             set_rng_state(state["rng"])
             if teacher is not None:
-                teacher.load_state_dict(state["teacher"])
+                teacher.load_state_dict(state["teacher"], rank=dist_info.rank)
             start, rows = int(state["iteration"]), list(state["losses"])
             resumed = start
             print(f"[{settings.stage}] resuming from {resume} at iteration {start}", file=sys.stderr)
@@ -465,7 +469,14 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                              what=f"stage {settings.stage} at iteration {iteration}")
         return net_module
 
-    def snapshot(iteration: int) -> dict[str, Any]:
+    def teacher_state() -> dict[str, Any]:
+        """The teacher's part of a checkpoint; every process takes part (each one's stream and record travel)."""
+        if teacher is None:
+            return {}
+        processes = distributed.gather_objects(dist_info, teacher.process_state()) if dist_info.enabled else None
+        return {"teacher": teacher.state_dict(processes)}
+
+    def snapshot(iteration: int, teacher_part: dict[str, Any]) -> dict[str, Any]:
         return {"model": model.state_dict(),
                 "discriminators": {k: d.state_dict() for k, d in discriminators.items()},
                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
@@ -473,7 +484,7 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 "iteration": iteration, "rng": rng_state(), "losses": rows, "digest": digest,
                 "stage": settings.stage, "settings": asdict(settings), "config": config,
                 "model_config": config["model"], "provenance": record,
-                **({"teacher": teacher.state_dict()} if teacher is not None else {})}
+                **teacher_part}
 
     def keep_snapshot(iteration: int) -> None:
         """The weights alone (no optimiser state): enough to evaluate, and to start a later stage from."""
@@ -642,6 +653,9 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
                 sched.step()
             if teacher is not None:
                 teacher.update(model, it)
+                # The students' parameters are one, their running statistics each their own batches' since DDP's
+                # last broadcast: the teachers take rank 0's, so every process labels with one teacher.
+                distributed.broadcast_buffers(dist_info, teacher.model)
 
             done = progress.done = it + 1
             log_now = done % log_every == 0 or done == settings.iterations
@@ -666,9 +680,10 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
             if done < settings.iterations:   # the last is kept after the loop, with the final weights
                 keep_snapshot(done)   # before the resume state: a kill between the two rewrites it on resume
             if checkpoint_now:
+                teacher_part = teacher_state()
                 with guards.interrupts_deferred():   # what a Ctrl-C prints names the file's iteration
                     if main_process:
-                        save_checkpoint(resume, snapshot(done))  # the losses so far travel inside it
+                        save_checkpoint(resume, snapshot(done, teacher_part))  # the losses so far travel inside it
                     progress.resumable = done
                 distributed.barrier(dist_info)
                 if stop_after is not None and done >= stop_after:
@@ -678,12 +693,13 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
         elapsed = time.time() - t0
         record["train_seconds"] = round(elapsed, 1)
         write_losses()
+        teacher_part = teacher_state()
         if main_process:
             if bn_images is not None:
                 with_target_statistics(model, settings.iterations)
             keep_snapshot(settings.iterations)
             with guards.interrupts_deferred():
-                save_checkpoint(out, snapshot(settings.iterations))
+                save_checkpoint(out, snapshot(settings.iterations, teacher_part))
                 resume.unlink(missing_ok=True)
                 progress.resumable, progress.written = None, out
             print(f"[{settings.stage}] {settings.iterations - start} iterations in {elapsed:.0f} s -> {out}",

@@ -113,6 +113,10 @@ class EntropyRecord:
         held = self.codes[c, :min(self.filled[c], self.size)]
         return np.bincount(held, minlength=N_CODES)
 
+    def histograms(self) -> np.ndarray:
+        """(C, N_CODES) counts of every class's recorded codes, int64."""
+        return np.stack([self.histogram(c) for c in range(self.codes.shape[0])]).astype(np.int64)
+
     def state_dict(self) -> dict:
         return {"codes": torch.from_numpy(self.codes.astype(np.int32)), "filled": torch.from_numpy(self.filled)}
 
@@ -121,15 +125,15 @@ class EntropyRecord:
         self.filled = state["filled"].numpy().astype(np.int64)
 
 
-def fit_weight_tables(record: EntropyRecord, min_pixels: int) -> np.ndarray:
-    """Eq. 6 refitted on every class's record: (C, N_CODES) weight per entropy code (:func:`posterior_table`).
+def fit_weight_tables(histograms: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Eq. 6 refitted on every class's recorded entropies, (C, N_CODES) code counts
+    (:meth:`EntropyRecord.histograms`): (C, N_CODES) weight per entropy code (:func:`posterior_table`).
     A class with fewer than ``min_pixels`` recorded values gets 0 (no evidence yet, as the offline selection
     gives it no labels); a class whose record shows one mode gets 1 (nothing to separate: every pixel kept,
     as the offline selection does)."""
     values = code_values()
-    tables = np.zeros((record.codes.shape[0], N_CODES), dtype=np.float32)
-    for c in range(record.codes.shape[0]):
-        hist = record.histogram(c)
+    tables = np.zeros(histograms.shape, dtype=np.float32)
+    for c, hist in enumerate(histograms):
         if hist.sum() < min_pixels:
             continue
         if np.count_nonzero(hist) == 1:
@@ -216,15 +220,21 @@ class OnlineTeacher:
     mixing and augmentation, and (gmm weights) the entropy record and its weight tables. Its state travels in
     the resume checkpoint, so a resumed run continues exactly.
 
-    ``settings`` is the config's ``selftrain.online``; ``seed`` seeds the mixing stream.
+    ``settings`` is the config's ``selftrain.online``; ``seed`` seeds the mixing stream. Under several training
+    processes (DDP), ``rank`` gives each process its own stream (rank 0's is the single process's), each keeps
+    its own record of its own batches, and ``sum_across`` (code counts -> their sum over the processes) makes
+    every refit use the union of the records, so all processes weigh their pixels by one mixture.
     """
 
-    def __init__(self, student: torch.nn.Module, settings: dict, num_classes: int, seed: int) -> None:
+    def __init__(self, student: torch.nn.Module, settings: dict, num_classes: int, seed: int, rank: int = 0,
+                 sum_across=None) -> None:
         import copy
         self.model = copy.deepcopy(student).eval()
         self.model.requires_grad_(False)
         self.settings = settings
-        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + 7)   # mixing, augmentation, record
+        # mixing, augmentation, record sampling
+        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + 7 + 104_729 * rank)
+        self.sum_across = sum_across
         self.gmm = settings["pixel_weights"] == "gmm"
         self.record = EntropyRecord(num_classes, settings["gmm_record"], settings["gmm_per_step"]) if self.gmm else None
         self.tables: torch.Tensor | None = None   # (C, N_CODES) once fitted
@@ -244,7 +254,10 @@ class OnlineTeacher:
             codes = entropy_codes(prob)
             self.record.push(pseudo.cpu().numpy(), codes.cpu().numpy(), self.generator)
             if (iteration + 1) % self.settings["gmm_refit_every"] == 0:
-                self.tables = torch.from_numpy(fit_weight_tables(self.record, self.settings["gmm_min_pixels"]))
+                counts = self.record.histograms()
+                if self.sum_across is not None:
+                    counts = self.sum_across(counts)
+                self.tables = torch.from_numpy(fit_weight_tables(counts, self.settings["gmm_min_pixels"]))
             if self.tables is not None:
                 weights = gmm_pixel_weights(self.tables.to(pseudo.device), pseudo, codes)
         return pseudo, weights, {"pl_weight": float(weights.mean())}
@@ -281,16 +294,28 @@ class OnlineTeacher:
         """After the student's step number ``iteration`` (0-based)."""
         ema_update(self.model, student, ema_decay(iteration, self.settings["ema_decay"]))
 
-    def state_dict(self) -> dict:
-        state = {"model": self.model.state_dict(), "generator": self.generator.get_state()}
+    def process_state(self) -> dict:
+        """What is this process's own: the random stream and (gmm weights) the record."""
+        state = {"generator": self.generator.get_state()}
         if self.gmm:
             state["record"] = self.record.state_dict()
-            state["tables"] = self.tables if self.tables is not None else torch.zeros(0)
         return state
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.generator.set_state(state["generator"])
+    def state_dict(self, processes: list[dict] | None = None) -> dict:
+        """The teacher's state; ``processes``: every training process's :meth:`process_state`, in rank order
+        (DDP), kept beside this process's so that each resumes its own."""
+        state = {"model": self.model.state_dict(), **self.process_state()}
         if self.gmm:
-            self.record.load_state_dict(state["record"])
+            state["tables"] = self.tables if self.tables is not None else torch.zeros(0)
+        if processes is not None:
+            state["processes"] = processes
+        return state
+
+    def load_state_dict(self, state: dict, rank: int = 0) -> None:
+        """``rank``'s own stream and record when the state holds every process's."""
+        own = state["processes"][rank] if "processes" in state else state
+        self.model.load_state_dict(state["model"])
+        self.generator.set_state(own["generator"])
+        if self.gmm:
+            self.record.load_state_dict(own["record"])
             self.tables = state["tables"] if state["tables"].numel() else None
