@@ -288,7 +288,9 @@ def test_online_table_pairs_every_run_with_upst_gmm_with_confidence_and_addition
     import pandas as pd
     runs = {"+UPST": (0.44, 0.46), "online, confidence weights, from +TGAA": (0.41, 0.42),
             "online, gmm weights, from +TGAA": (0.43, 0.45), "online, gmm weights + MIC, from +TGAA": (0.44, 0.45),
-            "online, gmm weights + chain draws, from +TGAA": (0.40, 0.43)}
+            "online, gmm weights + chain draws, from +TGAA": (0.40, 0.43),
+            "online, confidence weights + 3x iterations, from +TGAA": (0.45, 0.45),
+            "online, gmm weights + 3x iterations, from +TGAA": (0.47, 0.48)}
     evals = [arg for setting, values in runs.items() for seed, value in enumerate(values)
              for arg in ("--eval", f"{setting}|{seed}|{_metrics(tmp_path, setting, seed, value)}")]
     out = tmp_path / "out"
@@ -307,4 +309,11 @@ def test_online_table_pairs_every_run_with_upst_gmm_with_confidence_and_addition
     # chain draws against uniform: -0.03, -0.02 -> below
     chain = rows[("online, gmm weights + chain draws, from +TGAA", "online, gmm weights, from +TGAA")]
     assert chain["vs_control"] == pytest.approx(-0.025) and chain["beats_control"] == "below"
-    assert len(table) == 5 + 3   # every run against +UPST, and three pairs
+    # a longer run against its own weighting at one length, and GMM against confidence at the same length
+    longer = rows[("online, gmm weights + 3x iterations, from +TGAA", "online, gmm weights, from +TGAA")]
+    assert longer["vs_control"] == pytest.approx(0.035) and longer["beats_control"] == "yes"
+    assert rows[("online, gmm weights + 3x iterations, from +TGAA",
+                 "online, confidence weights + 3x iterations, from +TGAA")]["vs_control"] == pytest.approx(0.025)
+    assert rows[("online, confidence weights + 3x iterations, from +TGAA",
+                 "online, confidence weights, from +TGAA")]["vs_control"] == pytest.approx(0.035)
+    assert len(table) == 7 + 6   # every run against +UPST, and six pairs

@@ -410,27 +410,29 @@ def test_table5_runs_on_a_model_file_of_your_own(smoke, tmp_path):
 
 
 def test_online_self_training_runs_beside_upst_in_both_weightings(smoke, tmp_path):
-    """snakemake online in a copy of the smoke run: the plan has seven online runs (confidence and GMM weights, and GMM
-    with MIC, from +TGAA and from source only; GMM with the chain's source draws from +TGAA) with no pseudo-label
-    folder, the table and the curves; a chain-draw run reads the final round's weights. Two runs train for real,
-    between them every option (the table command is checked by hand in test_ablation_tables)."""
+    """snakemake online in a copy of the smoke run: the plan has nine online runs (confidence and GMM weights, and GMM
+    with MIC, from +TGAA and from source only; GMM with the chain's source draws from +TGAA; both weightings from
+    +TGAA at twice the length, from ablation.online_lengths) with no pseudo-label folder, the table and the curves;
+    a chain-draw run reads the final round's weights. Two runs train for real, between them every addition (the
+    table command is checked by hand in test_ablation_tables)."""
     import shutil
     work = tmp_path / "smoke"
     shutil.copytree(smoke.workdir, work, symlinks=True)
-    args = smoke_args(work, "ablation={seeds: [0]}", "-p")
+    args = smoke_args(work, "ablation={seeds: [0], online_lengths: [1, 2]}", "-p")
     plan = snakemake(work, *args, "-n", "--", "online", timeout=300)
     assert plan.returncode == 0, plan.stderr[-3000:]
     out = plan.stdout + plan.stderr
     assert "rule online_table:" in out and "rule report_online_curves:" in out
     commands = [line for line in out.splitlines() if " self-train " in line and "online_" in line]
-    assert len(commands) == 7 and not any("--pseudo-dir" in line for line in commands)
+    assert len(commands) == 9 and not any("--pseudo-dir" in line for line in commands)
     for line in commands:
         argv = shlex.split(line[line.index(sys.executable):])
-        model = re.search(r"/models/(online_[a-z]+_[a-z]+(_mic)?(_chain)?)/checkpoint.pt", line).group(1)
+        model = re.search(r"/models/(online_[a-z]+_[a-z]+(_mic)?(_chain)?(_x2)?)/checkpoint.pt", line).group(1)
         sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
         assert sets == ["selftrain.mode=online", f"selftrain.online.pixel_weights={model.split('_')[1]}",
                         "selftrain.target_only=false", *(["selftrain.online.mic=true"] if "_mic" in model else []),
-                        *(["selftrain.online.source_draws=chain"] if "_chain" in model else [])]
+                        *(["selftrain.online.source_draws=chain"] if "_chain" in model else []),
+                        *(["selftrain.iterations=6"] if model.endswith("_x2") else [])]   # 2 x the smoke's 3
         start = argv[argv.index("--init") + 1]
         assert start.endswith("/models/source_only/checkpoint.pt") if "_src" in model else \
             re.search(r"/models/tgaa_r\d+/checkpoint.pt$", start)

@@ -126,7 +126,7 @@ def cmd_table5(p=None, args=None):
 
 
 @command("online-table", "online self-training beside +UPST over seeds: each run's paired change against +UPST, "
-                         "GMM weights against confidence weights and an addition (MIC, chain draws) against none")
+                         "GMM weights against confidence weights and an addition (MIC, chain draws, length) against none")
 def cmd_online_table(p=None, args=None):
     if args is None:
         p.add_argument("--eval", action="append", default=[], required=True, metavar="SETTING|SEED|METRICS_JSON",
@@ -143,12 +143,15 @@ def cmd_online_table(p=None, args=None):
     per_seed: dict[str, dict[int, float]] = {}
     for setting, seed, path in items:
         per_seed.setdefault(setting, {})[seed] = artifacts.read_json(path, "metrics file")["miou"]
-    pairs = []   # GMM weights against confidence weights, and an addition (+ MIC, + chain draws) against none
+    pairs = []   # an addition (+ MIC, + chain draws, + 3x iterations) against none; GMM against confidence weights
     for setting in per_seed:
-        if setting.startswith("online, gmm weights"):
-            run, start = setting.split(", from ", 1)
-            other = (f"{run.split(' + ')[0]}, from {start}" if " + " in run
-                     else setting.replace("gmm weights", "confidence weights"))
+        if not setting.startswith("online, "):
+            continue
+        run, start = setting.split(", from ", 1)
+        others = [f"{run.split(' + ')[0]}, from {start}"] if " + " in run else []
+        if "gmm weights" in run:
+            others.append(setting.replace("gmm weights", "confidence weights"))
+        for other in others:
             if other in per_seed:
                 pairs.append({"setting": setting, "model": "", "control": other,
                               **control_columns(paired_change(per_seed[setting], per_seed[other]))})

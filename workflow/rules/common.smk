@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -287,13 +288,16 @@ def st_teacher(wildcards):
 # Online self-training (selftrain.mode: online), beside the chain's offline +UPST: one run per pixel weighting
 # (DACS's confidence share, or Eq. 6's GMM posterior) and start (the chain's final AA model, or source only).
 # The GMM runs also with MIC's masked image consistency (_mic); from +TGAA also with the source images drawn as
-# the chain's final round drew them (_chain).
-ONLINE_MODEL_PATTERN = r"online_(confidence|gmm)_(tgaa|src)(_mic)?(_chain)?"
+# the chain's final round drew them (_chain), and both weightings from +TGAA at each longer length of
+# ablation.online_lengths (_x<N>: N times selftrain.iterations).
+ONLINE_MODEL_PATTERN = r"online_(confidence|gmm)_(tgaa|src)(_mic)?(_chain)?(_x[0-9]+)?"
 ONLINE_RUNGS = {model: label for start, where in (("tgaa", "+TGAA"), ("src", "source only"))
                 for model, label in ((f"online_confidence_{start}", f"online, confidence weights, from {where}"),
                                      (f"online_gmm_{start}", f"online, gmm weights, from {where}"),
                                      (f"online_gmm_{start}_mic", f"online, gmm weights + MIC, from {where}"))}
 ONLINE_RUNGS["online_gmm_tgaa_chain"] = "online, gmm weights + chain draws, from +TGAA"
+ONLINE_RUNGS.update({f"online_{w}_tgaa_x{n}": f"online, {w} weights + {n}x iterations, from +TGAA"
+                     for n in config["ablation"]["online_lengths"] if n > 1 for w in ("confidence", "gmm")})
 ONLINE_REFERENCE = "+UPST (offline, GMM labels)"
 ONLINE_TABLE = f"{EXP}/ablation/online.csv"
 ONLINE_CURVES = f"{EXP}/report/ablation/online_curves.png"   # the main seed's runs, beside +UPST's
@@ -306,24 +310,32 @@ def online_curve_models():
 
 def online_init(wildcards):
     """An online run starts from the chain's final AA model (UncerDA's chain) or from source only (DACS's)."""
-    start = final_aa(wildcards) if "_tgaa" in wildcards.online_model else "source_only"
+    start = final_aa(wildcards) if online_parts(wildcards.online_model)[1] == "tgaa" else "source_only"
     return model_ckpt(start, wildcards.seed)
+
+
+def online_parts(model):
+    """(pixel weights, start, MIC, chain draws, length factor) of an online run's name (ONLINE_MODEL_PATTERN)."""
+    weights, start, mic, chain, length = re.fullmatch(ONLINE_MODEL_PATTERN, model).groups()
+    return weights, start, bool(mic), bool(chain), int(length[2:]) if length else 1
 
 
 def online_flags(model):
     """An online run's settings over the config's: online mode, its pixel weights, and source batches beside the
-    mixed ones (ClassMix pastes source images, as in DACS, whatever selftrain.target_only says for offline)."""
-    return (f"--set selftrain.mode=online --set selftrain.online.pixel_weights={model.split('_')[1]}"
-            " --set selftrain.target_only=false" + (" --set selftrain.online.mic=true" if "_mic" in model else "")
-            + (" --set selftrain.online.source_draws=chain" if model.endswith("_chain") else ""))
+    mixed ones (ClassMix pastes source images, as in DACS, whatever selftrain.target_only says for offline); its
+    additions; its length when it is a multiple of selftrain.iterations."""
+    weights, _, mic, chain, length = online_parts(model)
+    return (f"--set selftrain.mode=online --set selftrain.online.pixel_weights={weights}"
+            " --set selftrain.target_only=false" + (" --set selftrain.online.mic=true" if mic else "")
+            + (" --set selftrain.online.source_draws=chain" if chain else "")
+            + (f" --set selftrain.iterations={length * config['selftrain']['iterations']}" if length > 1 else ""))
 
 
 def online_draw_inputs(wildcards):
     """What an online run drawing its source images as the chain did (a ``_chain`` run, or
     selftrain.online.source_draws: chain) reads: the final target-guided round's sampling weights, the ranking
     its S_k came from (crop-level sampling) and the source class statistics; nothing for uniform draws."""
-    model = wildcards.online_model
-    if not model.endswith("_chain") and config["selftrain"]["online"]["source_draws"] != "chain":
+    if not online_parts(wildcards.online_model)[3] and config["selftrain"]["online"]["source_draws"] != "chain":
         return {}
     r = final_round_of(wildcards.seed)
     return {"weights": f"{seed_dir(wildcards.seed)}/weights/tgaa_r{r}.csv",
