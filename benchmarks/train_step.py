@@ -1,20 +1,28 @@
 """One training iteration of each stage, split into where the time goes.
 
-For each stage (source-only; adversarial adaptation with FDA; self-training) and
+For each stage (source-only; adversarial adaptation with FDA; offline self-training; online self-training with
+confidence or GMM pixel weights) and
 each variant (fp32 / bf16 autocast, NCHW / channels_last) it times, on whatever
 device is present:
 
 - data: reading, resizing and cropping one source and one target batch on the
   host (the training loop does this in ``train.num_workers`` worker processes,
   overlapped with the device);
-- fda, forward (network and losses, including the generator's adversarial term),
-  backward, discriminator (both discriminators' update), optimizer (the steps)
-  and host (the rest: copies to the device, normalisation, bookkeeping), with a
-  device synchronisation around each phase;
+- fda, teacher (online: the EMA teacher's forward without gradients, its pixel
+  weights, ClassMix and the augmentation of the mixed batch), forward (network
+  and losses, including the generator's adversarial term), backward,
+  discriminator (both discriminators' update), optimizer (the steps), ema (online:
+  the teacher's update) and host (the rest: copies to the device, normalisation,
+  bookkeeping), with a device synchronisation around each phase;
 - iteration: the same iteration without the synchronisations between phases
   (batches already loaded), i.e. the device-bound time per iteration, and
-  iterations/s;
+  iterations/s; online with GMM weights adds one refit of Eq. 6 on the teacher's
+  record, timed on its own, divided by ``gmm_refit_every``;
 - peak device memory (CUDA only).
+
+With the source-only stage and an online stage in one run it prints each online
+iteration as a multiple of the source-only one (the goal at the presets' sizes:
+at most 2.2x).
 
 The stage settings (loss weights, FDA beta, self-training loss, BatchNorm mode,
 learning rates) come from a preset, by default the GTA5 paper preset; the
@@ -31,6 +39,7 @@ hidden by the workers.
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import platform
 import tempfile
@@ -54,10 +63,13 @@ from uncerda_core.models import FCDiscriminator, build_model, discriminator_inpu
 from uncerda_core.runtime import resolve_device
 from uncerda_core.train import losses
 from uncerda_core.train.loop import build_optimizer, self_training_loss, stage_settings
+from uncerda_core.train.online import OnlineTeacher, fit_weight_tables, two_head_loss
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = {"source": "source_only", "aa_fda": "aa", "st": "st"}
-PHASES = ("data", "fda", "forward", "backward", "discriminator", "optimizer", "host")
+STAGES = {"source": "source_only", "aa_fda": "aa", "st": "st", "online": "st", "online_gmm": "st"}
+# What the online stages set over the preset, as `snakemake online`'s runs do (source batches kept for ClassMix).
+ONLINE = {"online": "confidence", "online_gmm": "gmm"}
+PHASES = ("data", "fda", "teacher", "forward", "backward", "discriminator", "optimizer", "ema", "host")
 
 
 class PhaseTimer:
@@ -105,16 +117,35 @@ def _datasets(work: Path, config: dict, n_images: int) -> tuple[SegmentationData
             SegmentationDataset("cityscapes", target, ImageSettings.from_config(config["target"], True, flip)))
 
 
+def stage_config(config: dict, stage: str) -> dict:
+    """The config a benchmark stage runs with: the preset's, and for an online stage online mode with its pixel
+    weights and source batches."""
+    if stage not in ONLINE:
+        return config
+    config = copy.deepcopy(config)
+    config["selftrain"].update(mode="online", target_only=False)
+    config["selftrain"]["online"]["pixel_weights"] = ONLINE[stage]
+    return config
+
+
 class StageRunner:
     """The networks, optimizers and one iteration of a stage, as the training loop builds them."""
 
     def __init__(self, config: dict, stage: str, device: torch.device, bf16: bool, channels_last: bool):
+        config = stage_config(config, stage)
         self.config, self.device, self.bf16, self.channels_last = config, device, bf16, channels_last
-        self.settings = stage_settings(config, stage)
+        self.settings = stage_settings(config, STAGES[stage])
         torch.manual_seed(0)
         self.model = build_model(config["model"]).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.teacher = (OnlineTeacher(self.model, config["selftrain"]["online"], config["model"]["num_classes"], 0)
+                        if self.settings.st_mode == "online" else None)
+        if self.teacher is not None:
+            # GMM weights: the refit is timed on its own (refit_seconds) and spread over gmm_refit_every, so
+            # none may happen inside the timed iterations
+            self.teacher.settings = {**self.teacher.settings, "gmm_refit_every": 10**9}
+        self.step = 0
         self.optimizers = [build_optimizer(self.model.param_groups(), config["train"])]
         self.discriminators = {}
         if self.settings.adversarial:
@@ -145,28 +176,45 @@ class StageRunner:
         with timer.phase("host"):
             x_t = self._input(x_t_raw)
             x_s = self._input(x_s) if x_s is not None else None
-        with timer.phase("forward"), torch.autocast(**autocast):
-            loss = x_t.new_zeros(())
-            if x_s is not None:
+        # As the loop: the source batch's backward before the target batch's forward, so that the two graphs
+        # never hold memory together (the peak is that of training).
+        loss = x_t.new_zeros(())
+        if x_s is not None:
+            with timer.phase("forward"), torch.autocast(**autocast):
                 y_s = src["label"].to(dev)
                 aux_s, main_s = self.model(x_s)
-                loss = s.source_weight * (losses.segmentation_loss(main_s.float(), y_s, stride=stride)
-                                          + self.config["train"]["lambda_seg_aux"]
-                                          * losses.segmentation_loss(aux_s.float(), y_s, stride=stride))
-            if s.adversarial or s.self_training:
+                loss_s = s.source_weight * (losses.segmentation_loss(main_s.float(), y_s, stride=stride)
+                                            + self.config["train"]["lambda_seg_aux"]
+                                            * losses.segmentation_loss(aux_s.float(), y_s, stride=stride))
+            with timer.phase("backward"):
+                loss_s.backward()
+            loss = loss + loss_s.detach()
+        if self.teacher is not None:
+            with timer.phase("teacher"):
+                pseudo, pixel_w, _ = self.teacher.label(x_t, tuple(x_t.shape[-2:]), stride, self.step)
+                mixed, y_mixed, w_mixed = self.teacher.mixed(src["image"].to(dev), src["label"].to(dev), x_t_raw,
+                                                             pseudo, pixel_w)
+                x_t = self._input(mixed)
+        if s.adversarial or s.self_training:
+            with timer.phase("forward"), torch.autocast(**autocast):
                 aux_t, main_t = (t.float() for t in self.model(x_t))
+                loss_t = aux_t.sum() * 0.0
                 if s.adversarial:
                     pred_t = {"aux": losses.upsample(aux_t, x_t.shape[-2:], stride),
                               "main": losses.upsample(main_t, x_t.shape[-2:], stride)}
                     for head, weight in (("main", s.lambda_adv_main), ("aux", s.lambda_adv_aux)):
                         out = self.discriminators[head](discriminator_input(pred_t[head], s.disc_input))
-                        loss = loss + weight * losses.adversarial_loss(out, losses.SOURCE_LABEL)
-                if s.self_training:
-                    loss = loss + self_training_loss(s, main_t, aux_t, tgt["label"].to(dev),
-                                                     self.config["model"]["num_classes"],
-                                                     self.config["train"]["lambda_seg_aux"], stride=stride)
-        with timer.phase("backward"):
-            loss.backward()
+                        loss_t = loss_t + weight * losses.adversarial_loss(out, losses.SOURCE_LABEL)
+                if s.self_training and self.teacher is not None:
+                    loss_t = loss_t + two_head_loss(main_t, aux_t, y_mixed, w_mixed,
+                                                    self.config["train"]["lambda_seg_aux"], stride)
+                elif s.self_training:
+                    loss_t = loss_t + self_training_loss(s, main_t, aux_t, tgt["label"].to(dev),
+                                                         self.config["model"]["num_classes"],
+                                                         self.config["train"]["lambda_seg_aux"], stride=stride)
+            with timer.phase("backward"):
+                loss_t.backward()
+            loss = loss + loss_t.detach()
         if self.discriminators:
             with timer.phase("discriminator"):
                 pred_s = {"aux": losses.upsample(aux_s.detach().float(), x_s.shape[-2:], stride),
@@ -179,13 +227,27 @@ class StageRunner:
         with timer.phase("optimizer"):
             for opt in self.optimizers:
                 opt.step()
+        if self.teacher is not None:
+            with timer.phase("ema"):
+                self.teacher.update(self.model, self.step)
+        self.step += 1
         return loss
+
+    def refit_seconds(self) -> float | None:
+        """Online with GMM weights: one refit of Eq. 6 on the teacher's record (its tables then used by the
+        timed iterations), in seconds; None otherwise."""
+        if self.teacher is None or not self.teacher.gmm:
+            return None
+        start = time.perf_counter()
+        self.teacher.tables = torch.from_numpy(fit_weight_tables(self.teacher.record.histograms(),
+                                                                 self.teacher.settings["gmm_min_pixels"]))
+        return time.perf_counter() - start
 
 
 def measure(config: dict, datasets, stage: str, device: torch.device, bf16: bool, channels_last: bool,
             warmup: int, repeats: int) -> dict:
     """Times of one variant of one stage: per phase (synchronised) and per whole iteration."""
-    runner = StageRunner(config, STAGES[stage], device, bf16, channels_last)
+    runner = StageRunner(config, stage, device, bf16, channels_last)
     source_set, target_set = datasets
     batch = config["train"]["batch_size"]
     streams = BatchStream(len(source_set), batch, 0, 1), BatchStream(len(target_set), batch, 0, 2)
@@ -193,6 +255,7 @@ def measure(config: dict, datasets, stage: str, device: torch.device, bf16: bool
     for it in range(warmup + repeats):
         if it == warmup:               # the warm-up iterations (autotuning, allocations) are not counted
             timer = PhaseTimer(device)
+            refit_s = runner.refit_seconds()   # on the warm-up's record; the timed iterations use its tables
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
         with timer.phase("data"):      # in training: DataLoader workers, pinned on the GPU
@@ -214,6 +277,9 @@ def measure(config: dict, datasets, stage: str, device: torch.device, bf16: bool
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     row["iteration_s"] = (time.perf_counter() - start) / repeats
+    row["gmm_refit_s"] = refit_s
+    if refit_s is not None:   # one refit every gmm_refit_every iterations, spread over them
+        row["iteration_s"] += refit_s / runner.config["selftrain"]["online"]["gmm_refit_every"]
     row["iterations_per_s"] = 1.0 / row["iteration_s"]
     row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return row
@@ -263,11 +329,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
           f"batch {args.batch_size}, source {args.source_size} crop {args.crop}, target {args.target_size}")
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 4):
         print(table.to_string(index=False))
-    if args.project and set(args.stages) == set(STAGES):
-        for (precision, cl), group in table.groupby(["precision", "channels_last"]):
-            hours = projected_hours(config, dict(zip(group["stage"], group["iteration_s"])))
+    for (precision, cl), group in table.groupby(["precision", "channels_last"]):
+        seconds = dict(zip(group["stage"], group["iteration_s"]))
+        if args.project and {"source", "aa_fda", "st"} <= set(seconds):
             print(f"# projected training hours of the chain on this device ({precision}, channels_last={cl}): "
-                  f"{hours:.1f}")
+                  f"{projected_hours(config, seconds):.1f}")
+        for stage in ONLINE:
+            if stage in seconds and "source" in seconds:
+                print(f"# {stage} iteration / source-only iteration ({precision}, channels_last={cl}): "
+                      f"{seconds[stage] / seconds['source']:.2f}x (goal: at most 2.2x)")
     if args.out:
         with artifacts.atomic_path(args.out) as tmp:
             table.to_csv(tmp, sep="\t", index=False)
