@@ -345,8 +345,6 @@ def run_training(config: dict, settings: StageSettings, out: str | Path, *, seed
     # NHWC activations: faster on GPUs and, measured on the demo network, on the CPU too (BENCHMARKS.md)
     channels_last = train_cfg["channels_last"]
     on_gpu = device.type == "cuda"
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
     if on_gpu:
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: the autotuned kernels are reused every step
     seed_everything(seed)
