@@ -354,9 +354,10 @@ def test_snakemake_killed_mid_training_unlocks_and_finishes(tmp_path, kill):
     assert not ckpt.exists()
     stale = set(temporary_files(work))
 
-    # The kill leaves the working directory locked.
-    locked = snakemake(work, *args, "--rerun-incomplete", timeout=300)
-    assert locked.returncode != 0 and "Directory cannot be locked" in locked.stderr
+    # The kill leaves the working directory locked (either way; checked once).
+    if kill == "group":
+        locked = snakemake(work, *args, "--rerun-incomplete", timeout=300)
+        assert locked.returncode != 0 and "Directory cannot be locked" in locked.stderr
     unlock = snakemake(work, *args, "--unlock", timeout=300)
     assert unlock.returncode == 0, unlock.stderr[-3000:]
     done = snakemake(work, *args, "--rerun-incomplete", timeout=900)
