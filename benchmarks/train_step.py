@@ -63,7 +63,7 @@ from uncerda_core.models import FCDiscriminator, build_model, discriminator_inpu
 from uncerda_core.runtime import resolve_device
 from uncerda_core.train import losses
 from uncerda_core.train.loop import build_optimizer, self_training_loss, stage_settings
-from uncerda_core.train.online import OnlineTeacher, fit_weight_tables, two_head_loss
+from uncerda_core.train.online import OnlineTeacher, two_head_loss
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {"source": "source_only", "aa_fda": "aa", "st": "st", "online": "st", "online_gmm": "st"}
@@ -239,8 +239,7 @@ class StageRunner:
         if self.teacher is None or not self.teacher.gmm:
             return None
         start = time.perf_counter()
-        self.teacher.tables = torch.from_numpy(fit_weight_tables(self.teacher.record.histograms(),
-                                                                 self.teacher.settings["gmm_min_pixels"]))
+        self.teacher.refit()
         return time.perf_counter() - start
 
 

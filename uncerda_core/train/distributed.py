@@ -72,9 +72,18 @@ def sum_counts(info: DistInfo, counts: np.ndarray, device: torch.device) -> np.n
 def broadcast_buffers(info: DistInfo, module: torch.nn.Module) -> None:
     """Rank 0's buffers (BatchNorm's running statistics) on every process, as DDP gives its replicas before each
     forward pass; for a module DDP does not wrap (the online teacher)."""
-    if info.enabled:
-        for buffer in module.buffers():
-            dist.broadcast(buffer, src=0)
+    if not info.enabled:
+        return
+    # one collective per dtype (float statistics, the int64 batch counters), not one per buffer: this runs
+    # every iteration
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for buffer in module.buffers():
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    for buffers in by_dtype.values():
+        flat = torch.cat([b.reshape(-1) for b in buffers])
+        dist.broadcast(flat, src=0)
+        for b, part in zip(buffers, flat.split([b.numel() for b in buffers])):
+            b.copy_(part.view_as(b))
 
 
 def gather_objects(info: DistInfo, obj) -> list:

@@ -254,13 +254,17 @@ class OnlineTeacher:
             codes = entropy_codes(prob)
             self.record.push(pseudo.cpu().numpy(), codes.cpu().numpy(), self.generator)
             if (iteration + 1) % self.settings["gmm_refit_every"] == 0:
-                counts = self.record.histograms()
-                if self.sum_across is not None:
-                    counts = self.sum_across(counts)
-                self.tables = torch.from_numpy(fit_weight_tables(counts, self.settings["gmm_min_pixels"]))
+                self.refit()
             if self.tables is not None:
                 weights = gmm_pixel_weights(self.tables.to(pseudo.device), pseudo, codes)
         return pseudo, weights, {"pl_weight": float(weights.mean())}
+
+    def refit(self) -> None:
+        """Eq. 6 refitted on the record (summed over the processes under DDP): the pixel weights' tables."""
+        counts = self.record.histograms()
+        if self.sum_across is not None:
+            counts = self.sum_across(counts)
+        self.tables = torch.from_numpy(fit_weight_tables(counts, self.settings["gmm_min_pixels"]))
 
     def mixed(self, source: torch.Tensor, source_labels: torch.Tensor, target: torch.Tensor, pseudo: torch.Tensor,
               weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
